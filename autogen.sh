@@ -1,0 +1,6 @@
+#!/bin/sh
+# Generate the build system: ./autogen.sh && ./configure && make
+set -e
+cd "$(dirname "$0")"
+mkdir -p m4
+autoreconf --force --install --verbose

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ioflusher-skeleton: the shape of an IO-flusher daemon on libioflusher.
+ *
+ * Copy this file to start a storage daemon.  The order is the point:
+ *   1. ioflusher_setup() first, before any thread exists (threads inherit
+ *      the flag from their creator);
+ *   2. print the report, one line per protection;
+ *   3. start the workers with ioflusher_thread_create(), which refuses to
+ *      run a worker that does not carry the flag;
+ *   4. once they run, audit every thread of the process and log it;
+ *   5. drop the capabilities that are no longer needed, and lock the
+ *      protections in with a seccomp filter;
+ *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <getopt.h>
+#include <linux/capability.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ioflusher.h>
+
+#define MAX_WORKERS 64
+
+static int request_pipe[2];
+
+static void *worker(void *arg)
+{
+	char name[16];
+	char req;
+
+	snprintf(name, sizeof(name), "worker-%ld", (long)(intptr_t)arg);
+	pthread_setname_np(pthread_self(), name);
+	/* The IO path: no malloc here; buffers come from a mempool set up at
+	 * start (see ioflusher_mempool_new(3)). */
+	while (read(request_pipe[0], &req, 1) == 1 && req != 'q')
+		;
+	return NULL;
+}
+
+static void print_report(const struct ioflusher_report *report)
+{
+	char line[512];
+
+	for (int p = 0; p < IOFLUSHER_PROTECT_COUNT; p++) {
+		ioflusher_report_format(report, p, line, sizeof(line));
+		printf("setup: %s\n", line);
+	}
+}
+
+static int audit_threads(void)
+{
+	struct ioflusher_audit *audit;
+	int r, n;
+
+	r = ioflusher_audit_new(0, &audit);
+	if (r < 0) {
+		fprintf(stderr, "audit: %s\n", strerror(-r));
+		return r;
+	}
+	n = ioflusher_audit_count(audit);
+	printf("audit: %d of %d threads carry the io-flusher flag\n",
+	       n - ioflusher_audit_missing(audit), n);
+	for (int i = 0; i < n; i++) {
+		const char *comm;
+		int flagged;
+		pid_t tid;
+
+		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm, &flagged);
+		printf("audit:   %d %-15s %s\n", (int)tid, comm,
+		       flagged ? "flagged" : "MISSING");
+	}
+	r = ioflusher_audit_missing(audit);
+	ioflusher_audit_free(audit);
+	return r;
+}
+
+static void usage(FILE *out, const char *prog)
+{
+	fprintf(out,
+		"Usage: %s [--best-effort] [--threads N] [--duration SECONDS] [--sandbox]\n"
+		"A template IO-flusher daemon: sets up, starts N workers, audits them,\n"
+		"then waits for SIGTERM (or SECONDS) and exits.\n",
+		prog);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "best-effort", no_argument, NULL, 'b' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "sandbox", no_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	/* What the running daemon still needs: nothing, once set up.  A daemon
+	 * that re-opens devices or raises limits later keeps those here. */
+	static const int keep[] = { CAP_IPC_LOCK };
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx;
+	pthread_t threads[MAX_WORKERS];
+	int policy = IOFLUSHER_POLICY_REQUIRED, nthreads = 2, duration = 0;
+	bool sandbox = false;
+	sigset_t sigs;
+	int c, r, sig, started = 0;
+
+	while ((c = getopt_long(argc, argv, "bt:d:sh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			policy = IOFLUSHER_POLICY_BEST_EFFORT;
+			break;
+		case 't':
+			nthreads = atoi(optarg);
+			if (nthreads < 1 || nthreads > MAX_WORKERS) {
+				fprintf(stderr, "--threads takes 1 to %d\n", MAX_WORKERS);
+				return 2;
+			}
+			break;
+		case 'd':
+			duration = atoi(optarg);
+			break;
+		case 's':
+			sandbox = true;
+			break;
+		case 'h':
+			usage(stdout, argv[0]);
+			return 0;
+		default:
+			usage(stderr, argv[0]);
+			return 2;
+		}
+	}
+
+	/* 1. Set up, before any thread exists. */
+	r = ioflusher_ctx_new(&ctx);
+	if (r < 0) {
+		fprintf(stderr, "ioflusher_ctx_new: %s\n", strerror(-r));
+		return 1;
+	}
+	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, policy);
+	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	r = ioflusher_setup(ctx, &report);
+	ioflusher_ctx_unref(ctx);
+
+	/* 2. Say what was applied and what was not, and the risk left. */
+	if (report) {
+		print_report(report);
+		ioflusher_report_free(report);
+	}
+	if (r < 0) {
+		fprintf(stderr, "setup failed: a required protection is missing "
+				"(--best-effort runs anyway)\n");
+		return 1;
+	}
+
+	/* SIGTERM and SIGINT are taken synchronously by the main thread;
+	 * block them before the workers exist, so that they inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGALRM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if (pipe2(request_pipe, O_CLOEXEC) < 0) {
+		perror("pipe2");
+		return 1;
+	}
+
+	/* 3. Workers that carry the flag, or none at all.  Best effort: a
+	 * system without the flag still runs them, unprotected. */
+	for (int i = 0; i < nthreads; i++) {
+		r = ioflusher_thread_create(&threads[i], NULL, worker,
+					    (void *)(intptr_t)i);
+		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT)
+			r = -pthread_create(&threads[i], NULL, worker,
+					    (void *)(intptr_t)i);
+		if (r < 0) {
+			fprintf(stderr, "worker %d: %s\n", i, strerror(-r));
+			break;
+		}
+		started++;
+	}
+
+	/* 4. The audit, now that everything runs. */
+	usleep(10000); /* let the workers name themselves */
+	audit_threads();
+
+	/* 5. Drop what is no longer needed; the flag stays set. */
+	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
+	if (r < 0)
+		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+	if (sandbox) {
+		r = ioflusher_sandbox_lock(0);
+		if (r < 0)
+			fprintf(stderr, "sandbox: %s\n", strerror(-r));
+	}
+	printf("serving: pid %d, %d workers; SIGTERM to stop\n", (int)getpid(),
+	       started);
+	fflush(stdout);
+
+	/* 6. Serve until told to stop. */
+	if (duration > 0)
+		alarm((unsigned int)duration);
+	sigwait(&sigs, &sig);
+	for (int i = 0; i < started; i++)
+		if (write(request_pipe[1], "q", 1) != 1)
+			break;
+	for (int i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	printf("stopped by signal %d\n", sig);
+	return 0;
+}

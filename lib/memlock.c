@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Memory locking and pre-faulting.
+ *
+ * A page of the daemon that is swapped out, or a file-backed page of its
+ * code that reclaim dropped, must be read back in when the IO path touches
+ * it: that read may wait behind the very IO the daemon is serving.
+ * mlockall(MCL_CURRENT | MCL_FUTURE) keeps everything resident; locking
+ * also faults the pages in, except with MCL_ONFAULT (Linux 4.4), which
+ * locks pages as they are first touched and so saves memory but not the
+ * first fault: pre-fault what the IO path will touch.
+ *
+ * Without CAP_IPC_LOCK (checked with capable(), in the initial user
+ * namespace) the kernel allows locking up to RLIMIT_MEMLOCK: EPERM when it
+ * is 0, ENOMEM when the process is larger (mm/mlock.c).  Memory locks are
+ * not inherited by fork() and are dropped by execve().
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <linux/capability.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "private.h"
+
+static uint64_t rlim_to_u64(rlim_t v)
+{
+	return v == RLIM_INFINITY ? UINT64_MAX : (uint64_t)v;
+}
+
+static rlim_t u64_to_rlim(uint64_t v)
+{
+	return v == UINT64_MAX ? RLIM_INFINITY : (rlim_t)v;
+}
+
+_public_ int ioflusher_memlock_limit(uint64_t *soft, uint64_t *hard)
+{
+	struct rlimit rl;
+
+	if (!soft && !hard)
+		return -EINVAL;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+		return -errno;
+	if (soft)
+		*soft = rlim_to_u64(rl.rlim_cur);
+	if (hard)
+		*hard = rlim_to_u64(rl.rlim_max);
+	return 0;
+}
+
+_public_ int ioflusher_memlock_raise_limit(uint64_t bytes)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+		return -errno;
+	if (rlim_to_u64(rl.rlim_cur) >= bytes)
+		return 0;
+	rl.rlim_cur = u64_to_rlim(bytes);
+	/* Raising the hard limit needs CAP_SYS_RESOURCE; EPERM without. */
+	if (rlim_to_u64(rl.rlim_max) < bytes)
+		rl.rlim_max = rl.rlim_cur;
+	if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+		return -errno;
+	return 0;
+}
+
+_public_ int ioflusher_memlock_locked(pid_t pid, uint64_t *bytes)
+{
+	uint64_t kib;
+	int r;
+
+	if (pid < 0 || !bytes)
+		return -EINVAL;
+	r = proc_status_u64(pid, "VmLck", 10, &kib);
+	if (r < 0)
+		return r;
+	*bytes = kib * 1024;
+	return 0;
+}
+
+_public_ int ioflusher_memlock_check(uint64_t bytes)
+{
+	uint64_t soft, locked;
+	int r;
+
+	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
+	    ioflusher_caps_initial_userns() == 1)
+		return 0;
+	r = ioflusher_memlock_limit(&soft, NULL);
+	if (r < 0)
+		return r;
+	if (soft == 0)
+		return -EPERM;
+	r = ioflusher_memlock_locked(0, &locked);
+	if (r < 0)
+		return r;
+	if (soft != UINT64_MAX && (locked > soft || bytes > soft - locked))
+		return -ENOMEM;
+	return 0;
+}
+
+_public_ int ioflusher_memlock_all(unsigned int flags)
+{
+	int mcl = MCL_CURRENT | MCL_FUTURE;
+	uint64_t hard;
+
+	if (flags & ~(unsigned int)IOFLUSHER_MEMLOCK_ONFAULT)
+		return -EINVAL;
+	if (flags & IOFLUSHER_MEMLOCK_ONFAULT)
+		mcl |= MCL_ONFAULT;
+	/* Without CAP_IPC_LOCK the soft limit is all we may lock: take what
+	 * the hard limit allows.  With it, the limit does not apply. */
+	if (ioflusher_caps_have(CAP_IPC_LOCK) != 1 &&
+	    ioflusher_memlock_limit(NULL, &hard) == 0 &&
+	    ioflusher_memlock_raise_limit(hard) < 0)
+		return -EPERM; /* cannot happen: the hard limit is ours to take */
+	if (mlockall(mcl) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Touch bytes of stack below the caller's frame, page by page, top down,
+ * so that the kernel grows the stack and faults (and, after mlockall,
+ * locks) the pages now rather than on the IO path. */
+static __attribute__((noinline)) void stack_touch(size_t bytes)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	volatile char *area = __builtin_alloca(bytes);
+
+	for (size_t off = bytes; off > 0; off -= off < (size_t)page ? off : (size_t)page)
+		area[off - 1] = 0;
+	area[0] = 0;
+	__asm__ volatile("" : : "r"(area) : "memory");
+}
+
+_public_ int ioflusher_memlock_prefault_stack(size_t bytes)
+{
+	pthread_attr_t attr;
+	size_t size, avail;
+	char here;
+	void *base;
+	int r;
+
+	if (bytes == 0)
+		return 0;
+	/* How much stack is left below us: the main thread's is bounded by
+	 * RLIMIT_STACK (glibc reports it so), another thread's by its mapping. */
+	r = pthread_getattr_np(pthread_self(), &attr);
+	if (r)
+		return -r;
+	r = pthread_attr_getstack(&attr, &base, &size);
+	pthread_attr_destroy(&attr);
+	if (r)
+		return -r;
+	avail = (size_t)(&here - (char *)base);
+	/* Leave room for the frames of whoever runs below the reserve. */
+	if (avail < 64 * 1024 || bytes > avail - 64 * 1024)
+		return -E2BIG;
+	stack_touch(bytes);
+	return 0;
+}
+
+_public_ int ioflusher_memlock_prefault_heap(size_t bytes)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	volatile char *p;
+
+	if (bytes == 0)
+		return 0;
+	/*
+	 * glibc: keep freed memory in the heap rather than trimming it or
+	 * unmapping large blocks, so that the reserve faulted in here serves
+	 * later malloc() calls of the main arena without new faults.  This is
+	 * process-wide and is what the call is for (ioflusher_memlock_prefault_heap(3)).
+	 */
+#ifdef __GLIBC__
+	if (!mallopt(M_TRIM_THRESHOLD, -1) || !mallopt(M_MMAP_MAX, 0))
+		return -EINVAL;
+#endif
+	p = malloc(bytes);
+	if (!p)
+		return -ENOMEM;
+	for (size_t off = 0; off < bytes; off += (size_t)page)
+		p[off] = 0;
+	p[bytes - 1] = 0;
+	free((void *)p);
+	return 0;
+}
+
+/* The mappings lvm2 skips too: large, and never on an IO path. */
+static const char *const default_skip[] = {
+	"/usr/lib/locale/locale-archive",
+	"/usr/lib/locale/*",
+	"*/gconv/*",
+	NULL,
+};
+
+static bool skipped(const char *path, const char *const *skip)
+{
+	for (; *skip; skip++)
+		if (fnmatch(*skip, path, 0) == 0)
+			return true;
+	return false;
+}
+
+static int lock_mapping(char *line, const char *const *skip, uint64_t *bytes)
+{
+	unsigned long start, end;
+	char perms[8];
+	int path_at = 0;
+	const char *path;
+
+	if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &start, &end, perms,
+		   &path_at) < 3)
+		return -EBADMSG;
+	path = path_at ? line + path_at : "";
+	/* Guard pages and reserved holes have no pages to lock; the vsyscall
+	 * and vvar pages are not ordinary mappings (mlock answers ENOMEM). */
+	if (strcmp(perms, "---p") == 0 || strncmp(path, "[vsyscall]", 10) == 0 ||
+	    strncmp(path, "[vvar", 5) == 0 || skipped(path, skip))
+		return 0;
+	if (mlock((void *)start, end - start) < 0)
+		return -errno;
+	*bytes += end - start;
+	return 1;
+}
+
+_public_ int ioflusher_memlock_maps(const char *const *skip,
+				    uint64_t *locked_bytes)
+{
+	char *maps = NULL, *line, *next;
+	size_t size = 0;
+	uint64_t bytes = 0;
+	int count = 0, first_err = 0, r;
+	FILE *f, *out;
+
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return -errno;
+	/* Read the whole list before locking: locking changes the maps. */
+	out = open_memstream(&maps, &size);
+	if (!out) {
+		r = -errno;
+		fclose(f);
+		return r;
+	}
+	for (int c; (c = getc(f)) != EOF;)
+		putc(c, out);
+	fclose(f);
+	if (fclose(out) != 0) {
+		free(maps);
+		return -ENOMEM;
+	}
+	for (line = maps; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		r = lock_mapping(line, skip ? skip : default_skip, &bytes);
+		if (r > 0)
+			count++;
+		else if (r < 0 && !first_err)
+			first_err = r;
+	}
+	free(maps);
+	if (locked_bytes)
+		*locked_bytes = bytes;
+	return first_err ? first_err : count;
+}

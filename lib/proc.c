@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Readers for /proc.  Everything here needs no privilege: a thread's own
+ * flags, and those of any process the caller may read, come from
+ * /proc/PID/task/TID/stat, whose field 9 is task->flags (fs/proc/array.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "private.h"
+
+ssize_t proc_read_file(const char *path, char *buf, size_t size)
+{
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if (size == 0)
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	while (len < size - 1) {
+		n = read(fd, buf + len, size - 1 - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			n = -errno;
+			close(fd);
+			return n;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	return (ssize_t)len;
+}
+
+int proc_write_file(const char *path, const char *text)
+{
+	size_t len = strlen(text);
+	ssize_t n;
+	int fd, r = 0;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	do
+		n = write(fd, text, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		r = -errno;
+	else if ((size_t)n != len)
+		r = -EIO;
+	close(fd);
+	return r;
+}
+
+int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
+		    size_t comm_size)
+{
+	const char *open_paren, *close_paren, *p;
+	unsigned long v;
+	char *end;
+
+	/* comm may contain spaces and ')': it runs to the last ')'. */
+	open_paren = strchr(line, '(');
+	close_paren = strrchr(line, ')');
+	if (!open_paren || !close_paren || close_paren < open_paren)
+		return -EBADMSG;
+	if (comm && comm_size) {
+		size_t n = (size_t)(close_paren - open_paren - 1);
+
+		if (n >= comm_size)
+			n = comm_size - 1;
+		memcpy(comm, open_paren + 1, n);
+		comm[n] = '\0';
+	}
+	/* Fields after comm: 3 state, 4 ppid, 5 pgrp, 6 session, 7 tty_nr,
+	 * 8 tpgid, 9 flags. */
+	p = close_paren + 1;
+	for (int field = 3; field < 9; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EBADMSG;
+	}
+	errno = 0;
+	v = strtoul(p + 1, &end, 10);
+	if (errno || end == p + 1 || (*end != ' ' && *end != '\0' && *end != '\n'))
+		return -EBADMSG;
+	if (flags)
+		*flags = v;
+	return 0;
+}
+
+int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
+		    size_t comm_size)
+{
+	char path[64], buf[1024];
+	ssize_t n;
+
+	if (pid == 0 && tid == 0)
+		/* /proc/thread-self exists since Linux 3.17. */
+		snprintf(path, sizeof(path), "/proc/thread-self/stat");
+	else if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	else
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid,
+			 (int)tid);
+	n = proc_read_file(path, buf, sizeof(buf));
+	if (n == -ENOENT && pid == 0 && tid == 0) {
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat",
+			 (int)self_tid());
+		n = proc_read_file(path, buf, sizeof(buf));
+	}
+	if (n < 0)
+		return (int)n;
+	return proc_parse_stat(buf, flags, comm, comm_size);
+}
+
+int proc_status_u64(pid_t pid, const char *key, int base, uint64_t *value)
+{
+	char path[64], buf[8192], *p, *end;
+	size_t keylen = strlen(key);
+	unsigned long long v;
+	ssize_t n;
+
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/status");
+	else
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	n = proc_read_file(path, buf, sizeof(buf));
+	if (n < 0)
+		return (int)n;
+	for (p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		if (strncmp(p, key, keylen) != 0 || p[keylen] != ':')
+			continue;
+		p += keylen + 1;
+		errno = 0;
+		v = strtoull(p, &end, base);
+		if (errno || end == p)
+			return -EBADMSG;
+		*value = v;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+int proc_thread_count(pid_t pid)
+{
+	uint64_t n;
+	int r;
+
+	r = proc_status_u64(pid, "Threads", 10, &n);
+	if (r < 0)
+		return r;
+	return (int)n;
+}
+
+int proc_seccomp_mode(void)
+{
+	uint64_t mode;
+	int r;
+
+	r = proc_status_u64(0, "Seccomp", 10, &mode);
+	if (r < 0)
+		return r;
+	return (int)mode;
+}
+
+int kernel_at_least(unsigned int major, unsigned int minor)
+{
+	unsigned int maj, min;
+	struct utsname u;
+
+	if (uname(&u) < 0)
+		return -errno;
+	if (sscanf(u.release, "%u.%u", &maj, &min) != 2)
+		return -EBADMSG;
+	return maj > major || (maj == major && min >= minor);
+}

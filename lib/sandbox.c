@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * A seccomp filter that keeps the protections once they are set up: no
+ * thread of the process (TSYNC) may clear the flag or unlock memory later,
+ * whether by mistake in a library or by an attacker who took over the
+ * daemon and wants to make it deadlock.  Everything else is allowed: the
+ * daemon adds its own sandbox on top (filters stack; the strictest answer
+ * wins).
+ */
+#include <errno.h>
+#include <seccomp.h>
+#include <sys/prctl.h>
+
+#include "private.h"
+
+static void seccomp_releasep(scmp_filter_ctx *f)
+{
+	if (*f)
+		seccomp_release(*f);
+}
+
+_public_ int ioflusher_sandbox_lock(unsigned int flags)
+{
+	_cleanup_(seccomp_releasep) scmp_filter_ctx f = NULL;
+	uint32_t deny;
+	int r;
+
+	if (flags & ~(unsigned int)IOFLUSHER_SANDBOX_LOG)
+		return -EINVAL;
+	deny = flags & IOFLUSHER_SANDBOX_LOG ? SCMP_ACT_LOG
+					     : SCMP_ACT_ERRNO(EPERM);
+	f = seccomp_init(SCMP_ACT_ALLOW);
+	if (!f)
+		return -ENOMEM;
+	/* Without CAP_SYS_ADMIN a filter needs no_new_privs (libseccomp sets
+	 * it by default); the filter applies to every thread. */
+	r = seccomp_attr_set(f, SCMP_FLTATR_CTL_TSYNC, 1);
+	if (r < 0)
+		return r;
+	r = seccomp_rule_add(f, deny, SCMP_SYS(prctl), 2,
+			     SCMP_A0(SCMP_CMP_EQ, PR_SET_IO_FLUSHER),
+			     SCMP_A1(SCMP_CMP_EQ, 0));
+	if (r < 0)
+		return r;
+	r = seccomp_rule_add(f, deny, SCMP_SYS(munlockall), 0);
+	if (r < 0)
+		return r;
+	r = seccomp_rule_add(f, deny, SCMP_SYS(munlock), 0);
+	if (r < 0)
+		return r;
+	r = seccomp_load(f);
+	/* libseccomp answers -ECANCELED for a kernel error it cannot map;
+	 * the errno of the kernel is the useful answer then. */
+	if (r == -ECANCELED)
+		r = errno ? -errno : -EIO;
+	return r;
+}
