@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Capabilities: what the library says the process holds must be what
+ * /proc/self/status says, and a drop must leave exactly what was kept.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <string.h>
+#include <sys/capability.h>
+
+#include "helpers.h"
+#include "ioflusher.h"
+
+#define BIT(c) ((uint64_t)1 << (c))
+
+static uint64_t status_mask(const char *field)
+{
+	uint64_t mask = 0;
+
+	cr_assert(eq(int, status_caps(field, &mask), 0), "%s", field);
+	return mask;
+}
+
+Test(caps, have_agrees_with_proc)
+{
+	uint64_t eff = status_mask("CapEff");
+	int max = (int)cap_max_bits();
+
+	cr_assert(gt(int, max, CAP_IPC_LOCK));
+	for (int c = 0; c < max; c++)
+		cr_assert(
+		    eq(int, ioflusher_caps_have(c), (int)((eff >> c) & 1)),
+		    "capability %d, CapEff %016llx", c,
+		    (unsigned long long)eff);
+}
+
+Test(caps, have_here)
+{
+	/* The development host: root without CAP_SYS_RESOURCE even in its
+	 * bounding set, with CAP_IPC_LOCK.  Elsewhere (the VM, full root),
+	 * have_agrees_with_proc covers what the library must say. */
+	if (status_mask("CapBnd") & BIT(CAP_SYS_RESOURCE))
+		cr_skip("CAP_SYS_RESOURCE can be had here");
+	cr_assert(eq(int, ioflusher_caps_have(CAP_SYS_RESOURCE), 0));
+	cr_assert(eq(int, ioflusher_caps_have(CAP_IPC_LOCK), 1));
+}
+
+Test(caps, have_sees_drop)
+{
+	if (ioflusher_caps_have(CAP_IPC_LOCK) != 1)
+		cr_skip("needs CAP_IPC_LOCK");
+	cr_assert(eq(int, drop_capability(CAP_IPC_LOCK), 0));
+	cr_assert(eq(int, ioflusher_caps_have(CAP_IPC_LOCK), 0));
+	cr_assert(zero(u64, status_mask("CapEff") & BIT(CAP_IPC_LOCK)));
+}
+
+Test(caps, have_invalid)
+{
+	cr_assert(eq(int, ioflusher_caps_have(-1), -EINVAL));
+	cr_assert(eq(int, ioflusher_caps_have((int)cap_max_bits()), -EINVAL));
+	cr_assert(eq(int, ioflusher_caps_have(64), -EINVAL));
+	cr_assert(eq(int, ioflusher_caps_have(INT_MAX), -EINVAL));
+}
+
+Test(caps, initial_userns)
+{
+	cr_assert(eq(int, ioflusher_caps_initial_userns(), 1));
+}
+
+static int userns_child(void *arg, int *out)
+{
+	out[0] = enter_user_namespace();
+	if (out[0] < 0)
+		return 0;
+	out[1] = ioflusher_caps_initial_userns();
+	out[2] = ioflusher_caps_have(CAP_SYS_RESOURCE);
+	return 0;
+}
+
+Test(caps, initial_userns_after_unshare)
+{
+	int out[3];
+
+	cr_assert(eq(int, run_in_child(userns_child, NULL, out, 3), 0));
+	if (out[0] < 0)
+		cr_skip("unshare(CLONE_NEWUSER): %s", strerror(-out[0]));
+	cr_assert(eq(int, out[1], 0));
+	/* Held there, and useless for what capable() checks. */
+	cr_assert(eq(int, out[2], 1));
+}
+
+Test(caps, drop_keeps_exactly)
+{
+	const int keep[] = {CAP_IPC_LOCK};
+
+	if (!(status_mask("CapPrm") & BIT(CAP_IPC_LOCK)) ||
+	    !(status_mask("CapEff") & BIT(CAP_SETPCAP)))
+		cr_skip("needs CAP_IPC_LOCK and CAP_SETPCAP");
+	cr_assert(ne(u64, status_mask("CapBnd"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 1), 0));
+	cr_assert(eq(u64, status_mask("CapEff"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(u64, status_mask("CapPrm"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(u64, status_mask("CapBnd"), BIT(CAP_IPC_LOCK)));
+	cr_assert(zero(u64, status_mask("CapAmb")));
+	cr_assert(eq(int, ioflusher_caps_have(CAP_IPC_LOCK), 1));
+}
+
+Test(caps, drop_everything)
+{
+	cr_assert(eq(int, ioflusher_caps_drop(NULL, 0), 0));
+	cr_assert(zero(u64, status_mask("CapEff")));
+	cr_assert(zero(u64, status_mask("CapPrm")));
+	cr_assert(zero(u64, status_mask("CapBnd")));
+}
+
+Test(caps, drop_keeps_absent_absent)
+{
+	const int keep[] = {CAP_SYS_RESOURCE, CAP_IPC_LOCK};
+	uint64_t prm = status_mask("CapPrm");
+
+	cr_assert(eq(int, drop_capability(CAP_SYS_RESOURCE), 0));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 2), 0));
+	cr_assert(eq(u64, status_mask("CapEff"), prm & BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(int, ioflusher_caps_have(CAP_SYS_RESOURCE), 0));
+}
+
+Test(caps, drop_without_setpcap_keeps_bounding_set)
+{
+	const int keep[] = {CAP_IPC_LOCK};
+	uint64_t bnd = status_mask("CapBnd");
+
+	cr_assert(eq(int, drop_capability(CAP_SETPCAP), 0));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 1), 0));
+	cr_assert(eq(u64, status_mask("CapEff"),
+		     status_mask("CapPrm") & BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(u64, status_mask("CapBnd"), bnd));
+}
+
+Test(caps, drop_invalid)
+{
+	const int negative[] = {-1};
+	const int too_big[] = {CAP_IPC_LOCK, (int)cap_max_bits()};
+	uint64_t eff = status_mask("CapEff");
+
+	cr_assert(eq(int, ioflusher_caps_drop(NULL, 1), -EINVAL));
+	cr_assert(eq(int, ioflusher_caps_drop(negative, 1), -EINVAL));
+	cr_assert(eq(int, ioflusher_caps_drop(too_big, 2), -EINVAL));
+	/* Refused before anything was dropped. */
+	cr_assert(eq(u64, status_mask("CapEff"), eff));
+}
