@@ -57,6 +57,11 @@ _public_ int ioflusher_caps_initial_userns(void)
 	return st.st_ino == PROC_USER_INIT_INO;
 }
 
+bool caps_counted(int cap)
+{
+	return ioflusher_caps_have(cap) == 1 && ioflusher_caps_initial_userns() == 1;
+}
+
 static int drop_bounding(const bool *keep)
 {
 	int r, max = (int)cap_max_bits();

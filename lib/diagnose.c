@@ -121,11 +121,10 @@ static int diagnose_memlock(int err)
 	case -ENOMEM:
 		/* mm/mlock.c: without CAP_IPC_LOCK, RLIMIT_MEMLOCK of 0 gives
 		 * EPERM and a limit smaller than the process gives ENOMEM. */
-		if (ioflusher_caps_have(CAP_IPC_LOCK) != 1) {
-			if (ioflusher_caps_initial_userns() == 0)
-				return IOFLUSHER_REASON_USER_NAMESPACE;
+		if (ioflusher_caps_initial_userns() == 0)
+			return IOFLUSHER_REASON_USER_NAMESPACE;
+		if (ioflusher_caps_have(CAP_IPC_LOCK) != 1)
 			return IOFLUSHER_REASON_LIMIT;
-		}
 		if (err == -EPERM)
 			return IOFLUSHER_REASON_SANDBOX;
 		return IOFLUSHER_REASON_NO_MEMORY;
@@ -135,9 +134,19 @@ static int diagnose_memlock(int err)
 		return IOFLUSHER_REASON_KERNEL;
 	case -ENOSYS:
 		return IOFLUSHER_REASON_SANDBOX;
-	case -E2BIG: /* a reserve larger than the stack (RLIMIT_STACK) */
-		return IOFLUSHER_REASON_LIMIT;
 	default:
+		return IOFLUSHER_REASON_OTHER;
+	}
+}
+
+static int diagnose_prefault(int err)
+{
+	switch (err) {
+	case -E2BIG: /* a stack reserve larger than the stack (RLIMIT_STACK) */
+		return IOFLUSHER_REASON_LIMIT;
+	case -ENOMEM: /* malloc() of the heap reserve */
+		return IOFLUSHER_REASON_NO_MEMORY;
+	default: /* -EINVAL: mallopt() refused, malloc is not glibc's */
 		return IOFLUSHER_REASON_OTHER;
 	}
 }
@@ -156,8 +165,9 @@ _public_ int ioflusher_diagnose(int protection, int err)
 	case IOFLUSHER_PROTECT_OOM:
 		return diagnose_oom(err);
 	case IOFLUSHER_PROTECT_MEMLOCK:
-	case IOFLUSHER_PROTECT_PREFAULT:
 		return diagnose_memlock(err);
+	case IOFLUSHER_PROTECT_PREFAULT:
+		return diagnose_prefault(err);
 	default:
 		return -EINVAL;
 	}

@@ -79,6 +79,16 @@ _public_ int ioflusher_memlock_locked(pid_t pid, uint64_t *bytes)
 	if (pid < 0 || !bytes)
 		return -EINVAL;
 	r = proc_status_u64(pid, "VmLck", 10, &kib);
+	if (r == -ENOENT && pid) {
+		char path[32];
+
+		/* No /proc/PID: no such process, -ESRCH as ioflusher_oom_get()
+		 * and ioflusher_audit_new() answer.  (A kernel thread has
+		 * /proc/PID but no VmLck line: that stays -ENOENT.) */
+		snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+		if (access(path, F_OK) < 0 && errno == ENOENT)
+			return -ESRCH;
+	}
 	if (r < 0)
 		return r;
 	*bytes = kib * 1024;
@@ -90,8 +100,7 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
 	uint64_t soft, locked;
 	int r;
 
-	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
-	    ioflusher_caps_initial_userns() == 1)
+	if (caps_counted(CAP_IPC_LOCK))
 		return 0;
 	r = ioflusher_memlock_limit(&soft, NULL);
 	if (r < 0)
@@ -117,10 +126,14 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 		mcl |= MCL_ONFAULT;
 	/* Without CAP_IPC_LOCK the soft limit is all we may lock: take what
 	 * the hard limit allows.  With it, the limit does not apply. */
-	if (ioflusher_caps_have(CAP_IPC_LOCK) != 1 &&
-	    ioflusher_memlock_limit(NULL, &hard) == 0 &&
-	    ioflusher_memlock_raise_limit(hard) < 0)
-		return -EPERM; /* cannot happen: the hard limit is ours to take */
+	if (!caps_counted(CAP_IPC_LOCK)) {
+		int r = ioflusher_memlock_limit(NULL, &hard);
+
+		if (r == 0)
+			r = ioflusher_memlock_raise_limit(hard);
+		if (r < 0)
+			return r;
+	}
 	if (mlockall(mcl) < 0)
 		return -errno;
 	return 0;
@@ -221,10 +234,12 @@ static int lock_mapping(char *line, const char *const *skip, uint64_t *bytes)
 		   &path_at) < 3)
 		return -EBADMSG;
 	path = path_at ? line + path_at : "";
-	/* Guard pages and reserved holes have no pages to lock; the vsyscall
-	 * and vvar pages are not ordinary mappings (mlock answers ENOMEM). */
+	/* Guard pages and reserved holes have no pages to lock; vsyscall is
+	 * outside every VMA (mlock answers ENOMEM); vvar and vdso are special
+	 * mappings that mlock_fixup() passes over without locking them. */
 	if (strcmp(perms, "---p") == 0 || strncmp(path, "[vsyscall]", 10) == 0 ||
-	    strncmp(path, "[vvar", 5) == 0 || skipped(path, skip))
+	    strncmp(path, "[vvar", 5) == 0 || strncmp(path, "[vdso]", 6) == 0 ||
+	    skipped(path, skip))
 		return 0;
 	if (mlock((void *)start, end - start) < 0)
 		return -errno;

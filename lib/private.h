@@ -66,6 +66,10 @@ struct ioflusher_ctx {
 	size_t heap_reserve;
 };
 
+/* The capability is effective and the kernel's capable() will count it:
+ * the process sits in the initial user namespace (lib/caps.c). */
+bool caps_counted(int cap);
+
 /* /proc readers (lib/proc.c). */
 /* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process, tid 0 the calling thread. */
 int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,

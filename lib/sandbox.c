@@ -37,6 +37,10 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 	r = seccomp_attr_set(f, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (r < 0)
 		return r;
+	/* Have seccomp_load() return the kernel's errno, not -ECANCELED. */
+	r = seccomp_attr_set(f, SCMP_FLTATR_API_SYSRAWRC, 1);
+	if (r < 0)
+		return r;
 	r = seccomp_rule_add(f, deny, SCMP_SYS(prctl), 2,
 			     SCMP_A0(SCMP_CMP_EQ, PR_SET_IO_FLUSHER),
 			     SCMP_A1(SCMP_CMP_EQ, 0));
@@ -48,10 +52,5 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 	r = seccomp_rule_add(f, deny, SCMP_SYS(munlock), 0);
 	if (r < 0)
 		return r;
-	r = seccomp_load(f);
-	/* libseccomp answers -ECANCELED for a kernel error it cannot map;
-	 * the errno of the kernel is the useful answer then. */
-	if (r == -ECANCELED)
-		r = errno ? -errno : -EIO;
-	return r;
+	return seccomp_load(f);
 }

@@ -231,6 +231,7 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 
 	if (!ctx || !reportp)
 		return -EINVAL;
+	*reportp = NULL;
 	report = calloc(1, sizeof(*report));
 	if (!report)
 		return -ENOMEM;

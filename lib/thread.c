@@ -84,7 +84,7 @@ static int raise_effective(cap_value_t cap, cap_flag_value_t value)
 
 _public_ int ioflusher_thread_child_clear(unsigned int flags)
 {
-	int r, adj;
+	int r, err = 0, adj;
 	bool raised = false;
 
 	if (flags & ~(unsigned int)IOFLUSHER_CHILD_RESET_OOM)
@@ -98,20 +98,19 @@ _public_ int ioflusher_thread_child_clear(unsigned int flags)
 		if (ioflusher_caps_have(CAP_SYS_RESOURCE) == 0 &&
 		    raise_effective(CAP_SYS_RESOURCE, CAP_SET) == 0)
 			raised = true;
-		r = ioflusher_flag_clear();
+		err = ioflusher_flag_clear();
 		if (raised)
 			(void)raise_effective(CAP_SYS_RESOURCE, CAP_CLEAR);
-		if (r < 0)
-			return r;
 	}
 	/* A helper that allocates freely must not be immune to the OOM
-	 * killer either; raising oom_score_adj needs no privilege. */
+	 * killer either; raising oom_score_adj needs no privilege.  Done even
+	 * when the flag could not be cleared: the two are independent. */
 	if (flags & IOFLUSHER_CHILD_RESET_OOM) {
 		r = ioflusher_oom_get(0, &adj);
-		if (r < 0)
-			return r;
-		if (adj < 0)
-			return ioflusher_oom_set(0, 0);
+		if (r == 0 && adj < 0)
+			r = ioflusher_oom_set(0, 0);
+		if (r < 0 && !err)
+			err = r;
 	}
-	return 0;
+	return err;
 }

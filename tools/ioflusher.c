@@ -292,16 +292,23 @@ static int cmd_status(int argc, char **argv)
 	if (!self)
 		missing = print_threads(pid);
 	if (supported != 1) {
-		printf("verdict:           not ready: the kernel has no PR_SET_IO_FLUSHER\n");
+		printf("verdict:           not ready: %s\n",
+		       supported == 0 ? "the kernel has no PR_SET_IO_FLUSHER"
+				      : "cannot tell whether the kernel has PR_SET_IO_FLUSHER");
 		return EXIT_NOT_READY;
 	}
 	if (!self) {
+		/* The flag decides; the other protections are worth a word. */
 		if (missing != 0) {
 			printf("verdict:           NOT protected: %s\n",
-			       missing < 0 ? "threads unreadable" : "threads run without the flag");
+			       missing < 0 ? "its threads cannot be read"
+					   : "threads run without the flag");
 			return EXIT_NOT_READY;
 		}
-		printf("verdict:           every thread carries the flag\n");
+		printf("verdict:           every thread carries the flag%s%s\n",
+		       r == 0 && adj != -1000 ? "; not shielded from the OOM killer" : "",
+		       status_field(pid, "VmLck", buf, sizeof(buf)) && strtoull(buf, NULL, 10) == 0
+			       ? "; no memory locked" : "");
 		return EXIT_READY;
 	}
 	if (initial == 0 || !have_resource) {
@@ -458,9 +465,12 @@ static int cmd_run(int argc, char **argv)
 		}
 		/* For a command that is not run as root, kept capabilities
 		 * survive execve only as ambient ones. */
-		for (size_t i = 0; i < nkeep; i++)
-			if (CAP_AMBIENT_SUPPORTED())
-				(void)cap_set_ambient((cap_value_t)keep[i], CAP_SET);
+		for (size_t i = 0; i < nkeep && CAP_AMBIENT_SUPPORTED(); i++)
+			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) < 0 &&
+			    errno != EPERM)
+				errorx("warning: %s cannot be kept across execve for a "
+				       "non-root command: %s",
+				       cap_to_name((cap_value_t)keep[i]), strerror(errno));
 	}
 	if (verbose)
 		fprintf(stderr, "%s: running %s\n", prog, argv[optind]);

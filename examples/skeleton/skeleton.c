@@ -6,11 +6,14 @@
  *   1. ioflusher_setup() first, before any thread exists (threads inherit
  *      the flag from their creator);
  *   2. print the report, one line per protection;
- *   3. start the workers with ioflusher_thread_create(), which refuses to
+ *   3. drop the capabilities that are no longer needed, still before any
+ *      thread exists: capabilities are per thread too, and a drop after
+ *      the workers started would leave them theirs.  The flag stays set,
+ *      and the workers inherit it without needing CAP_SYS_RESOURCE;
+ *   4. start the workers with ioflusher_thread_create(), which refuses to
  *      run a worker that does not carry the flag;
- *   4. once they run, audit every thread of the process and log it;
- *   5. drop the capabilities that are no longer needed, and lock the
- *      protections in with a seccomp filter;
+ *   5. once they run, audit every thread of the process and log it, and
+ *      lock the protections in with a seccomp filter;
  *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
  */
 #include <errno.h>
@@ -174,7 +177,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* 3. Workers that carry the flag, or none at all.  Best effort: a
+	/* 3. Drop what is no longer needed, before any thread exists. */
+	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
+	if (r < 0)
+		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+
+	/* 4. Workers that carry the flag, or none at all.  Best effort: a
 	 * system without the flag still runs them, unprotected. */
 	for (int i = 0; i < nthreads; i++) {
 		r = ioflusher_thread_create(&threads[i], NULL, worker,
@@ -189,14 +197,11 @@ int main(int argc, char **argv)
 		started++;
 	}
 
-	/* 4. The audit, now that everything runs. */
+	/* 5. The audit, now that everything runs. */
 	usleep(10000); /* let the workers name themselves */
 	audit_threads();
 
-	/* 5. Drop what is no longer needed; the flag stays set. */
-	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
-	if (r < 0)
-		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+	/* And keep the protections: no thread may undo them from now on. */
 	if (sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0)
