@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Helpers for the scenarios (tests/vm/scenarios/*.sh), sourced inside the
+# VM by busybox sh.  A line for the host starts with $VM_MARK; tests/vm/run
+# reads nothing else from the console, so a kernel message or a program's
+# chatter can never pass for a result.  Each vm_ok / vm_not_ok is one TAP
+# line on the host.
+
+VM_MARK='@@IOFLUSHER-VM@@'
+VM_FAILED=0
+
+vm_say() { printf '%s %s\n' "$VM_MARK" "$*"; }
+vm_diag() { vm_say "# $*"; }
+vm_ok() { vm_say "ok - $*"; }
+vm_not_ok() {
+	vm_say "not ok - $*"
+	VM_FAILED=1
+}
+vm_skip() { vm_say "ok - $1 # SKIP $2"; }
+
+# Standard input as diagnostics, line by line.
+vm_diag_lines() {
+	while IFS= read -r _l; do
+		vm_diag "$_l"
+	done
+}
+
+# vm_check DESCRIPTION COMMAND...: one test, passing when COMMAND exits 0;
+# on failure its output becomes diagnostics.
+vm_check() {
+	_desc=$1
+	shift
+	if _out=$("$@" 2>&1); then
+		vm_ok "$_desc"
+	else
+		_rc=$?
+		vm_not_ok "$_desc"
+		vm_diag "'$*' exited with status $_rc"
+		printf '%s\n' "$_out" | vm_diag_lines
+	fi
+}
+
+# vm_tap COMMAND...: run a program that prints TAP and pass its tests on,
+# one line each.  A missing plan, fewer tests than planned, or a non-zero
+# exit with no failing test (a crash) adds a failing test.
+vm_tap() {
+	{
+		"$@" 2>&1
+		echo "@@exit $?"
+	} | awk -v mark="$VM_MARK" -v prog="$*" '
+		/^1\.\.[0-9]+/ { plan = substr($1, 4) + 0; planned = 1; next }
+		/^(not )?ok/ {
+			n++
+			if ($0 ~ /^not /) bad++
+			line = $0
+			sub(/^(not )?ok *[0-9]* *-? */, "", line)
+			print mark, ($0 ~ /^not / ? "not ok - " : "ok - ") line
+			next
+		}
+		/^@@exit / { status = $2 + 0; next }
+		/^#/ { print mark, $0; next }
+		{ print mark, "# " $0 }
+		END {
+			if (!planned) {
+				print mark, "not ok - " prog ": printed no plan"; bad++
+			} else if (n != plan) {
+				print mark, "not ok - " prog ": planned " plan \
+					" tests, ran " n; bad++
+			}
+			if (status != 0 && !bad) {
+				print mark, "not ok - " prog ": exited with status " \
+					status; bad++
+			}
+			exit bad != 0
+		}' || VM_FAILED=1
+}
+
+# End a scenario: its status says whether a test failed.
+vm_exit() { exit "$VM_FAILED"; }
+
+# vm_wait_for PATH [SECONDS]: wait until PATH exists (a device node that
+# the kernel creates when a driver binds, a sysfs entry).
+vm_wait_for() {
+	_i=0
+	while [ ! -e "$1" ]; do
+		[ "$_i" -ge "$((${2:-10} * 10))" ] && return 1
+		usleep 100000
+		_i=$((_i + 1))
+	done
+}
+
+# vm_as_nobody COMMAND...: run COMMAND as uid and gid 65534 with no
+# capability, the way an unprivileged daemon runs.
+vm_as_nobody() {
+	setpriv --reuid=65534 --regid=65534 --clear-groups \
+		--inh-caps=-all -- "$@"
+}
+
+# ------------------------------------------------------------ NBD
+# Needs "# vm-modules: @nbd".
+
+# vm_nbd_device [N]: /dev/nbdN (default 0) once nbd.ko made it.
+vm_nbd_device() {
+	_dev=/dev/nbd${1:-0}
+	vm_wait_for "$_dev" 5 || return 1
+	[ -b "$_dev" ] || return 1
+	printf '%s\n' "$_dev"
+}
+
+# ------------------------------------------------------------ TCMU
+# Needs "# vm-modules: @tcmu".  The target's configuration lives in configfs
+# (Documentation/target/tcmu-design.rst).
+
+VM_TARGET=/sys/kernel/config/target
+
+vm_configfs() {
+	grep -q ' /sys/kernel/config ' /proc/mounts ||
+		mount -t configfs configfs /sys/kernel/config
+}
+
+# vm_tcmu_backstore NAME SIZE_BYTES [CONFIG]: create and enable a TCMU user
+# backstore; print its /dev/uioN.  A handler (the daemon under test) opens
+# that device and serves the command ring; CONFIG is the handler's
+# dev_config string (default NAME), which it reads from the uio name
+# "tcm-user/HBA/NAME/CONFIG".
+vm_tcmu_backstore() {
+	vm_configfs || return 1
+	_bs=$VM_TARGET/core/user_1/$1
+	mkdir -p "$_bs" || return 1
+	echo "dev_size=$2" >"$_bs/control" || return 1
+	echo "dev_config=${3:-$1}" >"$_bs/control" || return 1
+	echo 1 >"$_bs/enable" || return 1
+	for _u in /sys/class/uio/uio*; do
+		case $(cat "$_u/name" 2>/dev/null) in
+		"tcm-user/1/$1/"*)
+			vm_wait_for "/dev/${_u##*/}" 5 || return 1
+			printf '/dev/%s\n' "${_u##*/}"
+			return 0
+			;;
+		esac
+	done
+	return 1
+}
+
+# vm_tcm_loop_lun BACKSTORE: export the user backstore BACKSTORE as LUN 0
+# of a new tcm_loop target, that is a SCSI disk of this VM.  The kernel
+# scans the disk at once, so the handler must already serve the ring (or
+# the scan waits for the command timeout).  Prints the target's configfs
+# directory.
+vm_tcm_loop_lun() {
+	vm_configfs || return 1
+	_tpg=$VM_TARGET/loopback/naa.5001405000000001/tpgt_1
+	mkdir -p "$_tpg/lun/lun_0" || return 1
+	ln -s "$VM_TARGET/core/user_1/$1" "$_tpg/lun/lun_0/$1" || return 1
+	echo naa.5001405000000002 >"$_tpg/nexus" || return 1
+	printf '%s\n' "$_tpg"
+}

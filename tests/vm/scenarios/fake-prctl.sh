@@ -1,0 +1,31 @@
+#!/bin/sh
+# A broken library fails: prctl(PR_SET_IO_FLUSHER) made a no-op by a shim.
+#
+# tests/vm/fake-prctl.so answers 0 without asking the kernel.  The library
+# must catch it (it verifies the flag after setting it), and the root suite
+# run under the shim must fail: the proof that these tests can.
+#
+# vm-binaries: tests/vm/vm-suite tools/ioflusher tests/vm/fake-prctl.la
+# vm-memory: 256
+# vm-timeout: 180
+. /vm/lib.sh
+
+shim=/usr/lib/fake-prctl.so
+
+vm_tap env LD_PRELOAD=$shim vm-suite fake-prctl
+
+vm_check "ioflusher run refuses to start CMD when the flag does not stick" \
+	sh -c "env LD_PRELOAD=$shim ioflusher run -- true; test \$? = 1"
+
+out=$(env LD_PRELOAD=$shim vm-suite root 2>&1)
+rc=$?
+failed=$(printf '%s\n' "$out" | grep -c '^not ok')
+if [ "$rc" != 0 ] &&
+	printf '%s\n' "$out" | grep -q '^not ok .* flag: set, get and clear'; then
+	vm_ok "the root suite fails under the shim ($failed of its tests fail)"
+	printf '%s\n' "$out" | grep '^not ok' | vm_diag_lines
+else
+	vm_not_ok "the root suite fails under the shim"
+	printf '%s\n' "$out" | vm_diag_lines
+fi
+vm_exit
