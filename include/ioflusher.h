@@ -25,6 +25,9 @@
 extern "C" {
 #endif
 
+/* Declarations are aligned by hand, attribute macros first. */
+/* clang-format off */
+
 /*
  * Arguments marked nonnull warn at the caller's compile time.  The library
  * itself is built without the attribute, so that its own checks stay and a
@@ -198,7 +201,66 @@ int ioflusher_report_format(const struct ioflusher_report *report,
 void ioflusher_report_free(struct ioflusher_report *report);
 
 /* Mempool: preallocated fixed-size elements; see ioflusher_mempool_new(3). */
+struct ioflusher_mempool;
+
+enum ioflusher_mempool_flags {
+	/* Create the pool even when its memory cannot be locked (it is
+	 * still pre-faulted); the reason is logged. */
+	IOFLUSHER_MEMPOOL_UNLOCKED_OK = 1u << 0
+};
+
+enum ioflusher_mempool_alloc_flags {
+	IOFLUSHER_MEMPOOL_NOWAIT = 1u << 0 /* return NULL rather than wait */
+};
+
+enum ioflusher_mempool_timeout {
+	IOFLUSHER_MEMPOOL_FOREVER = -1 /* timeout_ns: wait until granted */
+};
+
+/* Filled by ioflusher_mempool_stats(); later versions only append. */
+struct ioflusher_mempool_stats {
+	uint64_t elem_size;  /* bytes of one element, as asked */
+	uint64_t stride;     /* bytes between two elements */
+	uint64_t min_nr;     /* elements the pool holds */
+	uint64_t cache_nr;   /* elements one thread may cache */
+	uint64_t in_use;     /* handed out and not yet freed */
+	uint64_t free;	     /* in the depot or in per-thread caches */
+	uint64_t cached;     /* of those free, held in per-thread caches */
+	uint64_t high_water; /* most elements ever out of the depot */
+	uint64_t waits;	     /* allocations that had to wait */
+	uint64_t wait_ns;    /* total time spent waiting */
+	uint64_t timeouts;   /* waits that ended in -ETIMEDOUT */
+	uint64_t bytes;	     /* memory mapped for the pool */
+	uint64_t locked;     /* 1 when all of it is locked */
+};
+
+IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(7) int
+ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
+		      size_t elem_size, size_t align, unsigned int cache_nr,
+		      unsigned int flags, struct ioflusher_mempool **poolp);
+void ioflusher_mempool_free(struct ioflusher_mempool *pool);
+IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(1) int
+ioflusher_mempool_resize(struct ioflusher_mempool *pool, size_t min_nr);
+IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(1) void *
+ioflusher_mempool_alloc(struct ioflusher_mempool *pool, unsigned int flags);
+IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(1, 2) int
+ioflusher_mempool_alloc_timeout(struct ioflusher_mempool *pool, void **elemp,
+				int64_t timeout_ns);
+IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(1, 2) int
+ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool, void **elems,
+			     size_t n, int64_t timeout_ns);
+IOFLUSHER_NONNULL(1, 2) int
+ioflusher_mempool_free_elem(struct ioflusher_mempool *pool, void *elem);
+IOFLUSHER_NONNULL(1, 2) int
+ioflusher_mempool_free_bulk(struct ioflusher_mempool *pool, void *const *elems,
+			    size_t n);
+IOFLUSHER_NONNULL(1) int ioflusher_mempool_flush(struct ioflusher_mempool *pool);
+IOFLUSHER_NONNULL(1, 2) int
+ioflusher_mempool_stats(const struct ioflusher_mempool *pool,
+			struct ioflusher_mempool_stats *stats, size_t size);
 /* END mempool */
+
+/* clang-format on */
 
 #ifdef __cplusplus
 }

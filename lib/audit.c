@@ -32,8 +32,8 @@ static int tid_compare(const void *a, const void *b)
 	return (x->tid > y->tid) - (x->tid < y->tid);
 }
 
-static int audit_add(struct ioflusher_audit **ap, unsigned int *cap,
-		     pid_t pid, pid_t tid)
+static int audit_add(struct ioflusher_audit **ap, unsigned int *cap, pid_t pid,
+		     pid_t tid)
 {
 	struct ioflusher_audit *a = *ap;
 	struct audit_thread *t;
@@ -51,8 +51,7 @@ static int audit_add(struct ioflusher_audit **ap, unsigned int *cap,
 		*cap = ncap;
 	}
 	t = &a->threads[a->count];
-	r = proc_task_flags(pid, tid, &flags, t->comm,
-			    sizeof(t->comm));
+	r = proc_task_flags(pid, tid, &flags, t->comm, sizeof(t->comm));
 	if (r == -ENOENT || r == -ESRCH)
 		return 0; /* the thread ended while we looked */
 	if (r < 0)

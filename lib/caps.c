@@ -59,7 +59,8 @@ _public_ int ioflusher_caps_initial_userns(void)
 
 bool caps_counted(int cap)
 {
-	return ioflusher_caps_have(cap) == 1 && ioflusher_caps_initial_userns() == 1;
+	return ioflusher_caps_have(cap) == 1 &&
+	       ioflusher_caps_initial_userns() == 1;
 }
 
 static int drop_bounding(const bool *keep)

@@ -28,7 +28,7 @@ static int log_priority_parse(const char *s)
 		const char *name;
 		int priority;
 	} names[] = {
-		{ "err", LOG_ERR },	   { "error", LOG_ERR },
+		{ "err", LOG_ERR },	    { "error", LOG_ERR },
 		{ "warning", LOG_WARNING }, { "warn", LOG_WARNING },
 		{ "notice", LOG_NOTICE },   { "info", LOG_INFO },
 		{ "debug", LOG_DEBUG },
@@ -123,8 +123,8 @@ static bool protection_valid(int protection)
 	return protection >= 0 && protection < IOFLUSHER_PROTECT_COUNT;
 }
 
-_public_ int ioflusher_ctx_set_policy(struct ioflusher_ctx *ctx,
-				      int protection, int policy)
+_public_ int ioflusher_ctx_set_policy(struct ioflusher_ctx *ctx, int protection,
+				      int policy)
 {
 	if (!ctx || !protection_valid(protection) ||
 	    policy < IOFLUSHER_POLICY_OFF || policy > IOFLUSHER_POLICY_REQUIRED)
@@ -141,8 +141,7 @@ _public_ int ioflusher_ctx_get_policy(const struct ioflusher_ctx *ctx,
 	return ctx->policy[protection];
 }
 
-_public_ int ioflusher_ctx_set_oom_score_adj(struct ioflusher_ctx *ctx,
-					     int adj)
+_public_ int ioflusher_ctx_set_oom_score_adj(struct ioflusher_ctx *ctx, int adj)
 {
 	if (!ctx || adj < -1000 || adj > 1000)
 		return -EINVAL;

@@ -86,7 +86,7 @@ static int diagnose_flag(int err)
 	case -EACCES:
 		return diagnose_capability(CAP_SYS_RESOURCE);
 	case -ENOSYS: /* prctl() always exists: a filter said so */
-	case -EIO:    /* accepted but not set: a filter faked success */
+	case -EIO: /* accepted but not set: a filter faked success */
 		return IOFLUSHER_REASON_SANDBOX;
 	case -ENOENT:
 	case -ENOTDIR:
@@ -156,9 +156,9 @@ _public_ int ioflusher_diagnose(int protection, int err)
 	if (err > 0)
 		return -EINVAL;
 	if (err == 0)
-		return protection >= 0 && protection < IOFLUSHER_PROTECT_COUNT
-			       ? IOFLUSHER_REASON_NONE
-			       : -EINVAL;
+		return protection >= 0 && protection < IOFLUSHER_PROTECT_COUNT ?
+			       IOFLUSHER_REASON_NONE :
+			       -EINVAL;
 	switch (protection) {
 	case IOFLUSHER_PROTECT_FLAG:
 		return diagnose_flag(err);

@@ -147,7 +147,8 @@ static __attribute__((noinline)) void stack_touch(size_t bytes)
 	long page = sysconf(_SC_PAGESIZE);
 	volatile char *area = __builtin_alloca(bytes);
 
-	for (size_t off = bytes; off > 0; off -= off < (size_t)page ? off : (size_t)page)
+	for (size_t off = bytes; off > 0;
+	     off -= off < (size_t)page ? off : (size_t)page)
 		area[off - 1] = 0;
 	area[0] = 0;
 	__asm__ volatile("" : : "r"(area) : "memory");
@@ -187,7 +188,7 @@ _public_ int ioflusher_memlock_prefault_heap(size_t bytes)
 
 	if (bytes == 0)
 		return 0;
-	/*
+		/*
 	 * glibc: keep freed memory in the heap rather than trimming it or
 	 * unmapping large blocks, so that the reserve faulted in here serves
 	 * later malloc() calls of the main arena without new faults.  This is
@@ -237,7 +238,8 @@ static int lock_mapping(char *line, const char *const *skip, uint64_t *bytes)
 	/* Guard pages and reserved holes have no pages to lock; vsyscall is
 	 * outside every VMA (mlock answers ENOMEM); vvar and vdso are special
 	 * mappings that mlock_fixup() passes over without locking them. */
-	if (strcmp(perms, "---p") == 0 || strncmp(path, "[vsyscall]", 10) == 0 ||
+	if (strcmp(perms, "---p") == 0 ||
+	    strncmp(path, "[vsyscall]", 10) == 0 ||
 	    strncmp(path, "[vvar", 5) == 0 || strncmp(path, "[vdso]", 6) == 0 ||
 	    skipped(path, skip))
 		return 0;

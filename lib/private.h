@@ -33,7 +33,8 @@
 /* include/linux/sched.h; PR_IO_FLUSHER is both. */
 #define IOFLUSHER_PF_MEMALLOC_NOIO 0x00080000u
 #define IOFLUSHER_PF_LOCAL_THROTTLE 0x00100000u
-#define IOFLUSHER_PF_MASK (IOFLUSHER_PF_MEMALLOC_NOIO | IOFLUSHER_PF_LOCAL_THROTTLE)
+#define IOFLUSHER_PF_MASK \
+	(IOFLUSHER_PF_MEMALLOC_NOIO | IOFLUSHER_PF_LOCAL_THROTTLE)
 
 /* Logging (lib/ctx.c).  ctx may be NULL: then nothing is logged. */
 void ioflusher_log(const struct ioflusher_ctx *ctx, int priority,
@@ -41,11 +42,11 @@ void ioflusher_log(const struct ioflusher_ctx *ctx, int priority,
 		   const char *format, ...) _printf_(6, 7);
 bool ioflusher_log_enabled(const struct ioflusher_ctx *ctx, int priority);
 
-#define log_cond(ctx, prio, ...)                                              \
-	do {                                                                  \
-		if (ioflusher_log_enabled(ctx, prio))                         \
+#define log_cond(ctx, prio, ...)                                               \
+	do {                                                                   \
+		if (ioflusher_log_enabled(ctx, prio))                          \
 			ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__, \
-				      __VA_ARGS__);                           \
+				      __VA_ARGS__);                            \
 	} while (0)
 #define log_err(ctx, ...) log_cond(ctx, LOG_ERR, __VA_ARGS__)
 #define log_warn(ctx, ...) log_cond(ctx, LOG_WARNING, __VA_ARGS__)

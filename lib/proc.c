@@ -94,7 +94,8 @@ int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
 	}
 	errno = 0;
 	v = strtoul(p + 1, &end, 10);
-	if (errno || end == p + 1 || (*end != ' ' && *end != '\0' && *end != '\n'))
+	if (errno || end == p + 1 ||
+	    (*end != ' ' && *end != '\0' && *end != '\n'))
 		return -EBADMSG;
 	if (flags)
 		*flags = v;
@@ -111,7 +112,8 @@ int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 		/* /proc/thread-self exists since Linux 3.17. */
 		snprintf(path, sizeof(path), "/proc/thread-self/stat");
 	else if (pid == 0)
-		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat",
+			 (int)tid);
 	else
 		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid,
 			 (int)tid);

@@ -27,8 +27,8 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 
 	if (flags & ~(unsigned int)IOFLUSHER_SANDBOX_LOG)
 		return -EINVAL;
-	deny = flags & IOFLUSHER_SANDBOX_LOG ? SCMP_ACT_LOG
-					     : SCMP_ACT_ERRNO(EPERM);
+	deny = flags & IOFLUSHER_SANDBOX_LOG ? SCMP_ACT_LOG :
+					       SCMP_ACT_ERRNO(EPERM);
 	f = seccomp_init(SCMP_ACT_ALLOW);
 	if (!f)
 		return -ENOMEM;

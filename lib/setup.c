@@ -69,17 +69,21 @@ static void flag_failure(struct report_entry *e, int err)
 			 "process does not have");
 		break;
 	case IOFLUSHER_REASON_USER_NAMESPACE:
-		snprintf(e->detail, sizeof(e->detail),
-			 "the kernel checks CAP_SYS_RESOURCE in the initial user "
-			 "namespace; what this one grants does not count");
+		snprintf(
+			e->detail, sizeof(e->detail),
+			"the kernel checks CAP_SYS_RESOURCE in the initial user "
+			"namespace; what this one grants does not count");
 		break;
 	case IOFLUSHER_REASON_SANDBOX:
-		snprintf(e->detail, sizeof(e->detail),
-			 "CAP_SYS_RESOURCE is %s, yet prctl(PR_SET_IO_FLUSHER) %s "
-			 "(seccomp mode %d)",
-			 ioflusher_caps_have(CAP_SYS_RESOURCE) == 1 ? "held" : "not held",
-			 err == -EIO ? "returned success without setting it" : "was refused",
-			 proc_seccomp_mode());
+		snprintf(
+			e->detail, sizeof(e->detail),
+			"CAP_SYS_RESOURCE is %s, yet prctl(PR_SET_IO_FLUSHER) %s "
+			"(seccomp mode %d)",
+			ioflusher_caps_have(CAP_SYS_RESOURCE) == 1 ? "held" :
+								     "not held",
+			err == -EIO ? "returned success without setting it" :
+				      "was refused",
+			proc_seccomp_mode());
 		break;
 	default:
 		break;
@@ -105,15 +109,17 @@ static int apply_flag(struct report_entry *e)
 	for (int i = 0; missing > 0 && i < ioflusher_audit_count(a); i++) {
 		int flagged;
 
-		ioflusher_audit_thread(a, (unsigned int)i, &tid, &comm, &flagged);
+		ioflusher_audit_thread(a, (unsigned int)i, &tid, &comm,
+				       &flagged);
 		if (!flagged)
 			break;
 	}
 	if (missing > 0)
-		snprintf(e->detail, sizeof(e->detail),
-			 "set on this thread, but %d other thread%s already run "
-			 "without it (first: %d \"%s\")",
-			 missing, missing == 1 ? "" : "s", (int)tid, comm);
+		snprintf(
+			e->detail, sizeof(e->detail),
+			"set on this thread, but %d other thread%s already run "
+			"without it (first: %d \"%s\")",
+			missing, missing == 1 ? "" : "s", (int)tid, comm);
 	ioflusher_audit_free(a);
 	return missing > 0 ? -EBUSY : 0;
 }
@@ -153,8 +159,12 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 	if (r == 0) {
 		ioflusher_memlock_locked(0, &locked);
 		mib(v, sizeof(v), locked);
-		snprintf(e->detail, sizeof(e->detail), "mlockall(MCL_CURRENT|MCL_FUTURE%s), %s locked",
-			 ctx->memlock_flags & IOFLUSHER_MEMLOCK_ONFAULT ? "|MCL_ONFAULT" : "", v);
+		snprintf(e->detail, sizeof(e->detail),
+			 "mlockall(MCL_CURRENT|MCL_FUTURE%s), %s locked",
+			 ctx->memlock_flags & IOFLUSHER_MEMLOCK_ONFAULT ?
+				 "|MCL_ONFAULT" :
+				 "",
+			 v);
 		return 0;
 	}
 	ioflusher_memlock_limit(&soft, &hard);
@@ -162,11 +172,13 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 	mib(s, sizeof(s), soft);
 	mib(h, sizeof(h), hard);
 	mib(v, sizeof(v), size * 1024);
-	snprintf(e->detail, sizeof(e->detail),
-		 "RLIMIT_MEMLOCK is %s (hard %s), the process maps %s and has no "
-		 "CAP_IPC_LOCK: grant CAP_IPC_LOCK or LimitMEMLOCK=infinity",
-		 s, h, v);
-	if (ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, r) != IOFLUSHER_REASON_LIMIT)
+	snprintf(
+		e->detail, sizeof(e->detail),
+		"RLIMIT_MEMLOCK is %s (hard %s), the process maps %s and has no "
+		"CAP_IPC_LOCK: grant CAP_IPC_LOCK or LimitMEMLOCK=infinity",
+		s, h, v);
+	if (ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, r) !=
+	    IOFLUSHER_REASON_LIMIT)
 		e->detail[0] = '\0';
 	return r;
 }
@@ -216,7 +228,8 @@ static void log_entry(const struct ioflusher_ctx *ctx,
 
 	if (report->e[p].outcome == IOFLUSHER_OUTCOME_FAILED ||
 	    report->e[p].outcome == IOFLUSHER_OUTCOME_UNAVAILABLE)
-		prio = policy == IOFLUSHER_POLICY_REQUIRED ? LOG_ERR : LOG_WARNING;
+		prio = policy == IOFLUSHER_POLICY_REQUIRED ? LOG_ERR :
+							     LOG_WARNING;
 	if (!ioflusher_log_enabled(ctx, prio))
 		return;
 	ioflusher_report_format(report, p, line, sizeof(line));
@@ -241,8 +254,8 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 
 		if (policy == IOFLUSHER_POLICY_OFF || failed) {
 			e->outcome = IOFLUSHER_OUTCOME_SKIPPED;
-			e->reason = failed ? IOFLUSHER_REASON_NOT_ATTEMPTED
-					   : IOFLUSHER_REASON_POLICY;
+			e->reason = failed ? IOFLUSHER_REASON_NOT_ATTEMPTED :
+					     IOFLUSHER_REASON_POLICY;
 			continue;
 		}
 		r = apply(ctx, p, e);
@@ -251,8 +264,8 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 			e->reason = IOFLUSHER_REASON_THREADS;
 		else
 			e->reason = ioflusher_diagnose(p, r);
-		e->outcome = r == 0 ? IOFLUSHER_OUTCOME_APPLIED
-				    : outcome_of(e->reason);
+		e->outcome = r == 0 ? IOFLUSHER_OUTCOME_APPLIED :
+				      outcome_of(e->reason);
 		if (r < 0 && policy == IOFLUSHER_POLICY_REQUIRED)
 			failed = r;
 		log_entry(ctx, report, p, policy);
@@ -263,7 +276,8 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 
 static bool entry_valid(const struct ioflusher_report *report, int protection)
 {
-	return report && protection >= 0 && protection < IOFLUSHER_PROTECT_COUNT;
+	return report && protection >= 0 &&
+	       protection < IOFLUSHER_PROTECT_COUNT;
 }
 
 _public_ int ioflusher_report_outcome(const struct ioflusher_report *report,
@@ -301,11 +315,13 @@ _public_ int ioflusher_report_format(const struct ioflusher_report *report,
 		return -EINVAL;
 	e = &report->e[protection];
 	if (e->error)
-		snprintf(err, sizeof(err), " (%s)", strerrorname_np(-e->error)
-							    ? strerrorname_np(-e->error)
-							    : "error");
+		snprintf(err, sizeof(err), " (%s)",
+			 strerrorname_np(-e->error) ?
+				 strerrorname_np(-e->error) :
+				 "error");
 	if (e->outcome == IOFLUSHER_OUTCOME_APPLIED)
-		n = snprintf(buf, size, "%s: applied%s%s", protection_name[protection],
+		n = snprintf(buf, size, "%s: applied%s%s",
+			     protection_name[protection],
 			     e->detail[0] ? ": " : "", e->detail);
 	else if (e->outcome == IOFLUSHER_OUTCOME_SKIPPED)
 		n = snprintf(buf, size, "%s: skipped: %s; risk: %s",
@@ -314,7 +330,8 @@ _public_ int ioflusher_report_format(const struct ioflusher_report *report,
 			     ioflusher_risk_string(protection));
 	else
 		n = snprintf(buf, size, "%s: %s: %s%s%s%s; risk: %s",
-			     protection_name[protection], outcome_name[e->outcome],
+			     protection_name[protection],
+			     outcome_name[e->outcome],
 			     ioflusher_reason_string(e->reason), err,
 			     e->detail[0] ? "; " : "", e->detail,
 			     ioflusher_risk_string(protection));

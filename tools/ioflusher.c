@@ -89,7 +89,8 @@ static char *status_field(pid_t pid, const char *key, char *buf, size_t size)
 	while (fgets(line, sizeof(line), f)) {
 		if (strncmp(line, key, klen) || line[klen] != ':')
 			continue;
-		snprintf(buf, size, "%s", line + klen + 1 + strspn(line + klen + 1, " \t"));
+		snprintf(buf, size, "%s",
+			 line + klen + 1 + strspn(line + klen + 1, " \t"));
 		buf[strcspn(buf, "\n")] = '\0';
 		result = buf;
 		break;
@@ -138,7 +139,8 @@ static void print_memlock_limit(pid_t pid)
 	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
 	f = fopen(path, "re");
 	if (!f) {
-		printf("%-18s unknown (%s)\n", "RLIMIT_MEMLOCK:", strerror(errno));
+		printf("%-18s unknown (%s)\n",
+		       "RLIMIT_MEMLOCK:", strerror(errno));
 		return;
 	}
 	while (fgets(line, sizeof(line), f))
@@ -157,8 +159,10 @@ static int print_caps(pid_t pid)
 		int cap;
 		const char *name, *why;
 	} caps[] = {
-		{ CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE", "the flag; oom_score_adj below its minimum" },
-		{ CAP_IPC_LOCK, "CAP_IPC_LOCK", "locking more than RLIMIT_MEMLOCK" },
+		{ CAP_SYS_RESOURCE, "CAP_SYS_RESOURCE",
+		  "the flag; oom_score_adj below its minimum" },
+		{ CAP_IPC_LOCK, "CAP_IPC_LOCK",
+		  "locking more than RLIMIT_MEMLOCK" },
 	};
 	int have_resource = 0;
 
@@ -166,8 +170,10 @@ static int print_caps(pid_t pid)
 		int eff = cap_bit(pid, "CapEff", caps[i].cap);
 
 		printf("%-18s effective %s, permitted %s, bounding %s (for %s)\n",
-		       caps[i].name, yes_no(eff), yes_no(cap_bit(pid, "CapPrm", caps[i].cap)),
-		       yes_no(cap_bit(pid, "CapBnd", caps[i].cap)), caps[i].why);
+		       caps[i].name, yes_no(eff),
+		       yes_no(cap_bit(pid, "CapPrm", caps[i].cap)),
+		       yes_no(cap_bit(pid, "CapBnd", caps[i].cap)),
+		       caps[i].why);
 		if (caps[i].cap == CAP_SYS_RESOURCE)
 			have_resource = eff == 1;
 	}
@@ -181,7 +187,8 @@ static int print_userns(pid_t pid)
 
 	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
 	if (stat(path, &st) < 0) {
-		printf("%-18s unknown (%s)\n", "user namespace:", strerror(errno));
+		printf("%-18s unknown (%s)\n",
+		       "user namespace:", strerror(errno));
 		return -1;
 	}
 	if (st.st_ino == PROC_USER_INIT_INO) {
@@ -200,8 +207,8 @@ static void print_psi(void)
 	FILE *f = fopen("/proc/pressure/memory", "re");
 
 	if (!f) {
-		printf("%-18s unavailable (%s; needs CONFIG_PSI and psi=1)\n", "PSI:",
-		       strerror(errno));
+		printf("%-18s unavailable (%s; needs CONFIG_PSI and psi=1)\n",
+		       "PSI:", strerror(errno));
 		return;
 	}
 	if (fgets(line, sizeof(line), f)) {
@@ -218,18 +225,21 @@ static int print_threads(pid_t pid)
 
 	r = ioflusher_audit_new(pid, &audit);
 	if (r < 0) {
-		errorx("cannot read the threads of %d: %s", (int)pid, strerror(-r));
+		errorx("cannot read the threads of %d: %s", (int)pid,
+		       strerror(-r));
 		return -1;
 	}
 	n = ioflusher_audit_count(audit);
 	missing = ioflusher_audit_missing(audit);
-	printf("%-18s %d of %d threads carry it\n", "io-flusher flag:", n - missing, n);
+	printf("%-18s %d of %d threads carry it\n",
+	       "io-flusher flag:", n - missing, n);
 	for (int i = 0; i < n; i++) {
 		const char *comm;
 		int flagged;
 		pid_t tid;
 
-		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm, &flagged);
+		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm,
+				       &flagged);
 		printf("  thread %-8d %-16s %s\n", (int)tid, comm,
 		       flagged ? "flagged" : "MISSING");
 	}
@@ -267,18 +277,21 @@ static int cmd_status(int argc, char **argv)
 	uname(&u);
 	supported = ioflusher_flag_supported();
 	printf("%-18s Linux %s: PR_SET_IO_FLUSHER %s\n", "kernel:", u.release,
-	       supported == 1 ? "supported"
-	       : supported == 0 ? "NOT supported (needs Linux 5.6)"
-				: "unknown");
+	       supported == 1 ? "supported" :
+	       supported == 0 ? "NOT supported (needs Linux 5.6)" :
+				"unknown");
 	printf("%-18s %d%s\n", "process:", (int)pid,
-	       self ? " (ioflusher itself; name a daemon's PID to audit it)" : "");
+	       self ? " (ioflusher itself; name a daemon's PID to audit it)" :
+		      "");
 	initial = print_userns(pid);
 	have_resource = print_caps(pid);
 	printf("%-18s %s\n", "seccomp:",
-	       !status_field(pid, "Seccomp", buf, sizeof(buf)) ? "unknown"
-	       : strcmp(buf, "2") == 0 ? "filter (may refuse what the capabilities allow)"
-	       : strcmp(buf, "1") == 0 ? "strict"
-				       : "none");
+	       !status_field(pid, "Seccomp", buf, sizeof(buf)) ?
+		       "unknown" :
+	       strcmp(buf, "2") == 0 ?
+		       "filter (may refuse what the capabilities allow)" :
+	       strcmp(buf, "1") == 0 ? "strict" :
+				       "none");
 	print_memlock_limit(pid);
 	printf("%-18s %s\n", "locked memory:",
 	       status_field(pid, "VmLck", buf, sizeof(buf)) ? buf : "unknown");
@@ -293,28 +306,34 @@ static int cmd_status(int argc, char **argv)
 		missing = print_threads(pid);
 	if (supported != 1) {
 		printf("verdict:           not ready: %s\n",
-		       supported == 0 ? "the kernel has no PR_SET_IO_FLUSHER"
-				      : "cannot tell whether the kernel has PR_SET_IO_FLUSHER");
+		       supported == 0 ?
+			       "the kernel has no PR_SET_IO_FLUSHER" :
+			       "cannot tell whether the kernel has PR_SET_IO_FLUSHER");
 		return EXIT_NOT_READY;
 	}
 	if (!self) {
 		/* The flag decides; the other protections are worth a word. */
 		if (missing != 0) {
 			printf("verdict:           NOT protected: %s\n",
-			       missing < 0 ? "its threads cannot be read"
-					   : "threads run without the flag");
+			       missing < 0 ? "its threads cannot be read" :
+					     "threads run without the flag");
 			return EXIT_NOT_READY;
 		}
 		printf("verdict:           every thread carries the flag%s%s\n",
-		       r == 0 && adj != -1000 ? "; not shielded from the OOM killer" : "",
-		       status_field(pid, "VmLck", buf, sizeof(buf)) && strtoull(buf, NULL, 10) == 0
-			       ? "; no memory locked" : "");
+		       r == 0 && adj != -1000 ?
+			       "; not shielded from the OOM killer" :
+			       "",
+		       status_field(pid, "VmLck", buf, sizeof(buf)) &&
+				       strtoull(buf, NULL, 10) == 0 ?
+			       "; no memory locked" :
+			       "");
 		return EXIT_READY;
 	}
 	if (initial == 0 || !have_resource) {
 		printf("verdict:           not ready: %s\n",
-		       initial == 0 ? "capabilities of this user namespace do not count"
-				    : "this process lacks CAP_SYS_RESOURCE, needed to set the flag");
+		       initial == 0 ?
+			       "capabilities of this user namespace do not count" :
+			       "this process lacks CAP_SYS_RESOURCE, needed to set the flag");
 		return EXIT_NOT_READY;
 	}
 	printf("verdict:           ready: this process can set the flag\n");
@@ -333,7 +352,8 @@ static int parse_caps(const char *list, int *caps, size_t *n)
 	copy = strdup(list);
 	if (!copy)
 		return -ENOMEM;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
 		cap_value_t v;
 
 		if (cap_from_name(tok, &v) < 0 || count >= 64) {
@@ -348,11 +368,13 @@ static int parse_caps(const char *list, int *caps, size_t *n)
 	return 0;
 }
 
-static void print_report(const struct ioflusher_report *report, int p, bool verbose)
+static void print_report(const struct ioflusher_report *report, int p,
+			 bool verbose)
 {
 	char line[768];
 
-	if (!verbose && ioflusher_report_outcome(report, p) == IOFLUSHER_OUTCOME_APPLIED)
+	if (!verbose &&
+	    ioflusher_report_outcome(report, p) == IOFLUSHER_OUTCOME_APPLIED)
 		return;
 	if (ioflusher_report_outcome(report, p) == IOFLUSHER_OUTCOME_SKIPPED)
 		return;
@@ -388,7 +410,8 @@ static int cmd_run(int argc, char **argv)
 			errno = 0;
 			adj = (int)strtol(optarg, &end, 10);
 			if (errno || *end || adj < -1000 || adj > 1000) {
-				errorx("--oom-score-adj takes -1000 to 1000, not '%s'", optarg);
+				errorx("--oom-score-adj takes -1000 to 1000, not '%s'",
+				       optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -424,8 +447,10 @@ static int cmd_run(int argc, char **argv)
 	/* Memory locks do not survive execve; the command locks its own. */
 	if (ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, policy) < 0 ||
 	    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_OOM, policy) < 0 ||
-	    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_MEMLOCK, IOFLUSHER_POLICY_OFF) < 0 ||
-	    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_PREFAULT, IOFLUSHER_POLICY_OFF) < 0 ||
+	    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_MEMLOCK,
+				     IOFLUSHER_POLICY_OFF) < 0 ||
+	    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_PREFAULT,
+				     IOFLUSHER_POLICY_OFF) < 0 ||
 	    ioflusher_ctx_set_oom_score_adj(ctx, adj) < 0) {
 		ioflusher_ctx_unref(ctx);
 		return EXIT_USAGE;
@@ -439,7 +464,8 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (r < 0) {
 		errorx("not running %s: a required protection failed "
-		       "(--best-effort runs it anyway)", argv[optind]);
+		       "(--best-effort runs it anyway)",
+		       argv[optind]);
 		return EXIT_NOT_READY;
 	}
 	if (no_limit) {
@@ -453,7 +479,8 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (r < 0) {
 		errorx("cannot lift RLIMIT_MEMLOCK: %s (raising the hard limit needs "
-		       "CAP_SYS_RESOURCE)", strerror(-r));
+		       "CAP_SYS_RESOURCE)",
+		       strerror(-r));
 		if (policy == IOFLUSHER_POLICY_REQUIRED)
 			return EXIT_NOT_READY;
 	}
@@ -466,11 +493,13 @@ static int cmd_run(int argc, char **argv)
 		/* For a command that is not run as root, kept capabilities
 		 * survive execve only as ambient ones. */
 		for (size_t i = 0; i < nkeep && CAP_AMBIENT_SUPPORTED(); i++)
-			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) < 0 &&
+			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) <
+				    0 &&
 			    errno != EPERM)
 				errorx("warning: %s cannot be kept across execve for a "
 				       "non-root command: %s",
-				       cap_to_name((cap_value_t)keep[i]), strerror(errno));
+				       cap_to_name((cap_value_t)keep[i]),
+				       strerror(errno));
 	}
 	if (verbose)
 		fprintf(stderr, "%s: running %s\n", prog, argv[optind]);
@@ -495,7 +524,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return EXIT_READY;
 		case 'V':
-			printf("%s from %s %s\n", prog, PACKAGE_NAME, PACKAGE_VERSION);
+			printf("%s from %s %s\n", prog, PACKAGE_NAME,
+			       PACKAGE_VERSION);
 			return EXIT_READY;
 		default:
 			usage(stderr);
