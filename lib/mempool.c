@@ -1,0 +1,1182 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Mempool: the userspace counterpart of the kernel's mempool_t
+ * (mm/mempool.c).  A daemon in the IO path must finish every IO it has
+ * accepted without asking the kernel for memory: a page fault or a malloc
+ * that enters reclaim may wait on the very IO the daemon serves.  So all
+ * of a pool's memory is mapped, written and locked when the pool is made,
+ * and afterwards alloc and free only move pointers.
+ *
+ * Layout.  Elements live in chunks (one per ioflusher_mempool_new() or
+ * ioflusher_mempool_resize() call).  A free element is in exactly one
+ * place: the depot (a stack of pointers under one lock) or the cache of
+ * one thread (a stack of at most cache_nr pointers, on cache lines of its
+ * own).  The fast path pops from or pushes to the calling thread's cache
+ * and touches no shared line that anyone writes; only an empty or full
+ * cache takes the depot lock, and moves most of a cache at a time, like the
+ * magazines of Bonwick's slab allocator and the kernel's per-cpu sheaves.
+ *
+ * Waiting.  An allocation that finds the depot short queues a waiter and
+ * sleeps on a futex in it.  Frees refill the depot and hand elements to
+ * the waiters in FIFO order before anyone else may take them, so a bulk
+ * request is not starved by single ones and no wake-up is lost: the grant
+ * is made under the lock the waiter queued under.  While anyone waits,
+ * frees bypass the per-thread caches, so a waiter never starves while
+ * other threads pile elements into their caches.
+ */
+#include <errno.h>
+#include <linux/capability.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "private.h"
+
+/* Two cache lines: the adjacent-line prefetcher of x86 fetches pairs, so
+ * caches of two threads on neighbouring lines would still bounce. */
+#define MP_LINE 128
+#define MP_CACHE_SLOTS 64 /* threads that get a cache; more use the depot */
+#define MP_CACHE_MAX 4096 /* cache_nr limit */
+#define MP_CHUNKS 32 /* one for new(), the others for resize() */
+#define MP_ALIGN_MAX (2u << 20) /* a huge page */
+#define MP_TLS_WAYS 8
+#define MP_POISON_FREE 0x6b /* include/linux/poison.h */
+#define MP_SPIN 100
+/*
+ * The pool's header starts this far into its page.  At offset 0 its
+ * fields would share bits 11:0 with the first bytes of every page-aligned
+ * element, and a load of them right after the caller wrote an element
+ * waits on that store (4K aliasing in the store-to-load forwarding check):
+ * some 2 ns per call in a loop that writes each buffer's header.
+ */
+#define MP_META_OFFSET 1152
+_Static_assert(MP_META_OFFSET % MP_LINE == 0,
+	       "the pool's header is aligned to MP_LINE");
+
+/*
+ * A thread's cache is a ring used as a stack at its tail: alloc and free
+ * take and put the most recently freed element, still in the CPU's cache
+ * (with elements a page apart, cycling through many would also thrash
+ * one set of L1).  When it is full, what is given back to the depot is
+ * taken at head: the oldest, coldest ones, without moving the others.
+ * Only the owner writes head and tail; stats read them.
+ */
+struct mp_cache {
+	_Atomic uintptr_t owner; /* the owning thread's mp_tls, 0 if free */
+	struct ioflusher_mempool *pool; /* for the thread-exit destructor */
+	_Atomic unsigned int head;
+	_Atomic unsigned int tail;
+	void *elems[];
+};
+
+#define RELAXED memory_order_relaxed
+
+struct mp_chunk {
+	uintptr_t base;
+	size_t nr;
+	void *map;
+	size_t map_size;
+#ifdef IOFLUSHER_DEBUG
+	_Atomic unsigned char *state; /* MP_STATE_* of each element */
+#endif
+};
+
+enum { MP_STATE_FREE = 0, MP_STATE_USED, MP_STATE_FREEING };
+
+/* On the waiter's stack; linked in the pool's queue under its lock. */
+struct mp_waiter {
+	struct mp_waiter *next;
+	void **elems;
+	size_t n;
+	_Atomic uint32_t granted; /* futex word */
+};
+
+struct ioflusher_mempool {
+	/* Read by every fast-path call; written only at creation, but for
+	 * free_limit, which changes when someone starts or stops waiting. */
+	uint64_t serial;
+	uintptr_t base0; /* chunk 0, the only one checked on the fast path */
+	size_t span0;
+	size_t stride;
+	unsigned int cache_nr;
+	unsigned int cache_mask; /* ring size - 1 */
+	/* cache_nr, or 0 while anyone waits: frees then skip the caches.
+	 * One load on the fast path for both conditions; written under the
+	 * lock when the queue of waiters becomes empty or not. */
+	_Atomic unsigned int free_limit;
+	size_t elem_size;
+	size_t align;
+	unsigned int flags;
+	bool locked;
+	bool have_key;
+	pthread_key_t key;
+	struct ioflusher_ctx *ctx;
+	char *slots; /* MP_CACHE_SLOTS caches of slot_size bytes, or NULL */
+	size_t slot_size;
+	size_t meta_size; /* this struct and the caches, one mapping */
+
+	/* Written under the lock, on lines of their own. */
+	_Alignas(MP_LINE) _Atomic uint32_t lock;
+	unsigned int waiters; /* queued */
+	void **depot;
+	size_t depot_count;
+	size_t depot_cap;
+	size_t depot_map_size;
+	size_t total;
+	struct mp_waiter *wait_head;
+	struct mp_waiter **wait_tail;
+	uint64_t high_water;
+	uint64_t waits;
+	uint64_t wait_ns;
+	uint64_t timeouts;
+	_Atomic uint32_t resize_lock;
+	_Atomic unsigned int nchunks;
+	struct mp_chunk chunks[MP_CHUNKS];
+};
+
+/*
+ * A thread finds its cache of a pool through a small direct-mapped table
+ * in initial-exec TLS: one %fs-relative load, where pthread_getspecific()
+ * is a call and the global-dynamic model a __tls_get_addr() call.  Serials
+ * are never reused, so an entry left by a freed pool never matches.
+ */
+struct mp_tls {
+	uint64_t serial;
+	struct mp_cache *cache;
+};
+static __thread struct mp_tls mp_tls[MP_TLS_WAYS]
+	__attribute__((tls_model("initial-exec")));
+static _Atomic uint64_t mp_next_serial = 1;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
+		  const struct timespec *ts, uint32_t val3)
+{
+	return syscall(SYS_futex, uaddr, op, val, ts, NULL, val3);
+}
+
+/* The depot lock: a three-state futex mutex (Drepper, "Futexes Are
+ * Tricky"), spinning briefly first since the critical sections are a few
+ * dozen pointer moves. */
+static void mp_lock(_Atomic uint32_t *l)
+{
+	uint32_t c = 0;
+	int i;
+
+	if (atomic_compare_exchange_strong_explicit(
+		    l, &c, 1, memory_order_acquire, memory_order_relaxed))
+		return;
+	for (i = 0; i < MP_SPIN; i++) {
+		cpu_relax();
+		c = 0;
+		if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_strong_explicit(
+			    l, &c, 1, memory_order_acquire,
+			    memory_order_relaxed))
+			return;
+	}
+	if (c != 2)
+		c = atomic_exchange_explicit(l, 2, memory_order_acquire);
+	while (c != 0) {
+		futex(l, FUTEX_WAIT_PRIVATE, 2, NULL, 0);
+		c = atomic_exchange_explicit(l, 2, memory_order_acquire);
+	}
+}
+
+static void mp_unlock(_Atomic uint32_t *l)
+{
+	if (atomic_exchange_explicit(l, 0, memory_order_release) == 2)
+		futex(l, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static size_t page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static size_t round_up(size_t x, size_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
+			     bool fatal)
+{
+	int reason = ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, err);
+	uint64_t soft = 0, hard = 0;
+	int prio = fatal ? LOG_ERR : LOG_WARNING;
+
+	if (!ioflusher_log_enabled(ctx, prio))
+		return;
+	ioflusher_memlock_limit(&soft, &hard);
+	ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__,
+		      "mempool: cannot lock %zu bytes: %s: %s; RLIMIT_MEMLOCK "
+		      "is %llu bytes (hard %llu), CAP_IPC_LOCK is %s%s",
+		      len, strerror(-err), ioflusher_reason_string(reason),
+		      (unsigned long long)soft, (unsigned long long)hard,
+		      ioflusher_caps_have(CAP_IPC_LOCK) == 1 ? "held" :
+							       "not held",
+		      fatal ? "" : "; the pool is pre-faulted but not locked");
+}
+
+/*
+ * Map len bytes aligned to align, write every page and lock them.  The
+ * pages are excluded from fork(): a child's copy-on-write reference would
+ * make the parent's next write to a pool element fault.
+ */
+static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
+		    unsigned int flags, bool *locked, int *errp)
+{
+	size_t page = page_size();
+	size_t slack = align > page ? align : 0;
+	char *map, *p;
+	size_t i;
+
+	map = mmap(NULL, len + slack, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED) {
+		*errp = -errno;
+		log_err(ctx, "mempool: cannot map %zu bytes: %s", len + slack,
+			strerror(-*errp));
+		return NULL;
+	}
+	p = map;
+	if (slack) {
+		p = (char *)round_up((uintptr_t)map, align);
+		if (p > map)
+			munmap(map, (size_t)(p - map));
+		if (p + len < map + len + slack)
+			munmap(p + len,
+			       (size_t)(map + len + slack - (p + len)));
+	}
+	madvise(p, len, MADV_DONTFORK);
+	if (mlock(p, len) < 0) {
+		int err = -errno;
+		bool ok = flags & IOFLUSHER_MEMPOOL_UNLOCKED_OK;
+
+		log_lock_failure(ctx, len, err, !ok);
+		if (!ok) {
+			munmap(p, len);
+			*errp = err;
+			return NULL;
+		}
+		*locked = false;
+	}
+	/* mlock() populates, but an unlocked pool must be faulted too. */
+	for (i = 0; i < len; i += page)
+		((volatile char *)p)[i] = 0;
+	return p;
+}
+
+/* ------------------------------------------------------------ debug */
+
+static struct mp_chunk *chunk_of(const struct ioflusher_mempool *pool,
+				 const void *elem, size_t *index)
+{
+	unsigned int i, n;
+	uintptr_t a = (uintptr_t)elem;
+
+	n = atomic_load_explicit(&((struct ioflusher_mempool *)pool)->nchunks,
+				 memory_order_acquire);
+	for (i = 0; i < n; i++) {
+		const struct mp_chunk *ch = &pool->chunks[i];
+
+		if (a - ch->base < ch->nr * pool->stride) {
+			if (index)
+				*index = (a - ch->base) / pool->stride;
+			return (struct mp_chunk *)ch;
+		}
+	}
+	return NULL;
+}
+
+#ifdef IOFLUSHER_DEBUG
+/* Check the poison left by free and mark the element in use. */
+static void debug_alloc(struct ioflusher_mempool *pool, void *elem)
+{
+	const unsigned char *p = elem;
+	struct mp_chunk *ch;
+	size_t i, index;
+
+	ch = chunk_of(pool, elem, &index);
+	if (!ch) {
+		log_err(pool->ctx, "mempool: %p handed out but not ours", elem);
+		return;
+	}
+	if (atomic_exchange(&ch->state[index], MP_STATE_USED) != MP_STATE_FREE)
+		log_err(pool->ctx, "mempool: %p handed out twice", elem);
+	for (i = 0; i < pool->elem_size; i++) {
+		if (p[i] != MP_POISON_FREE) {
+			log_err(pool->ctx,
+				"mempool: %p written after free at offset %zu",
+				elem, i);
+			break;
+		}
+	}
+}
+
+/* First half of a free: the element must be one of ours, handed out. */
+static int debug_free_begin(struct ioflusher_mempool *pool, void *elem)
+{
+	struct mp_chunk *ch;
+	size_t index;
+	unsigned char used = MP_STATE_USED;
+
+	ch = chunk_of(pool, elem, &index);
+	if (!ch) {
+		log_err(pool->ctx, "mempool: free of %p: not from this pool",
+			elem);
+		return -EINVAL;
+	}
+	if (((uintptr_t)elem - ch->base) % pool->stride) {
+		log_err(pool->ctx,
+			"mempool: free of %p: not the start of an element",
+			elem);
+		return -EINVAL;
+	}
+	if (!atomic_compare_exchange_strong(&ch->state[index], &used,
+					    MP_STATE_FREEING)) {
+		log_err(pool->ctx, "mempool: free of %p: double free", elem);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void debug_free_undo(struct ioflusher_mempool *pool, void *elem)
+{
+	size_t index;
+	struct mp_chunk *ch = chunk_of(pool, elem, &index);
+
+	atomic_store(&ch->state[index], MP_STATE_USED);
+}
+
+static void debug_free_end(struct ioflusher_mempool *pool, void *elem)
+{
+	size_t index;
+	struct mp_chunk *ch = chunk_of(pool, elem, &index);
+
+	memset(elem, MP_POISON_FREE, pool->elem_size);
+	atomic_store(&ch->state[index], MP_STATE_FREE);
+}
+#else
+static inline void debug_alloc(struct ioflusher_mempool *pool, void *elem)
+{
+}
+static inline int debug_free_begin(struct ioflusher_mempool *pool, void *elem)
+{
+	return chunk_of(pool, elem, NULL) ? 0 : -EINVAL;
+}
+static inline void debug_free_undo(struct ioflusher_mempool *pool, void *elem)
+{
+}
+static inline void debug_free_end(struct ioflusher_mempool *pool, void *elem)
+{
+}
+#endif
+
+/* ------------------------------------------------------------ depot */
+
+static void note_high_water(struct ioflusher_mempool *pool)
+{
+	uint64_t out = pool->total - pool->depot_count;
+
+	if (out > pool->high_water)
+		pool->high_water = out;
+}
+
+static void depot_pop(struct ioflusher_mempool *pool, void **elems, size_t n)
+{
+	pool->depot_count -= n;
+	memcpy(elems, pool->depot + pool->depot_count, n * sizeof(*elems));
+	note_high_water(pool);
+}
+
+static void depot_push(struct ioflusher_mempool *pool, void *const *elems,
+		       size_t n)
+{
+	memcpy(pool->depot + pool->depot_count, elems, n * sizeof(*elems));
+	pool->depot_count += n;
+}
+
+/* Lock held. */
+static void waiters_dec(struct ioflusher_mempool *pool)
+{
+	if (--pool->waiters == 0)
+		atomic_store_explicit(&pool->free_limit, pool->cache_nr,
+				      memory_order_relaxed);
+}
+
+/* Hand elements to the waiters, first come first served; lock held. */
+static void grant(struct ioflusher_mempool *pool)
+{
+	struct mp_waiter *w;
+
+	while ((w = pool->wait_head) && pool->depot_count >= w->n) {
+		depot_pop(pool, w->elems, w->n);
+		pool->wait_head = w->next;
+		if (!pool->wait_head)
+			pool->wait_tail = &pool->wait_head;
+		waiters_dec(pool);
+		atomic_store_explicit(&w->granted, 1, memory_order_release);
+		/* Under the lock: the waiter takes the lock before it
+		 * returns, so its stack is still there. */
+		futex(&w->granted, FUTEX_WAKE_PRIVATE, 1, NULL, 0);
+	}
+}
+
+static void unlink_waiter(struct ioflusher_mempool *pool, struct mp_waiter *w)
+{
+	struct mp_waiter **pp;
+
+	for (pp = &pool->wait_head; *pp != w; pp = &(*pp)->next)
+		;
+	*pp = w->next;
+	if (pool->wait_tail == &w->next)
+		pool->wait_tail = pp;
+	waiters_dec(pool);
+}
+
+/*
+ * Queue for n elements and sleep until they are granted or the deadline
+ * (CLOCK_MONOTONIC, NULL for none) passes.  Called with the lock held,
+ * returns with it released.
+ */
+static int depot_wait(struct ioflusher_mempool *pool, void **elems, size_t n,
+		      const struct timespec *deadline)
+{
+	struct mp_waiter w = { .elems = elems, .n = n };
+	uint64_t start = now_ns();
+	int ret = 0;
+
+	*pool->wait_tail = &w;
+	pool->wait_tail = &w.next;
+	if (pool->waiters++ == 0)
+		atomic_store_explicit(&pool->free_limit, 0,
+				      memory_order_relaxed);
+	pool->waits++;
+	mp_unlock(&pool->lock);
+
+	while (!atomic_load_explicit(&w.granted, memory_order_acquire)) {
+		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
+		if (futex(&w.granted, FUTEX_WAIT_BITSET_PRIVATE, 0, deadline,
+			  FUTEX_BITSET_MATCH_ANY) < 0 &&
+		    errno == ETIMEDOUT)
+			break;
+	}
+
+	mp_lock(&pool->lock);
+	if (!atomic_load_explicit(&w.granted, memory_order_acquire)) {
+		unlink_waiter(pool, &w);
+		pool->timeouts++;
+		ret = -ETIMEDOUT;
+		grant(pool); /* those behind may fit now */
+	}
+	pool->wait_ns += now_ns() - start;
+	mp_unlock(&pool->lock);
+	return ret;
+}
+
+/* ------------------------------------------------------------ caches */
+
+static inline struct mp_cache *
+cache_lookup(const struct ioflusher_mempool *pool)
+{
+	struct mp_tls *t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+
+	return t->serial == pool->serial ? t->cache : NULL;
+}
+
+static struct mp_cache *slot(const struct ioflusher_mempool *pool,
+			     unsigned int i)
+{
+	return (struct mp_cache *)(pool->slots + (size_t)i * pool->slot_size);
+}
+
+static inline unsigned int cache_count(const struct mp_cache *c)
+{
+	return atomic_load_explicit(&c->tail, RELAXED) -
+	       atomic_load_explicit(&c->head, RELAXED);
+}
+
+/* The n oldest elements of the cache; n <= cache_count(). */
+static void cache_take(const struct ioflusher_mempool *pool, struct mp_cache *c,
+		       void **out, unsigned int n)
+{
+	unsigned int head = atomic_load_explicit(&c->head, RELAXED), i;
+
+	for (i = 0; i < n; i++)
+		out[i] = c->elems[(head + i) & pool->cache_mask];
+	atomic_store_explicit(&c->head, head + n, RELAXED);
+}
+
+/* Room for n is known to be there. */
+static void cache_put(const struct ioflusher_mempool *pool, struct mp_cache *c,
+		      void *const *elems, size_t n)
+{
+	unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		c->elems[(tail + i) & pool->cache_mask] = elems[i];
+	atomic_store_explicit(&c->tail, tail + (unsigned int)n, RELAXED);
+}
+
+/* Give every element of the cache back to the depot; lock held. */
+static void cache_drain(struct ioflusher_mempool *pool, struct mp_cache *c)
+{
+	unsigned int n = cache_count(c);
+
+	cache_take(pool, c, pool->depot + pool->depot_count, n);
+	pool->depot_count += n;
+}
+
+/* pthread key destructor: a thread that exits gives its cache back. */
+static void cache_release(void *arg)
+{
+	struct mp_cache *c = arg;
+	struct ioflusher_mempool *pool = c->pool;
+	struct mp_tls *t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+
+	mp_lock(&pool->lock);
+	cache_drain(pool, c);
+	grant(pool);
+	mp_unlock(&pool->lock);
+	if (t->cache == c)
+		t->serial = 0;
+	atomic_store_explicit(&c->owner, 0, memory_order_release);
+}
+
+/* The calling thread's cache, claimed on its first call; NULL when the
+ * pool has none or all are taken. */
+static struct mp_cache *cache_get(struct ioflusher_mempool *pool)
+{
+	uintptr_t self = (uintptr_t)mp_tls;
+	struct mp_tls *t;
+	struct mp_cache *c, *found = NULL;
+	unsigned int i;
+
+	c = cache_lookup(pool);
+	if (c || !pool->slots)
+		return c;
+	/* Evicted from the table by another pool: find the slot again. */
+	for (i = 0; i < MP_CACHE_SLOTS && !found; i++) {
+		c = slot(pool, i);
+		if (atomic_load_explicit(&c->owner, memory_order_relaxed) ==
+		    self)
+			found = c;
+	}
+	for (i = 0; i < MP_CACHE_SLOTS && !found; i++) {
+		uintptr_t none = 0;
+
+		c = slot(pool, i);
+		if (atomic_compare_exchange_strong(&c->owner, &none, self)) {
+			c->pool = pool;
+			if (pthread_setspecific(pool->key, c) != 0) {
+				atomic_store(&c->owner, 0);
+				return NULL;
+			}
+			found = c;
+		}
+	}
+	if (!found)
+		return NULL;
+	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	t->serial = pool->serial;
+	t->cache = found;
+	return found;
+}
+
+/* ------------------------------------------------------------ create */
+
+static int add_chunk(struct ioflusher_mempool *pool, size_t nr,
+		     struct mp_chunk *ch, bool *locked)
+{
+	size_t bytes, states = 0, page = page_size();
+	int err = 0;
+
+	if (__builtin_mul_overflow(nr, pool->stride, &bytes))
+		return -EINVAL;
+#ifdef IOFLUSHER_DEBUG
+	states = round_up(nr, page);
+#endif
+	bytes = round_up(bytes, page);
+	if (bytes + states < bytes)
+		return -EINVAL;
+	ch->map = mp_map(pool->ctx, bytes + states,
+			 pool->align > page ? pool->align : page, pool->flags,
+			 locked, &err);
+	if (!ch->map)
+		return err;
+	ch->map_size = bytes + states;
+	ch->base = (uintptr_t)ch->map;
+	ch->nr = nr;
+#ifdef IOFLUSHER_DEBUG
+	ch->state = (_Atomic unsigned char *)((char *)ch->map + bytes);
+	memset(ch->map, MP_POISON_FREE, bytes);
+#endif
+	return 0;
+}
+
+/* A locked array of cap pointers for the depot. */
+static void **depot_map(struct ioflusher_mempool *pool, size_t cap,
+			size_t *map_size, bool *locked, int *errp)
+{
+	size_t len;
+
+	if (__builtin_mul_overflow(cap, sizeof(void *), &len)) {
+		*errp = -EINVAL;
+		return NULL;
+	}
+	len = round_up(len, page_size());
+	*map_size = len;
+	return mp_map(pool->ctx, len, page_size(), pool->flags, locked, errp);
+}
+
+static bool args_valid(size_t min_nr, size_t elem_size, size_t align,
+		       unsigned int cache_nr, unsigned int flags)
+{
+	return min_nr && elem_size && (align & (align - 1)) == 0 &&
+	       align <= MP_ALIGN_MAX && cache_nr <= MP_CACHE_MAX &&
+	       !(flags & ~(unsigned int)IOFLUSHER_MEMPOOL_UNLOCKED_OK);
+}
+
+_public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
+				   size_t elem_size, size_t align,
+				   unsigned int cache_nr, unsigned int flags,
+				   struct ioflusher_mempool **poolp)
+{
+	struct ioflusher_mempool *pool;
+	size_t slot_size = 0, meta_size, stride, page = page_size();
+	void *meta;
+	unsigned int ring = 0;
+	bool locked = true;
+	size_t i;
+	int err = 0;
+
+	if (!poolp || !args_valid(min_nr, elem_size, align, cache_nr, flags))
+		return -EINVAL;
+	if (!align)
+		align = _Alignof(max_align_t);
+	if (align < sizeof(void *))
+		align = sizeof(void *);
+	stride = round_up(elem_size, align);
+	if (stride < elem_size)
+		return -EINVAL;
+	if (cache_nr) {
+		ring = 1;
+		while (ring < cache_nr)
+			ring *= 2;
+		slot_size = round_up(sizeof(struct mp_cache) +
+					     ring * sizeof(void *),
+				     MP_LINE);
+	}
+	meta_size = round_up(MP_META_OFFSET + round_up(sizeof(*pool), MP_LINE) +
+				     MP_CACHE_SLOTS * slot_size,
+			     page);
+
+	meta = mp_map(ctx, meta_size, page, flags, &locked, &err);
+	if (!meta)
+		return err;
+	pool = (struct ioflusher_mempool *)((char *)meta + MP_META_OFFSET);
+	pool->meta_size = meta_size;
+	pool->serial = atomic_fetch_add(&mp_next_serial, 1);
+	pool->ctx = ioflusher_ctx_ref(ctx);
+	pool->elem_size = elem_size;
+	pool->align = align;
+	pool->stride = stride;
+	pool->flags = flags;
+	pool->wait_tail = &pool->wait_head;
+	if (cache_nr) {
+		if (pthread_key_create(&pool->key, cache_release) == 0) {
+			pool->have_key = true;
+			pool->cache_nr = cache_nr;
+			pool->cache_mask = ring - 1;
+			pool->free_limit = cache_nr;
+			pool->slot_size = slot_size;
+			pool->slots =
+				(char *)pool + round_up(sizeof(*pool), MP_LINE);
+		} else {
+			log_info(ctx, "mempool: no pthread key left: the pool "
+				      "has no per-thread caches");
+		}
+	}
+
+	err = add_chunk(pool, min_nr, &pool->chunks[0], &locked);
+	if (err < 0)
+		goto fail;
+	atomic_store(&pool->nchunks, 1);
+	pool->base0 = pool->chunks[0].base;
+	pool->span0 = min_nr * stride;
+	pool->depot =
+		depot_map(pool, min_nr, &pool->depot_map_size, &locked, &err);
+	if (!pool->depot)
+		goto fail;
+	pool->depot_cap = min_nr;
+	/* Lowest address on top: a fresh pool hands out in address order. */
+	for (i = 0; i < min_nr; i++)
+		pool->depot[i] =
+			(char *)pool->base0 + (min_nr - 1 - i) * stride;
+	pool->depot_count = min_nr;
+	pool->total = min_nr;
+	pool->locked = locked;
+	log_dbg(ctx,
+		"mempool: %zu elements of %zu bytes (stride %zu, align %zu), "
+		"%u cached per thread, %s",
+		min_nr, elem_size, stride, align, pool->cache_nr,
+		locked ? "locked" : "not locked");
+	*poolp = pool;
+	return 0;
+
+fail:
+	ioflusher_mempool_free(pool);
+	return err;
+}
+
+_public_ void ioflusher_mempool_free(struct ioflusher_mempool *pool)
+{
+	struct ioflusher_ctx *ctx;
+	unsigned int i, n;
+
+	if (!pool)
+		return;
+	if (pool->have_key)
+		pthread_key_delete(pool->key);
+#ifdef IOFLUSHER_DEBUG
+	if (pool->depot) {
+		struct ioflusher_mempool_stats st;
+
+		ioflusher_mempool_stats(pool, &st, sizeof(st));
+		if (st.in_use)
+			log_err(pool->ctx,
+				"mempool: freed with %llu elements in use",
+				(unsigned long long)st.in_use);
+	}
+#endif
+	n = atomic_load(&pool->nchunks);
+	for (i = 0; i < n; i++)
+		munmap(pool->chunks[i].map, pool->chunks[i].map_size);
+	if (pool->depot)
+		munmap(pool->depot, pool->depot_map_size);
+	ctx = pool->ctx;
+	munmap((char *)pool - MP_META_OFFSET, pool->meta_size);
+	ioflusher_ctx_unref(ctx);
+}
+
+_public_ int ioflusher_mempool_resize(struct ioflusher_mempool *pool,
+				      size_t min_nr)
+{
+	struct mp_chunk ch = { 0 };
+	void **depot, **old;
+	size_t total, map_size, old_size;
+	bool locked = true;
+	unsigned int n;
+	int err = 0;
+
+	if (!pool)
+		return -EINVAL;
+	mp_lock(&pool->resize_lock);
+	total = pool->total; /* only resize changes it */
+	n = atomic_load(&pool->nchunks);
+	if (min_nr < total)
+		err = -EINVAL;
+	else if (min_nr > total && n == MP_CHUNKS)
+		err = -ENOSPC;
+	if (err < 0 || min_nr == total)
+		goto out;
+
+	/* Everything that may fault or sleep happens before the lock. */
+	err = add_chunk(pool, min_nr - total, &ch, &locked);
+	if (err < 0)
+		goto out;
+	depot = depot_map(pool, min_nr, &map_size, &locked, &err);
+	if (!depot) {
+		munmap(ch.map, ch.map_size);
+		goto out;
+	}
+	for (size_t i = 0; i < ch.nr; i++)
+		depot[i] = (char *)ch.base + (ch.nr - 1 - i) * pool->stride;
+
+	mp_lock(&pool->lock);
+	memcpy(depot + ch.nr, pool->depot, pool->depot_count * sizeof(void *));
+	old = pool->depot;
+	old_size = pool->depot_map_size;
+	pool->depot = depot;
+	pool->depot_map_size = map_size;
+	pool->depot_count += ch.nr;
+	pool->depot_cap = min_nr;
+	pool->total = min_nr;
+	pool->chunks[n] = ch;
+	atomic_store_explicit(&pool->nchunks, n + 1, memory_order_release);
+	if (!locked)
+		pool->locked = false;
+	grant(pool);
+	mp_unlock(&pool->lock);
+	munmap(old, old_size);
+	log_dbg(pool->ctx, "mempool: grown to %zu elements", min_nr);
+out:
+	mp_unlock(&pool->resize_lock);
+	return err;
+}
+
+/* ------------------------------------------------------------ alloc */
+
+static __attribute__((noinline)) void *
+alloc_slow(struct ioflusher_mempool *pool, unsigned int flags)
+{
+	struct mp_cache *c = cache_get(pool);
+	void *elem;
+	size_t n;
+
+	if (c && cache_count(c)) {
+		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED) - 1;
+
+		elem = c->elems[tail & pool->cache_mask];
+		atomic_store_explicit(&c->tail, tail, RELAXED);
+		goto out;
+	}
+	mp_lock(&pool->lock);
+	if (!pool->wait_head && pool->depot_count) {
+		depot_pop(pool, &elem, 1);
+		if (c) {
+			/* Refill the whole cache: the next cache_nr
+			 * allocations take no lock.  The cache is empty,
+			 * so the ring starts over at 0. */
+			n = pool->cache_nr;
+			if (n > pool->depot_count)
+				n = pool->depot_count;
+			depot_pop(pool, c->elems, n);
+			atomic_store_explicit(&c->head, 0, RELAXED);
+			atomic_store_explicit(&c->tail, (unsigned int)n,
+					      RELAXED);
+		}
+		mp_unlock(&pool->lock);
+		goto out;
+	}
+	if (flags & IOFLUSHER_MEMPOOL_NOWAIT) {
+		mp_unlock(&pool->lock);
+		return NULL;
+	}
+	depot_wait(pool, &elem, 1, NULL);
+out:
+	debug_alloc(pool, elem);
+	return elem;
+}
+
+/*
+ * NULL means invalid arguments or, with IOFLUSHER_MEMPOOL_NOWAIT, an
+ * empty pool: a pointer return keeps the fast path a handful of
+ * instructions, as mempool_alloc() does.
+ */
+_public_ void *ioflusher_mempool_alloc(struct ioflusher_mempool *pool,
+				       unsigned int flags)
+{
+	const struct mp_tls *t;
+	void *elem;
+
+	if (_unlikely_(!pool ||
+		       (flags & ~(unsigned int)IOFLUSHER_MEMPOOL_NOWAIT)))
+		return NULL;
+	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	if (_likely_(t->serial == pool->serial)) {
+		struct mp_cache *c = t->cache;
+		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
+
+		if (_likely_(tail != atomic_load_explicit(&c->head, RELAXED))) {
+			elem = c->elems[--tail & pool->cache_mask];
+			atomic_store_explicit(&c->tail, tail, RELAXED);
+			debug_alloc(pool, elem);
+			return elem;
+		}
+	}
+	return alloc_slow(pool, flags);
+}
+
+static void deadline_of(int64_t timeout_ns, struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += timeout_ns / 1000000000;
+	ts->tv_nsec += timeout_ns % 1000000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+_public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
+					  void **elems, size_t n,
+					  int64_t timeout_ns)
+{
+	struct timespec deadline;
+	struct mp_cache *c;
+	size_t k = 0, i;
+	int ret = 0;
+
+	if (!pool || !elems || !n || timeout_ns < IOFLUSHER_MEMPOOL_FOREVER)
+		return -EINVAL;
+	c = cache_get(pool);
+	if (c)
+		k = cache_count(c);
+	if (k >= n) {
+		cache_take(pool, c, elems, (unsigned int)n);
+		goto out;
+	}
+	if (timeout_ns > 0)
+		deadline_of(timeout_ns, &deadline);
+
+	mp_lock(&pool->lock);
+	if (n > pool->total) {
+		/* The reserve can never satisfy it: waiting would hang. */
+		mp_unlock(&pool->lock);
+		return -EINVAL;
+	}
+	if (!pool->wait_head && pool->depot_count + k >= n) {
+		depot_pop(pool, elems, n - k);
+		mp_unlock(&pool->lock);
+		if (k)
+			cache_take(pool, c, elems + n - k, (unsigned int)k);
+		goto out;
+	}
+	if (timeout_ns == 0) {
+		mp_unlock(&pool->lock);
+		return -EAGAIN;
+	}
+	/* All or nothing: wait holding no partial set, or two requests
+	 * each holding half of what the other needs would wait forever. */
+	if (k) {
+		cache_drain(pool, c);
+		grant(pool);
+	}
+	ret = depot_wait(pool, elems, n, timeout_ns > 0 ? &deadline : NULL);
+	if (ret < 0)
+		return ret;
+out:
+	for (i = 0; i < n; i++)
+		debug_alloc(pool, elems[i]);
+	return 0;
+}
+
+_public_ int ioflusher_mempool_alloc_timeout(struct ioflusher_mempool *pool,
+					     void **elemp, int64_t timeout_ns)
+{
+	return ioflusher_mempool_alloc_bulk(pool, elemp, 1, timeout_ns);
+}
+
+/* ------------------------------------------------------------ free */
+
+/* Elements validated; push them to the cache if it has room and no one
+ * waits, else to the depot. */
+static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
+		     size_t n)
+{
+	struct mp_cache *c = cache_get(pool);
+	unsigned int count = 0, half;
+	size_t i;
+
+	if (c)
+		count = cache_count(c);
+	if (c && n <= atomic_load_explicit(&pool->free_limit, RELAXED)) {
+		if (count + n > pool->cache_nr) {
+			/* Full: the older three quarters go back, so that
+			 * a thread that only frees (a completion thread)
+			 * takes the lock once per 3/4 cache_nr frees, and
+			 * one that alternates does not bounce at the edge. */
+			half = pool->cache_nr - pool->cache_nr / 4;
+			if (half < count + n - pool->cache_nr)
+				half = (unsigned int)(count + n -
+						      pool->cache_nr);
+			if (half > count)
+				half = count;
+			mp_lock(&pool->lock);
+			if (pool->depot_count + half > pool->depot_cap)
+				goto overflow;
+			cache_take(pool, c, pool->depot + pool->depot_count,
+				   half);
+			pool->depot_count += half;
+			grant(pool);
+			mp_unlock(&pool->lock);
+		}
+		for (i = 0; i < n; i++)
+			debug_free_end(pool, elems[i]);
+		cache_put(pool, c, elems, n);
+		return 0;
+	}
+
+	for (i = 0; i < n; i++)
+		debug_free_end(pool, elems[i]);
+	mp_lock(&pool->lock);
+	if (pool->depot_count + n > pool->depot_cap)
+		goto overflow;
+	depot_push(pool, elems, n);
+	/* Someone waits: what this thread cached must not strand them. */
+	if (c && count)
+		cache_drain(pool, c);
+	grant(pool);
+	mp_unlock(&pool->lock);
+	return 0;
+
+overflow:
+	mp_unlock(&pool->lock);
+	log_err(pool->ctx, "mempool: more elements freed than the pool holds: "
+			   "double free");
+	return -EINVAL;
+}
+
+/* Out of line, so that the fast path keeps elem in a register. */
+static __attribute__((noinline)) int
+free_slow_one(struct ioflusher_mempool *pool, void *elem)
+{
+	return free_slow(pool, &elem, 1);
+}
+
+#ifndef IOFLUSHER_DEBUG
+static __attribute__((noinline)) int
+free_foreign(struct ioflusher_mempool *pool, void *elem)
+{
+	if (debug_free_begin(pool, elem) < 0) {
+		log_err(pool->ctx, "mempool: free of %p: not from this pool",
+			elem);
+		return -EINVAL;
+	}
+	return free_slow(pool, &elem, 1);
+}
+#endif
+
+_public_ int ioflusher_mempool_free_elem(struct ioflusher_mempool *pool,
+					 void *elem)
+{
+	const struct mp_tls *t;
+#ifdef IOFLUSHER_DEBUG
+	int ret;
+#endif
+
+	if (_unlikely_(!pool || !elem))
+		return -EINVAL;
+#ifdef IOFLUSHER_DEBUG
+	ret = debug_free_begin(pool, elem);
+	if (ret < 0)
+		return ret;
+#else
+	if (_unlikely_((uintptr_t)elem - pool->base0 >= pool->span0))
+		return free_foreign(pool, elem);
+#endif
+	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	if (_likely_(t->serial == pool->serial)) {
+		struct mp_cache *c = t->cache;
+		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
+
+		/* A plain load: a waiter that queued a moment ago is
+		 * served by the next free, like one that queued a moment
+		 * later.  Elements already cached are part of what the
+		 * sizing rule of ioflusher(7) reserves for caches. */
+		if (_likely_(
+			    tail - atomic_load_explicit(&c->head, RELAXED) <
+			    atomic_load_explicit(&pool->free_limit, RELAXED))) {
+			debug_free_end(pool, elem);
+			c->elems[tail & pool->cache_mask] = elem;
+			atomic_store_explicit(&c->tail, tail + 1, RELAXED);
+			return 0;
+		}
+	}
+	return free_slow_one(pool, elem);
+}
+
+_public_ int ioflusher_mempool_free_bulk(struct ioflusher_mempool *pool,
+					 void *const *elems, size_t n)
+{
+	size_t i, j;
+	int ret;
+
+	if (!pool || !elems || !n)
+		return -EINVAL;
+	/* All or nothing: check every element before freeing one. */
+	for (i = 0; i < n; i++) {
+		ret = elems[i] ? debug_free_begin(pool, elems[i]) : -EINVAL;
+		if (ret < 0) {
+			for (j = 0; j < i; j++)
+				debug_free_undo(pool, elems[j]);
+			return ret;
+		}
+	}
+	return free_slow(pool, elems, n);
+}
+
+_public_ int ioflusher_mempool_flush(struct ioflusher_mempool *pool)
+{
+	struct mp_cache *c;
+
+	if (!pool)
+		return -EINVAL;
+	/* cache_get(): a thread may call this first to claim its cache. */
+	c = cache_get(pool);
+	if (!c)
+		return 0;
+	mp_lock(&pool->lock);
+	cache_drain(pool, c);
+	grant(pool);
+	mp_unlock(&pool->lock);
+	return 0;
+}
+
+_public_ int ioflusher_mempool_stats(const struct ioflusher_mempool *cpool,
+				     struct ioflusher_mempool_stats *stats,
+				     size_t size)
+{
+	/* The lock is the only thing written; the pool is not changed. */
+	struct ioflusher_mempool *pool = (struct ioflusher_mempool *)cpool;
+	struct ioflusher_mempool_stats st = { 0 };
+	unsigned int i, n;
+
+	if (!pool || !stats || size < sizeof(uint64_t))
+		return -EINVAL;
+	st.elem_size = pool->elem_size;
+	st.stride = pool->stride;
+	st.cache_nr = pool->cache_nr;
+	mp_lock(&pool->lock);
+	for (i = 0; pool->slots && i < MP_CACHE_SLOTS; i++)
+		st.cached += cache_count(slot(pool, i));
+	st.min_nr = pool->total;
+	st.free = pool->depot_count + st.cached;
+	st.in_use = st.free <= st.min_nr ? st.min_nr - st.free : 0;
+	st.high_water = pool->high_water;
+	st.waits = pool->waits;
+	st.wait_ns = pool->wait_ns;
+	st.timeouts = pool->timeouts;
+	st.bytes = pool->meta_size + pool->depot_map_size;
+	n = atomic_load(&pool->nchunks);
+	for (i = 0; i < n; i++)
+		st.bytes += pool->chunks[i].map_size;
+	st.locked = pool->locked;
+	mp_unlock(&pool->lock);
+	if (size > sizeof(st)) {
+		memset((char *)stats + sizeof(st), 0, size - sizeof(st));
+		size = sizeof(st);
+	}
+	memcpy(stats, &st, size);
+	return 0;
+}

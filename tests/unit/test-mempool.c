@@ -1,0 +1,824 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Tests of the mempool.  Built twice: against the library, and with
+ * IOFLUSHER_DEBUG (test-mempool-debug), where the debug checks are tested
+ * too.  No test asserts a duration but "at least the timeout".
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * The NULL checks are what bad_arguments tests: without the header's
+ * nonnull attributes here, UBSan does not trap the calls that pass NULL
+ * where the header says nonnull, and the library, built without them too,
+ * must answer -EINVAL.
+ */
+#ifndef IOFLUSHER_BUILDING_LIB
+#define IOFLUSHER_BUILDING_LIB
+#endif
+#include "ioflusher.h"
+
+#include "helpers.h"
+
+static void *volatile nil;
+#define NIL ((void *)nil)
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct ioflusher_mempool *make(size_t min_nr, size_t size, size_t align,
+				      unsigned int cache_nr)
+{
+	struct ioflusher_mempool *pool = NULL;
+	int r = ioflusher_mempool_new(NULL, min_nr, size, align, cache_nr, 0,
+				      &pool);
+
+	cr_assert_eq(r, 0, "ioflusher_mempool_new: %s", strerror(-r));
+	cr_assert_not_null(pool);
+	return pool;
+}
+
+static struct ioflusher_mempool_stats stats_of(struct ioflusher_mempool *pool)
+{
+	struct ioflusher_mempool_stats st;
+
+	cr_assert_eq(ioflusher_mempool_stats(pool, &st, sizeof(st)), 0);
+	return st;
+}
+
+/* Wait (without a time limit) until n allocations have started waiting. */
+static void wait_for_waiters(struct ioflusher_mempool *pool, uint64_t n)
+{
+	while (stats_of(pool).waits < n)
+		usleep(1000);
+	usleep(10000); /* and are asleep in the futex */
+}
+
+/* Log capture. */
+static char logbuf[8192];
+static pthread_mutex_t log_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_capture(void *data, int priority, const char *file, int line,
+			const char *fn, const char *format, va_list args)
+{
+	size_t len;
+
+	pthread_mutex_lock(&log_mutex);
+	len = strlen(logbuf);
+	vsnprintf(logbuf + len, sizeof(logbuf) - len, format, args);
+	len = strlen(logbuf);
+	if (len + 1 < sizeof(logbuf))
+		strcpy(logbuf + len, "\n");
+	pthread_mutex_unlock(&log_mutex);
+}
+
+static struct ioflusher_ctx *capture_ctx(void)
+{
+	struct ioflusher_ctx *ctx;
+
+	cr_assert_eq(ioflusher_ctx_new(&ctx), 0);
+	cr_assert_eq(ioflusher_ctx_set_log_fn(ctx, log_capture, NULL), 0);
+	cr_assert_eq(ioflusher_ctx_set_log_priority(ctx, LOG_DEBUG), 0);
+	logbuf[0] = 0;
+	return ctx;
+}
+
+Test(mempool, new_gives_distinct_aligned_elements)
+{
+	static const size_t sizes[] = {8, 64, 100, 4096, 65536, 3 << 20};
+	size_t i, j;
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct ioflusher_mempool *pool = make(16, sizes[i], 4096, 4);
+		void *e[16];
+
+		for (j = 0; j < 16; j++) {
+			e[j] = ioflusher_mempool_alloc(
+			    pool, IOFLUSHER_MEMPOOL_NOWAIT);
+			cr_assert_not_null(e[j], "size %zu element %zu",
+					   sizes[i], j);
+			cr_assert_eq((uintptr_t)e[j] % 4096, 0);
+			memset(e[j], (int)j, sizes[i]);
+		}
+		cr_assert_null(
+		    ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT));
+		for (j = 0; j < 16; j++) {
+			const unsigned char *p = e[j];
+
+			cr_assert_eq(p[0], j);
+			cr_assert_eq(p[sizes[i] - 1], j, "elements overlap");
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[j]),
+				     0);
+		}
+		ioflusher_mempool_free(pool);
+	}
+}
+
+Test(mempool, default_alignment_holds_any_object)
+{
+	struct ioflusher_mempool *pool = make(8, 1, 0, 0);
+	struct ioflusher_mempool_stats st = stats_of(pool);
+	void *e = ioflusher_mempool_alloc(pool, 0);
+
+	cr_assert_eq((uintptr_t)e % _Alignof(max_align_t), 0);
+	cr_assert_eq(st.stride, _Alignof(max_align_t));
+	cr_assert_eq(st.elem_size, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, huge_alignment)
+{
+	struct ioflusher_mempool *pool = make(3, 4096, 2u << 20, 0);
+	void *e[3];
+	int i;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 3, 0), 0);
+	for (i = 0; i < 3; i++)
+		cr_assert_eq((uintptr_t)e[i] % (2u << 20), 0);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 3), 0);
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, bad_arguments)
+{
+	struct ioflusher_mempool *pool = NULL;
+	struct ioflusher_mempool_stats st;
+	int local;
+	void *e[4], *elem;
+
+	cr_assert_eq(ioflusher_mempool_new(NULL, 0, 64, 0, 0, 0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 0, 0, 0, 0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 64, 3, 0, 0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 64, 4u << 20, 0, 0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 64, 0, 5000, 0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 64, 0, 0, 0x80, &pool),
+		     -EINVAL);
+	cr_assert_eq(
+	    ioflusher_mempool_new(NULL, SIZE_MAX / 2, 64, 0, 0, 0, &pool),
+	    -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, 4, 64, 0, 0, 0, NIL), -EINVAL);
+	cr_assert_null(pool, "no pool on failure");
+
+	pool = make(4, 64, 0, 2);
+	cr_assert_null(ioflusher_mempool_alloc(NIL, 0));
+	cr_assert_null(ioflusher_mempool_alloc(pool, 0x80));
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(NIL, &elem, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, NIL, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, &elem, -2), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 0, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, NIL, 1, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(NIL, e, 1, 0), -EINVAL);
+	/* More than the pool holds can never be granted: no endless wait. */
+	cr_assert_eq(
+	    ioflusher_mempool_alloc_bulk(pool, e, 5, IOFLUSHER_MEMPOOL_FOREVER),
+	    -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_elem(NIL, e[0]), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, NIL), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, &local), -EINVAL,
+		     "a foreign pointer is refused");
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, NIL, 1), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_bulk(NIL, e, 1), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_stats(NIL, &st, sizeof(st)), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_stats(pool, NIL, sizeof(st)), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_stats(pool, &st, 0), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_resize(NIL, 8), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_resize(pool, 3), -EINVAL,
+		     "a pool does not shrink");
+	cr_assert_eq(ioflusher_mempool_flush(NIL), -EINVAL);
+	st = stats_of(pool);
+	cr_assert_eq(st.in_use, 0, "nothing was taken by the failures");
+	cr_assert_eq(st.free, 4);
+	ioflusher_mempool_free(pool);
+	ioflusher_mempool_free(NULL);
+}
+
+Test(mempool, stats_size_is_extensible)
+{
+	struct ioflusher_mempool *pool = make(4, 64, 0, 0);
+	uint64_t small[2] = {0, 42};
+	struct {
+		struct ioflusher_mempool_stats st;
+		uint64_t later;
+	} big;
+
+	memset(&big, 0xff, sizeof(big));
+	cr_assert_eq(ioflusher_mempool_stats(pool, (void *)small, 8), 0);
+	cr_assert_eq(small[0], 64, "elem_size comes first");
+	cr_assert_eq(small[1], 42, "nothing written past size");
+	cr_assert_eq(ioflusher_mempool_stats(pool, &big.st, sizeof(big)), 0);
+	cr_assert_eq(big.later, 0, "fields unknown to this version are 0");
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, nowait_returns_at_once_when_empty)
+{
+	unsigned int caches[] = {0, 8};
+	size_t i, j;
+
+	for (i = 0; i < 2; i++) {
+		struct ioflusher_mempool *pool = make(20, 64, 0, caches[i]);
+		void *e[20], *x;
+
+		for (j = 0; j < 20; j++)
+			cr_assert_not_null(
+			    e[j] = ioflusher_mempool_alloc(pool, 0),
+			    "every element can be had by one thread");
+		cr_assert_null(
+		    ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT));
+		cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, &x, 0),
+			     -EAGAIN);
+		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0),
+			     -EAGAIN);
+		cr_assert_eq(stats_of(pool).waits, 0);
+		cr_assert_eq(stats_of(pool).in_use, 20);
+		cr_assert_eq(stats_of(pool).high_water, 20);
+		for (j = 0; j < 20; j++)
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[j]),
+				     0);
+		ioflusher_mempool_free(pool);
+	}
+}
+
+Test(mempool, timeout_expires)
+{
+	struct ioflusher_mempool *pool = make(1, 64, 0, 0);
+	struct ioflusher_mempool_stats st;
+	void *e = ioflusher_mempool_alloc(pool, 0), *x = NULL;
+	uint64_t t0 = now_ns(), elapsed;
+
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, &x, 50000000),
+		     -ETIMEDOUT);
+	elapsed = now_ns() - t0;
+	cr_assert_geq(elapsed, 50000000, "waited %llu ns",
+		      (unsigned long long)elapsed);
+	cr_assert_null(x);
+	st = stats_of(pool);
+	cr_assert_eq(st.waits, 1);
+	cr_assert_eq(st.timeouts, 1);
+	cr_assert_geq(st.wait_ns, 50000000);
+	cr_assert_eq(st.in_use, 1);
+	/* The timed-out waiter left the queue: the next free is not lost. */
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, &x, 0), 0);
+	cr_assert_eq(x, e);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), 0);
+	ioflusher_mempool_free(pool);
+}
+
+struct waiter_arg {
+	struct ioflusher_mempool *pool;
+	size_t n;
+	int64_t timeout;
+	void *elems[16];
+	int ret;
+};
+
+static void *waiter(void *p)
+{
+	struct waiter_arg *a = p;
+
+	a->ret =
+	    ioflusher_mempool_alloc_bulk(a->pool, a->elems, a->n, a->timeout);
+	return NULL;
+}
+
+Test(mempool, waiter_wakes_on_free, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(2, 4096, 4096, 0);
+	struct waiter_arg a = {
+	    .pool = pool, .n = 1, .timeout = IOFLUSHER_MEMPOOL_FOREVER};
+	void *e[2];
+	pthread_t t;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
+	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
+	wait_for_waiters(pool, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0);
+	cr_assert_eq(a.elems[0], e[1], "the freed element was handed over");
+	cr_assert_geq(stats_of(pool).wait_ns, 10000000);
+	ioflusher_mempool_free(pool);
+}
+
+/*
+ * The freeing thread has room in its cache; with a waiter queued its
+ * frees must reach the depot anyway, or the waiter would sleep forever.
+ * A generous timeout turns that bug into a failure rather than a hang.
+ */
+Test(mempool, caches_do_not_strand_a_waiter, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(8, 64, 0, 8);
+	struct waiter_arg a = {.pool = pool, .n = 1, .timeout = 20000000000};
+	void *e[8];
+	pthread_t t;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		e[i] = ioflusher_mempool_alloc(pool, 0);
+	/* Room in this thread's cache. */
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[0]), 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]), 0);
+	cr_assert_eq(stats_of(pool).cached, 2);
+	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
+	wait_for_waiters(pool, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[2]), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0, "waiter: %s", strerror(-a.ret));
+	cr_assert_eq(stats_of(pool).cached, 0,
+		     "a free with a waiter gives the cache back too");
+	for (i = 3; i < 8; i++)
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, a.elems[0]), 0);
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, bulk_is_all_or_nothing)
+{
+	struct ioflusher_mempool *pool = make(8, 512, 0, 4);
+	void *held[5], *more[4], *bad[3];
+	int local;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, held, 5, 0), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, more, 4, 0), -EAGAIN);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, more, 4, 20000000),
+		     -ETIMEDOUT);
+	cr_assert_eq(stats_of(pool).in_use, 5, "no partial set was taken");
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, more, 3, 0), 0);
+	cr_assert_eq(stats_of(pool).in_use, 8);
+
+	bad[0] = held[0];
+	bad[1] = &local;
+	bad[2] = held[1];
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, bad, 3), -EINVAL);
+	bad[1] = NULL;
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, bad, 3), -EINVAL);
+	cr_assert_eq(stats_of(pool).in_use, 8, "nothing freed");
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, held, 5), 0);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, more, 3), 0);
+	cr_assert_eq(stats_of(pool).in_use, 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* A bulk waiter is served first come first served: single allocations
+ * arriving later do not take the elements it waits for. */
+Test(mempool, bulk_waiter_is_not_starved, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(4, 64, 0, 0);
+	struct waiter_arg a = {
+	    .pool = pool, .n = 4, .timeout = IOFLUSHER_MEMPOOL_FOREVER};
+	void *e[4];
+	pthread_t t;
+	int i;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 4, 0), 0);
+	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
+	wait_for_waiters(pool, 1);
+	for (i = 0; i < 3; i++) {
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
+		cr_assert_null(
+		    ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT),
+		    "queued behind the bulk waiter");
+	}
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[3]), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 4), 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* N threads each needing M elements at once from a pool that holds only
+ * a few such sets: everyone finishes. */
+struct worker_arg {
+	struct ioflusher_mempool *pool;
+	unsigned int id;
+	unsigned int rounds;
+	unsigned int m;
+	bool bulk_only;
+	_Atomic unsigned int *errors;
+};
+
+static void *exhaust_worker(void *p)
+{
+	struct worker_arg *a = p;
+	void *e[8];
+	unsigned int r, i;
+
+	for (r = 0; r < a->rounds; r++) {
+		if (a->bulk_only || r % 2 == 0) {
+			if (ioflusher_mempool_alloc_bulk(
+				a->pool, e, a->m, IOFLUSHER_MEMPOOL_FOREVER) !=
+			    0)
+				atomic_fetch_add(a->errors, 1);
+		} else {
+			for (i = 0; i < a->m; i++)
+				e[i] = ioflusher_mempool_alloc(a->pool, 0);
+		}
+		for (i = 0; i < a->m; i++)
+			*(unsigned int *)e[i] = a->id;
+		sched_yield();
+		for (i = 0; i < a->m; i++)
+			if (*(unsigned int *)e[i] != a->id)
+				atomic_fetch_add(a->errors, 1);
+		if (r % 3 == 0) {
+			if (ioflusher_mempool_free_bulk(a->pool, e, a->m))
+				atomic_fetch_add(a->errors, 1);
+		} else {
+			for (i = 0; i < a->m; i++)
+				if (ioflusher_mempool_free_elem(a->pool, e[i]))
+					atomic_fetch_add(a->errors, 1);
+		}
+	}
+	return NULL;
+}
+
+static struct ioflusher_mempool_stats
+exhaust(unsigned int threads, unsigned int m, size_t min_nr,
+	unsigned int cache_nr, unsigned int rounds, bool bulk_only)
+{
+	struct ioflusher_mempool *pool = make(min_nr, 256, 0, cache_nr);
+	struct worker_arg a[16];
+	pthread_t t[16];
+	_Atomic unsigned int errors = 0;
+	struct ioflusher_mempool_stats st;
+	unsigned int i;
+
+	for (i = 0; i < threads; i++) {
+		a[i] = (struct worker_arg){pool, i + 1,	    rounds,
+					   m,	 bulk_only, &errors};
+		cr_assert_eq(pthread_create(&t[i], NULL, exhaust_worker, &a[i]),
+			     0);
+	}
+	for (i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
+	st = stats_of(pool);
+	cr_assert_eq(errors, 0);
+	cr_assert_eq(st.in_use, 0);
+	cr_assert_eq(st.cached, 0, "exited threads gave their caches back");
+	cr_assert_eq(st.free, min_nr);
+	cr_assert_leq(st.high_water, min_nr);
+	ioflusher_mempool_free(pool);
+	return st;
+}
+
+/* Bulk requests of 4 from a pool of 6: only one set fits at a time. */
+Test(mempool, exhaustion_bulk_waiters_all_finish, .timeout = 120)
+{
+	struct ioflusher_mempool_stats st = exhaust(8, 4, 6, 0, 3000, true);
+
+	cr_assert_gt(st.waits, 0, "the pool was exhausted");
+}
+
+Test(mempool, exhaustion_bulk_waiters_with_caches, .timeout = 120)
+{
+	struct ioflusher_mempool_stats st = exhaust(8, 4, 6, 2, 3000, true);
+
+	cr_assert_gt(st.waits, 0, "the pool was exhausted");
+}
+
+/* One element at a time, a thread waits holding up to m - 1: the sizing
+ * rule of ioflusher(7) gives (m - 1) per thread plus one, plus what the
+ * caches hold. */
+Test(mempool, exhaustion_single_waiters_sized_pool, .timeout = 120)
+{
+	exhaust(8, 4, 8 * 3 + 1 + 8 * 2, 2, 3000, false);
+}
+
+/* Request/completion handoff: one thread allocates, others free. */
+struct ring {
+	_Atomic size_t head, tail;
+	void *slot[1024];
+};
+
+struct handoff_arg {
+	struct ioflusher_mempool *pool;
+	struct ring *ring;
+	size_t count;
+	_Atomic unsigned int *errors;
+};
+
+static void *producer(void *p)
+{
+	struct handoff_arg *a = p;
+	size_t i;
+
+	for (i = 0; i < a->count; i++) {
+		void *e = ioflusher_mempool_alloc(a->pool, 0);
+		size_t h = atomic_load(&a->ring->head);
+
+		*(size_t *)e = i;
+		while (h - atomic_load(&a->ring->tail) == 1024)
+			sched_yield();
+		a->ring->slot[h % 1024] = e;
+		atomic_store(&a->ring->head, h + 1);
+	}
+	return NULL;
+}
+
+static void *consumer(void *p)
+{
+	struct handoff_arg *a = p;
+	size_t i;
+
+	for (i = 0; i < a->count; i++) {
+		size_t t = atomic_load(&a->ring->tail);
+		void *e;
+
+		while (atomic_load(&a->ring->head) == t)
+			sched_yield();
+		e = a->ring->slot[t % 1024];
+		atomic_store(&a->ring->tail, t + 1);
+		if (*(size_t *)e != i ||
+		    ioflusher_mempool_free_elem(a->pool, e) != 0)
+			atomic_fetch_add(a->errors, 1);
+	}
+	return NULL;
+}
+
+Test(mempool, stress_handoff_between_threads, .timeout = 120)
+{
+	struct ioflusher_mempool *pool = make(256, 64, 64, 32);
+	static struct ring rings[2];
+	struct handoff_arg a[2];
+	pthread_t t[4];
+	_Atomic unsigned int errors = 0;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		a[i] = (struct handoff_arg){pool, &rings[i], 300000, &errors};
+		pthread_create(&t[2 * i], NULL, producer, &a[i]);
+		pthread_create(&t[2 * i + 1], NULL, consumer, &a[i]);
+	}
+	for (i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(errors, 0);
+	cr_assert_eq(stats_of(pool).in_use, 0);
+	cr_assert_eq(stats_of(pool).free, 256);
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, resize_grows_and_wakes_waiters, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(2, 4096, 4096, 0);
+	struct waiter_arg a = {
+	    .pool = pool, .n = 3, .timeout = IOFLUSHER_MEMPOOL_FOREVER};
+	void *e[2];
+	pthread_t t;
+	int i;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, a.elems, 3, 0), -EINVAL,
+		     "more than the pool holds");
+	cr_assert_eq(ioflusher_mempool_resize(pool, 5), 0);
+	cr_assert_eq(stats_of(pool).min_nr, 5);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, a.elems, 3, 0), 0);
+	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
+	wait_for_waiters(pool, 1);
+	cr_assert_eq(ioflusher_mempool_resize(pool, 8), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0);
+	for (i = 0; i < 3; i++) {
+		memset(a.elems[i], 1, 4096);
+		cr_assert_eq((uintptr_t)a.elems[i] % 4096, 0);
+	}
+	cr_assert_eq(ioflusher_mempool_resize(pool, 8), 0, "same size");
+	cr_assert_eq(ioflusher_mempool_resize(pool, 7), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 3), 0);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 2), 0);
+	cr_assert_eq(stats_of(pool).in_use, 3, "the first waiter's three");
+	ioflusher_mempool_free(pool);
+}
+
+static void *use_and_exit(void *p)
+{
+	struct ioflusher_mempool *pool = p;
+	void *e[4];
+	int i;
+
+	for (i = 0; i < 4; i++)
+		e[i] = ioflusher_mempool_alloc(pool, 0);
+	for (i = 0; i < 4; i++)
+		ioflusher_mempool_free_elem(pool, e[i]);
+	return (void *)(uintptr_t)stats_of(pool).cached;
+}
+
+Test(mempool, exiting_thread_gives_its_cache_back)
+{
+	struct ioflusher_mempool *pool = make(32, 64, 0, 8);
+	pthread_t t;
+	void *cached;
+
+	cr_assert_eq(pthread_create(&t, NULL, use_and_exit, pool), 0);
+	pthread_join(t, &cached);
+	cr_assert_gt((uintptr_t)cached, 0, "the thread cached elements");
+	cr_assert_eq(stats_of(pool).cached, 0);
+	cr_assert_eq(stats_of(pool).free, 32);
+	ioflusher_mempool_free(pool);
+}
+
+Test(mempool, flush_empties_the_thread_cache)
+{
+	struct ioflusher_mempool *pool = make(32, 64, 0, 8);
+	void *e = ioflusher_mempool_alloc(pool, 0);
+
+	cr_assert_gt(stats_of(pool).cached, 0);
+	cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+	cr_assert_eq(stats_of(pool).cached, 0);
+	cr_assert_eq(stats_of(pool).in_use, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	ioflusher_mempool_free(pool);
+}
+
+static uint64_t vm_locked_kib(void)
+{
+	char line[256];
+	unsigned long long kib = 0;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+static long faults(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_THREAD, &ru);
+	return ru.ru_minflt + ru.ru_majflt;
+}
+
+Test(mempool, memory_is_locked_and_never_faults)
+{
+	struct ioflusher_mempool *pool;
+	struct ioflusher_mempool_stats st;
+	uint64_t before = vm_locked_kib();
+	unsigned char vec[256];
+	void *e[64];
+	long f0;
+	int i, r;
+
+	pool = make(256, 4096, 4096, 16);
+	st = stats_of(pool);
+	cr_assert_eq(st.locked, 1);
+	cr_assert_geq(st.bytes, 256 * 4096);
+	/* AddressSanitizer makes mlock() a no-op that returns 0. */
+	if (!UNDER_ASAN)
+		cr_assert_geq((vm_locked_kib() - before) * 1024, 256 * 4096);
+	e[0] = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_eq(mincore(e[0], 4096, vec), 0);
+	cr_assert(vec[0] & 1, "resident");
+	ioflusher_mempool_free_elem(pool, e[0]);
+
+	f0 = faults();
+	for (r = 0; r < 1000; r++) {
+		for (i = 0; i < 64; i++) {
+			e[i] = ioflusher_mempool_alloc(pool, 0);
+			((char *)e[i])[r % 4096] = (char)r;
+		}
+		for (i = 0; i < 64; i++)
+			ioflusher_mempool_free_elem(pool, e[i]);
+	}
+	cr_assert_eq(faults() - f0, 0, "page faults in steady state");
+	ioflusher_mempool_free(pool);
+}
+
+static void drop_ipc_lock(uint64_t limit)
+{
+	cr_assert_eq(drop_capability(CAP_IPC_LOCK), 0);
+	cr_assert_eq(set_memlock_limit(limit, limit), 0);
+}
+
+Test(mempool, lock_failure_is_reported)
+{
+	struct ioflusher_ctx *ctx;
+	struct ioflusher_mempool *pool = NULL;
+	const char *msg;
+	size_t bytes;
+	int r;
+
+	skip_under_asan("mlock()");
+	ctx = capture_ctx();
+	drop_ipc_lock(64 * 1024);
+	r = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0, 0, &pool);
+	cr_assert(r == -ENOMEM || r == -EPERM, "got %d", r);
+	cr_assert_null(pool);
+	cr_assert_not_null(strstr(logbuf, "RLIMIT_MEMLOCK is 65536"), "%s",
+			   logbuf);
+	cr_assert_not_null(strstr(logbuf, "CAP_IPC_LOCK is not held"), "%s",
+			   logbuf);
+	msg = strstr(logbuf, "cannot lock ");
+	cr_assert_not_null(msg, "%s", logbuf);
+	cr_assert_eq(sscanf(msg, "cannot lock %zu bytes", &bytes), 1);
+	cr_assert_geq(bytes, 1024 * 4096, "the bytes needed are named");
+
+	logbuf[0] = 0;
+	r = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0,
+				  IOFLUSHER_MEMPOOL_UNLOCKED_OK, &pool);
+	cr_assert_eq(r, 0);
+	cr_assert_eq(stats_of(pool).locked, 0);
+	cr_assert_not_null(strstr(logbuf, "not locked"), "%s", logbuf);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+Test(mempool, pointer_from_another_pool_is_refused)
+{
+	struct ioflusher_mempool *a = make(2, 64, 0, 0), *b = make(2, 64, 0, 0);
+	void *e = ioflusher_mempool_alloc(a, 0);
+
+	cr_assert_eq(ioflusher_mempool_free_elem(b, e), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_free_elem(a, e), 0);
+	ioflusher_mempool_free(a);
+	ioflusher_mempool_free(b);
+}
+#ifdef IOFLUSHER_DEBUG
+Test(mempool, debug_double_free_is_refused)
+{
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	void *e, *pair[2];
+
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 64, 0, 2, 0, &pool), 0);
+	e = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), -EINVAL);
+	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	pair[0] = ioflusher_mempool_alloc(pool, 0);
+	pair[1] = pair[0];
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, pair, 2), -EINVAL);
+	cr_assert_eq(stats_of(pool).in_use, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, pair[0]), 0);
+	cr_assert_eq(stats_of(pool).free, 4);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+Test(mempool, debug_interior_pointer_is_refused)
+{
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	char *e;
+
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 64, 0, 2, 0, &pool), 0);
+	e = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e + 8), -EINVAL);
+	cr_assert_not_null(strstr(logbuf, "not the start"), "%s", logbuf);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+Test(mempool, debug_freed_elements_are_poisoned)
+{
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	unsigned char *e;
+	size_t i;
+
+	cr_assert_eq(ioflusher_mempool_new(ctx, 1, 300, 0, 0, 0, &pool), 0);
+	e = ioflusher_mempool_alloc(pool, 0);
+	memset(e, 0, 300);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	/* The memory stays mapped: looking at it is how poison is seen. */
+	for (i = 0; i < 300; i++)
+		cr_assert_eq(e[i], 0x6b, "byte %zu", i);
+	e[17] = 0; /* a write after free */
+	cr_assert_eq(ioflusher_mempool_alloc(pool, 0), e);
+	cr_assert_not_null(strstr(logbuf, "written after free at offset 17"),
+			   "%s", logbuf);
+	ioflusher_mempool_free(pool);
+	cr_assert_not_null(strstr(logbuf, "freed with 1 elements in use"), "%s",
+			   logbuf);
+	ioflusher_ctx_unref(ctx);
+}
+
+#endif
