@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The export's storage.
+ *
+ * Memory: one anonymous mapping of the export's size, MAP_NORESERVE, so
+ * that it costs nothing until written: a read of a page never written maps
+ * the kernel's zero page.  A bitmap says which 4 KiB grains may hold data,
+ * so that reads of the rest go out as NBD_REPLY_TYPE_OFFSET_HOLE.  The
+ * mapping is excluded from mlockall(MCL_FUTURE): it is the export's data,
+ * not the daemon's working memory, and MADV_DONTNEED (trim) refuses
+ * locked pages.  Pages are allocated by the write faults of the connection
+ * threads, which carry the io-flusher flag: the kernel allocates them
+ * under NOIO (memalloc_noio), so the fault cannot wait on our own device.
+ *
+ * File or block device: pread/pwrite through the page cache; FLUSH is
+ * fdatasync(2), FUA a RWF_DSYNC write (or a write then fdatasync on
+ * kernels without it), trim and zeroes are fallocate(2) where the file
+ * system or device can, zeroes written out where not.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "nbd.h"
+
+/* Zeroes to write where fallocate cannot: read-only data, not a buffer. */
+static const uint8_t zero_block[64 << 10];
+
+int nbd_errno(int err)
+{
+	switch (err) {
+	case EPERM:
+	case EACCES:
+	case EROFS:
+		return -NBD_EPERM;
+	case ENOSPC:
+	case EDQUOT:
+	case EFBIG:
+		return -NBD_ENOSPC; /* as the protocol asks */
+	case EINVAL:
+		return -NBD_EINVAL;
+	case ENOMEM:
+		return -NBD_ENOMEM;
+	case EOVERFLOW:
+		return -NBD_EOVERFLOW;
+	case EOPNOTSUPP:
+		return -NBD_ENOTSUP;
+	case ESHUTDOWN:
+		return -NBD_ESHUTDOWN;
+	default:
+		return -NBD_EIO;
+	}
+}
+
+static uint16_t tflags_of(bool readonly)
+{
+	/* CAN_MULTI_CONN is true of both backends: every connection shares
+	 * the one mapping, or the one file descriptor and its page cache,
+	 * so a FLUSH on any connection covers the writes answered on all. */
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
+		     NBD_FLAG_CAN_MULTI_CONN;
+
+	if (readonly)
+		return f | NBD_FLAG_READ_ONLY;
+	return f | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+	       NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+int nbd_export_memory(struct nbd_export *exp, uint64_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uint64_t nbits, words;
+	size_t bm_len;
+
+	exp->kind = NBD_BACKEND_MEMORY;
+	exp->fd = -1;
+	exp->grain = page > 4096 ? page : 4096;
+	if (size == 0 || size > ((uint64_t)1 << 50))
+		return -EINVAL;
+	/* One page past the end stays PROT_NONE: an overrun faults. */
+	exp->map_len = (size_t)((size + page - 1) / page * page) + page;
+	exp->map = mmap(NULL, exp->map_len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (exp->map == MAP_FAILED) {
+		exp->map = NULL;
+		return -errno;
+	}
+	mprotect(exp->map + exp->map_len - page, page, PROT_NONE);
+	munlock(exp->map, exp->map_len);
+
+	nbits = (size + exp->grain - 1) / exp->grain;
+	words = (nbits + 63) / 64;
+	bm_len = (size_t)(words * sizeof(uint64_t));
+	exp->bitmap = mmap(NULL, bm_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (exp->bitmap == MAP_FAILED) {
+		exp->bitmap = NULL;
+		munmap(exp->map, exp->map_len);
+		exp->map = NULL;
+		return -errno;
+	}
+	exp->size = size;
+	exp->tflags = tflags_of(exp->readonly);
+	return 0;
+}
+
+void nbd_memory_mark(struct nbd_export *exp, uint64_t off, uint64_t len)
+{
+	uint64_t g, last;
+
+	if (!len)
+		return;
+	last = (off + len - 1) / exp->grain;
+	for (g = off / exp->grain; g <= last; g++)
+		atomic_fetch_or_explicit(&exp->bitmap[g / 64],
+					 (uint64_t)1 << (g % 64),
+					 memory_order_relaxed);
+}
+
+static bool grain_used(const struct nbd_export *exp, uint64_t g)
+{
+	return atomic_load_explicit(&exp->bitmap[g / 64],
+				    memory_order_relaxed) &
+	       ((uint64_t)1 << (g % 64));
+}
+
+uint64_t nbd_memory_extent(const struct nbd_export *exp, uint64_t off,
+			   uint64_t len, bool *hole)
+{
+	uint64_t g = off / exp->grain, end = off + len, pos;
+	bool used = grain_used(exp, g);
+
+	pos = (g + 1) * exp->grain;
+	while (pos < end && grain_used(exp, pos / exp->grain) == used)
+		pos += exp->grain;
+	*hole = !used;
+	return (pos < end ? pos : end) - off;
+}
+
+static void memory_clear_bits(struct nbd_export *exp, uint64_t g,
+			      uint64_t n)
+{
+	for (; n; g++, n--)
+		atomic_fetch_and_explicit(&exp->bitmap[g / 64],
+					  ~((uint64_t)1 << (g % 64)),
+					  memory_order_relaxed);
+}
+
+/* Zero [off, off+len): whole grains are given back to the kernel (they
+ * read as zeroes again), partial ones written with zeroes. */
+static int memory_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
+		       bool punch)
+{
+	uint64_t end = off + len, first, last;
+
+	if (!len)
+		return 0;
+	first = (off + exp->grain - 1) / exp->grain * exp->grain;
+	last = end / exp->grain * exp->grain;
+	if (!punch || first >= last) {
+		memset(exp->map + off, 0, len);
+		return 0;
+	}
+	if (off < first)
+		memset(exp->map + off, 0, first - off);
+	if (last < end)
+		memset(exp->map + last, 0, end - last);
+	memory_clear_bits(exp, first / exp->grain, (last - first) / exp->grain);
+	if (madvise(exp->map + first, last - first, MADV_DONTNEED) < 0) {
+		/* Cannot give it back (a locked range): write the zeroes. */
+		memset(exp->map + first, 0, last - first);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- file */
+
+int nbd_export_file(struct nbd_export *exp, const char *path)
+{
+	struct stat st;
+	uint64_t size;
+	int fd;
+
+	exp->kind = NBD_BACKEND_FILE;
+	fd = open(path, (exp->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		goto fail;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+			goto fail;
+		exp->blockdev = true;
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else {
+		errno = EINVAL;
+		goto fail;
+	}
+	exp->fd = fd;
+	exp->size = size;
+	exp->tflags = tflags_of(exp->readonly);
+	return 0;
+fail:
+	close(fd);
+	return -errno;
+}
+
+void nbd_export_close(struct nbd_export *exp)
+{
+	if (exp->map) {
+		munmap(exp->map, exp->map_len);
+		munmap(exp->bitmap, ((exp->size + exp->grain - 1) / exp->grain +
+				     63) / 64 * sizeof(uint64_t));
+		exp->map = NULL;
+	}
+	if (exp->fd >= 0) {
+		if (!exp->readonly)
+			fdatasync(exp->fd);
+		close(exp->fd);
+		exp->fd = -1;
+	}
+}
+
+/* Step an iovec array past done bytes. */
+static int iov_advance(struct iovec *iov, int n, size_t done, int *first)
+{
+	int i = *first;
+
+	while (i < n && done >= iov[i].iov_len) {
+		done -= iov[i].iov_len;
+		i++;
+	}
+	if (i < n) {
+		iov[i].iov_base = (uint8_t *)iov[i].iov_base + done;
+		iov[i].iov_len -= done;
+	}
+	*first = i;
+	return n - i;
+}
+
+int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src,
+		       int n, uint64_t off, size_t len)
+{
+	struct iovec iov[NBD_DATA_ELEMS_MAX];
+	int first = 0;
+	ssize_t r;
+
+	if (n < 0 || n > (int)NBD_DATA_ELEMS_MAX)
+		return -NBD_EINVAL;
+	memcpy(iov, src, (size_t)n * sizeof(*iov));
+	while (len) {
+		r = preadv(exp->fd, iov + first, n - first, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return nbd_errno(errno);
+		if (r == 0) {
+			/* The file shrank under us: what is gone reads as
+			 * zeroes, as a hole would. */
+			while (first < n) {
+				memset(iov[first].iov_base, 0,
+				       iov[first].iov_len);
+				first++;
+			}
+			return 0;
+		}
+		off += (uint64_t)r;
+		len -= (size_t)r;
+		iov_advance(iov, n, (size_t)r, &first);
+	}
+	return 0;
+}
+
+int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src,
+			int n, uint64_t off, size_t len, bool fua)
+{
+	struct iovec iov[NBD_DATA_ELEMS_MAX];
+	int first = 0, flags = 0;
+	ssize_t r;
+
+	if (n < 0 || n > (int)NBD_DATA_ELEMS_MAX)
+		return -NBD_EINVAL;
+	if (fua && !atomic_load(&exp->no_rwf_dsync))
+		flags = RWF_DSYNC;
+	memcpy(iov, src, (size_t)n * sizeof(*iov));
+	while (len) {
+		r = pwritev2(exp->fd, iov + first, n - first, (off_t)off, flags);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && flags && (errno == EOPNOTSUPP || errno == EINVAL)) {
+			/* Linux before 4.7: FUA becomes a write then a sync. */
+			atomic_store(&exp->no_rwf_dsync, true);
+			flags = 0;
+			continue;
+		}
+		if (r < 0)
+			return nbd_errno(errno);
+		if (r == 0)
+			return -NBD_EIO;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+		iov_advance(iov, n, (size_t)r, &first);
+	}
+	if (fua && !flags)
+		return nbd_backend_flush(exp);
+	return 0;
+}
+
+int nbd_backend_flush(struct nbd_export *exp)
+{
+	if (exp->kind == NBD_BACKEND_MEMORY)
+		return 0;
+	if (fdatasync(exp->fd) < 0)
+		return nbd_errno(errno);
+	return 0;
+}
+
+static int write_zeroes(struct nbd_export *exp, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = len < sizeof(zero_block) ? (size_t)len
+						    : sizeof(zero_block);
+		ssize_t r = pwrite(exp->fd, zero_block, n, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return nbd_errno(errno);
+		if (r == 0)
+			return -NBD_EIO;
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* fallocate, remembering a mode the file does not support: 1 done, 0 not
+ * possible here, <0 error. */
+static int try_fallocate(struct nbd_export *exp, int mode, atomic_bool *no,
+			 uint64_t off, uint64_t len)
+{
+	if (atomic_load(no))
+		return 0;
+	if (fallocate(exp->fd, mode, (off_t)off, (off_t)len) == 0)
+		return 1;
+	if (errno == EOPNOTSUPP || errno == ENOSYS) {
+		atomic_store(no, true);
+		return 0;
+	}
+	/* A block device refuses ranges not aligned to its sectors. */
+	if (errno == EINVAL)
+		return 0;
+	return nbd_errno(errno);
+}
+
+int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
+		     bool fua)
+{
+	int r;
+
+	if (exp->kind == NBD_BACKEND_MEMORY)
+		return memory_zero(exp, off, len, true);
+	if (!len)
+		return 0;
+	/* Trim is advisory: where a hole cannot be punched, nothing is
+	 * done, and that is a success. */
+	r = try_fallocate(exp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			  &exp->no_punch, off, len);
+	if (r < 0)
+		return r;
+	return fua ? nbd_backend_flush(exp) : 0;
+}
+
+int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
+		     uint16_t flags)
+{
+	bool may_punch = !(flags & NBD_CMD_FLAG_NO_HOLE);
+	int r = 0;
+
+	if (exp->kind == NBD_BACKEND_MEMORY)
+		return memory_zero(exp, off, len, may_punch);
+	if (!len)
+		return 0;
+	if (may_punch)
+		r = try_fallocate(exp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				  &exp->no_punch, off, len);
+	if (r == 0)
+		r = try_fallocate(exp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+				  &exp->no_zero_range, off, len);
+	if (r == 0) {
+		/* "the server SHOULD fail quickly with ENOTSUP" when the
+		 * zeroes would have to be written one by one. */
+		if (flags & NBD_CMD_FLAG_FAST_ZERO)
+			return -NBD_ENOTSUP;
+		r = write_zeroes(exp, off, len);
+	}
+	if (r < 0)
+		return r;
+	return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp) : 0;
+}

@@ -1,0 +1,719 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ioflusher-nbd: an NBD server built on libioflusher, to copy.
+ *
+ * Start-up follows examples/skeleton/skeleton.c, and the order matters:
+ *   1. ioflusher_setup() before any thread or buffer exists: the flag,
+ *      OOM protection, mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
+ *      (ONFAULT: the sparse memory export and thread stacks are locked as
+ *      they are touched, not all at once), reserves pre-faulted;
+ *   2. the report, one line per protection, on stderr;
+ *   3. the --run helper is forked while the process has one thread;
+ *   4. the export and the mempools of the IO path;
+ *   5. the listening socket, or the kernel's device;
+ *   6. workers (ioflusher_thread_create), then the audit of every thread;
+ *   7. capabilities dropped, the optional seccomp sandbox;
+ *   8. serve until SIGTERM/SIGINT, or until the --run command ends.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/capability.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "nbd.h"
+
+#define PROG "ioflusher-nbd"
+
+struct options {
+	const char *socket_path;
+	const char *tcp;
+	const char *file;
+	uint64_t memory;
+	bool readonly;
+	const char *export_name;
+	unsigned int threads;
+	unsigned int queue_depth;
+	unsigned int max_conns;
+	const char *connect;
+	const char *run;
+	bool best_effort;
+	bool sandbox;
+};
+
+static void log_stderr(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: " PROG " (--socket PATH | --tcp [ADDR:]PORT | --connect /dev/nbdX)\n"
+		"                     [--memory SIZE | --file PATH] [--readonly]\n"
+		"                     [--export-name NAME] [--threads N] [--queue-depth N]\n"
+		"                     [--max-connections N] [--run CMD]\n"
+		"                     [--best-effort] [--sandbox]\n"
+		"An NBD server that runs as an IO-flusher daemon; see " PROG "(8).\n"
+		"  --socket PATH        listen on a unix socket\n"
+		"  --tcp [ADDR:]PORT    listen on TCP (address 127.0.0.1 unless given)\n"
+		"  --connect /dev/nbdX  serve the kernel's nbd device (like qemu-nbd -c)\n"
+		"  --memory SIZE        sparse export in memory (default 1G; 64M, 1G, 2T...)\n"
+		"  --file PATH          export a file or block device\n"
+		"  --readonly           refuse writes\n"
+		"  --export-name NAME   the export's name (default: empty, the default export)\n"
+		"  --threads N          workers for the file backend (default 4)\n"
+		"  --queue-depth N      requests in flight, all connections (default 64)\n"
+		"  --max-connections N  clients at once (default 16)\n"
+		"  --run CMD            run CMD once ready, with $uri set; exit with its status\n"
+		"  --best-effort        run even where a protection cannot be applied\n"
+		"  --sandbox            lock the protections in with a seccomp filter\n");
+}
+
+/* "64M", "1G", "512", "2TiB": powers of 1024. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	static const char units[] = "KMGTPE";
+	uint64_t v = 0;
+	const char *p = s, *u;
+	unsigned int shift = 0;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p) {
+		u = strchr(units, *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+		if (!u)
+			return -EINVAL;
+		shift = 10 * (unsigned int)(u - units + 1);
+		p++;
+		if (*p == 'i')
+			p++;
+		if (*p == 'B')
+			p++;
+		if (*p)
+			return -EINVAL;
+		if (v > (UINT64_MAX >> shift))
+			return -ERANGE;
+	}
+	*out = v << shift;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned int min, unsigned int max,
+		      unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max)
+		return -EINVAL;
+	*out = (unsigned int)v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "tcp", required_argument, NULL, 'p' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "file", required_argument, NULL, 'f' },
+		{ "readonly", no_argument, NULL, 'r' },
+		{ "export-name", required_argument, NULL, 'e' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "queue-depth", required_argument, NULL, 'q' },
+		{ "max-connections", required_argument, NULL, 'C' },
+		{ "connect", required_argument, NULL, 'c' },
+		{ "run", required_argument, NULL, 'R' },
+		{ "best-effort", no_argument, NULL, 'b' },
+		{ "sandbox", no_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "s:p:m:f:re:t:q:c:h", longopts,
+				NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o->socket_path = optarg;
+			break;
+		case 'p':
+			o->tcp = optarg;
+			break;
+		case 'm':
+			r = parse_size(optarg, &o->memory);
+			if (r < 0 || o->memory == 0) {
+				log_stderr("--memory: not a size: %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'f':
+			o->file = optarg;
+			break;
+		case 'r':
+			o->readonly = true;
+			break;
+		case 'e':
+			if (strlen(optarg) > 256) {
+				log_stderr("--export-name: at most 256 bytes\n");
+				return 2;
+			}
+			o->export_name = optarg;
+			break;
+		case 't':
+			if (parse_uint(optarg, 1, 1024, &o->threads) < 0) {
+				log_stderr("--threads takes 1 to 1024\n");
+				return 2;
+			}
+			break;
+		case 'q':
+			if (parse_uint(optarg, 1, 4096, &o->queue_depth) < 0) {
+				log_stderr("--queue-depth takes 1 to 4096\n");
+				return 2;
+			}
+			break;
+		case 'C':
+			if (parse_uint(optarg, 1, 1024, &o->max_conns) < 0) {
+				log_stderr("--max-connections takes 1 to 1024\n");
+				return 2;
+			}
+			break;
+		case 'c':
+			o->connect = optarg;
+			break;
+		case 'R':
+			o->run = optarg;
+			break;
+		case 'b':
+			o->best_effort = true;
+			break;
+		case 'S':
+			o->sandbox = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			printf(PROG " (libioflusher example)\n");
+			return 1;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		log_stderr("unexpected argument: %s\n", argv[optind]);
+		return 2;
+	}
+	if (!!o->socket_path + !!o->tcp > 1 ||
+	    (!o->socket_path && !o->tcp && !o->connect)) {
+		log_stderr("one of --socket, --tcp or --connect is needed\n");
+		return 2;
+	}
+	if (o->file && o->memory) {
+		log_stderr("--memory and --file exclude each other\n");
+		return 2;
+	}
+	if (o->socket_path &&
+	    strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		log_stderr("--socket: path too long for a unix socket\n");
+		return 2;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int setup(const struct options *o)
+{
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx;
+	char line[512];
+	int r;
+
+	r = ioflusher_ctx_new(&ctx);
+	if (r < 0) {
+		log_stderr("ioflusher_ctx_new: %s\n", strerror(-r));
+		return r;
+	}
+	/* Production wants the flag: without it the daemon can deadlock
+	 * serving its own writeback.  --best-effort runs anyway and says so. */
+	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
+				 o->best_effort ? IOFLUSHER_POLICY_BEST_EFFORT
+						: IOFLUSHER_POLICY_REQUIRED);
+	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
+	ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
+	r = ioflusher_setup(ctx, &report);
+	ioflusher_ctx_unref(ctx);
+	for (int p = 0; report && p < IOFLUSHER_PROTECT_COUNT; p++) {
+		ioflusher_report_format(report, p, line, sizeof(line));
+		log_stderr("setup: %s\n", line);
+	}
+	ioflusher_report_free(report);
+	if (r < 0)
+		log_stderr("setup failed: a required protection is missing "
+			   "(--best-effort runs anyway, unprotected)\n");
+	return r;
+}
+
+static int audit_threads(void)
+{
+	struct ioflusher_audit *audit;
+	int r, n;
+
+	r = ioflusher_audit_new(0, &audit);
+	if (r < 0) {
+		log_stderr("audit: %s\n", strerror(-r));
+		return r;
+	}
+	n = ioflusher_audit_count(audit);
+	log_stderr("audit: %d of %d threads carry the io-flusher flag\n",
+		   n - ioflusher_audit_missing(audit), n);
+	for (int i = 0; i < n; i++) {
+		const char *comm;
+		int flagged;
+		pid_t tid;
+
+		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm,
+				       &flagged);
+		log_stderr("audit:   %d %-15s %s\n", (int)tid, comm,
+			   flagged ? "flagged" : "MISSING");
+	}
+	ioflusher_audit_free(audit);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- --run */
+
+/*
+ * The helper is forked while the process has one thread, and waits on a
+ * pipe for the URI: the command runs once the server is ready, and a
+ * daemon that fails before that leaves it with end of file.  The child
+ * drops the io-flusher flag and the OOM shield before exec: a command
+ * that allocates freely must be allowed to reclaim and be killed.
+ */
+static pid_t launcher_start(const char *cmd, int *wfd)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		char buf[8192], *nl;
+		size_t n = 0;
+		ssize_t r;
+
+		close(p[1]);
+		while (n < sizeof(buf) - 1 &&
+		       (r = read(p[0], buf + n, sizeof(buf) - 1 - n)) != 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0)
+				_exit(127);
+			n += (size_t)r;
+		}
+		if (n == 0)
+			_exit(127);
+		buf[n] = 0;
+		nl = strchr(buf, '\n');
+		if (nl) {
+			*nl = 0;
+			if (nl[1])
+				setenv("nbd", nl + 1, 1);
+		}
+		if (buf[0])
+			setenv("uri", buf, 1);
+		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
+		if (r < 0)
+			fprintf(stderr, PROG ": --run: the command keeps the "
+					"io-flusher flag: %s\n",
+				strerror((int)-r));
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(p[0]);
+	*wfd = p[1];
+	return pid;
+}
+
+/* Percent-encode for a URI, keeping '/' where it is a path. */
+static void uri_escape(char *out, size_t size, const char *s, bool keep_slash)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(out);
+
+	for (; *s && n + 4 < size; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || strchr("-._~", ch) ||
+		    (keep_slash && ch == '/')) {
+			out[n++] = (char)ch;
+		} else {
+			out[n++] = '%';
+			out[n++] = hex[ch >> 4];
+			out[n++] = hex[ch & 15];
+		}
+	}
+	out[n] = 0;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static int listen_unix(const char *path, char *tmp, size_t tmpsize)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	/* Bound and listening under a temporary name, then renamed: a client
+	 * that finds the path can connect, never ECONNREFUSED. */
+	snprintf(tmp, tmpsize, "%s.%d", path, (int)getpid());
+	if (strlen(tmp) >= sizeof(sa.sun_path))
+		snprintf(tmp, tmpsize, "%s", path);
+	strcpy(sa.sun_path, tmp);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(tmp);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, 128) < 0 ||
+	    (strcmp(tmp, path) && rename(tmp, path) < 0)) {
+		int r = -errno;
+
+		unlink(tmp);
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static int listen_tcp(const char *spec, char *uri_host, size_t hsize,
+		      unsigned int *port)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST |
+					      AI_NUMERICSERV };
+	struct addrinfo *ai;
+	char addr[256] = "127.0.0.1", serv[16];
+	const char *colon = strrchr(spec, ':');
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, one = 1, r;
+
+	if (colon) {
+		size_t n = (size_t)(colon - spec);
+
+		if (spec[0] == '[' && n >= 2 && spec[n - 1] == ']') {
+			spec++;
+			n -= 2;
+		}
+		if (n == 0 || n >= sizeof(addr))
+			return -EINVAL;
+		memcpy(addr, spec, n);
+		addr[n] = 0;
+		spec = colon + 1;
+	}
+	if (strlen(spec) >= sizeof(serv))
+		return -EINVAL;
+	strcpy(serv, spec);
+	r = getaddrinfo(addr, serv, &hints, &ai);
+	if (r)
+		return -EINVAL;
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		freeaddrinfo(ai);
+		return r;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		r = -errno;
+		freeaddrinfo(ai);
+		close(fd);
+		return r;
+	}
+	snprintf(uri_host, hsize, ai->ai_family == AF_INET6 ? "[%s]" : "%s",
+		 addr);
+	*port = ntohs(ss.ss_family == AF_INET6
+			      ? ((struct sockaddr_in6 *)&ss)->sin6_port
+			      : ((struct sockaddr_in *)&ss)->sin_port);
+	freeaddrinfo(ai);
+	return fd;
+}
+
+static void accept_one(struct nbd_server *srv, int lfd, bool tcp)
+{
+	int fd, one = 1, r;
+
+	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* Replies are batched per sendmsg already; Nagle would only add a
+	 * round trip of latency to the last one. */
+	if (tcp)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	r = nbd_server_add(srv, fd, true);
+	if (r < 0) {
+		log_stderr("connection refused: %s\n",
+			   r == -EMFILE ? "--max-connections reached"
+					: strerror(-r));
+		close(fd);
+	}
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+	struct options o = {
+		.export_name = "",
+		.threads = 4,
+		.queue_depth = 64,
+		.max_conns = 16,
+	};
+	struct nbd_export exp = { .fd = -1 };
+	struct nbd_server srv = { 0 };
+	struct nbd_kernel kern = { .nbd_fd = -1 };
+	char tmp[sizeof(((struct sockaddr_un *)0)->sun_path) + 16];
+	char uri[8192] = "", host[300];
+	int keep[2], nkeep = 0;
+	int lfd = -1, sfd = -1, kfd = -1, run_wfd = -1, status = 0, r;
+	unsigned int port = 0;
+	pid_t run_pid = -1;
+	bool running = true;
+	sigset_t sigs;
+
+	r = parse_args(argc, argv, &o);
+	if (r)
+		return r == 1 ? 0 : r;
+
+	/* 1-2. Protections first, before any thread or buffer. */
+	if (setup(&o) < 0)
+		return 1;
+
+	/* 3. The --run helper, while there is one thread to fork. */
+	if (o.run) {
+		run_pid = launcher_start(o.run, &run_wfd);
+		if (run_pid < 0) {
+			log_stderr("--run: %s\n", strerror(errno));
+			return 1;
+		}
+	}
+
+	/* 4. The export, and the buffers of the IO path. */
+	exp.name = o.export_name;
+	exp.readonly = o.readonly;
+	if (o.file)
+		r = nbd_export_file(&exp, o.file);
+	else
+		r = nbd_export_memory(&exp, o.memory ? o.memory : 1ull << 30);
+	if (r < 0) {
+		log_stderr("%s: %s\n", o.file ? o.file : "--memory",
+			   strerror(-r));
+		return 1;
+	}
+	srv.exp = &exp;
+	srv.best_effort = o.best_effort;
+	srv.log = log_stderr;
+	srv.queue_depth = o.queue_depth;
+	srv.max_conns = o.max_conns + (o.connect ? 1 : 0);
+	srv.nthreads = exp.kind == NBD_BACKEND_FILE ? o.threads : 0;
+	r = ioflusher_ctx_new(&srv.ctx);
+	if (r == 0)
+		r = nbd_server_init(&srv);
+	if (r < 0) {
+		log_stderr("buffers: %s\n", strerror(-r));
+		return 1;
+	}
+
+	/* 5. Where clients come from. */
+	if (o.socket_path) {
+		lfd = listen_unix(o.socket_path, tmp, sizeof(tmp));
+		strcpy(uri, "nbd+unix:///");
+		uri_escape(uri, sizeof(uri), o.export_name, false);
+		strcat(uri, "?socket=");
+		uri_escape(uri, sizeof(uri), o.socket_path, true);
+	} else if (o.tcp) {
+		lfd = listen_tcp(o.tcp, host, sizeof(host), &port);
+		snprintf(uri, sizeof(uri), "nbd://%s:%u/", host, port);
+		uri_escape(uri, sizeof(uri), o.export_name, false);
+	}
+	if (lfd < 0 && (o.socket_path || o.tcp)) {
+		log_stderr("%s: %s\n", o.socket_path ? o.socket_path : o.tcp,
+			   strerror(-lfd));
+		return 1;
+	}
+
+	/* Signals are taken synchronously by this thread, through a
+	 * signalfd; blocked before any other thread exists, they stay
+	 * blocked in all of them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	kfd = eventfd(0, EFD_CLOEXEC);
+	if (sfd < 0 || kfd < 0) {
+		log_stderr("signalfd: %s\n", strerror(errno));
+		return 1;
+	}
+
+	/* 6. Workers, the kernel's device, then the audit of them all. */
+	r = nbd_server_start_workers(&srv);
+	if (r < 0) {
+		log_stderr("workers: %s\n", strerror(-r));
+		return 1;
+	}
+	if (o.connect) {
+		r = nbd_kernel_connect(&srv, o.connect, kfd, &kern);
+		if (r < 0) {
+			log_stderr("%s: %s\n", o.connect, strerror(-r));
+			return 1;
+		}
+	}
+	audit_threads();
+
+	/* 7. What is left of privilege.  CAP_IPC_LOCK: under MCL_FUTURE
+	 * every new mapping is locked, the stack of each new connection's
+	 * thread too, and without it they count against RLIMIT_MEMLOCK.
+	 * CAP_SYS_ADMIN: NBD_DISCONNECT at shutdown in kernel mode. */
+	keep[nkeep++] = CAP_IPC_LOCK;
+	if (o.connect)
+		keep[nkeep++] = CAP_SYS_ADMIN;
+	r = ioflusher_caps_drop(keep, (size_t)nkeep);
+	if (r < 0)
+		log_stderr("dropping capabilities: %s\n", strerror(-r));
+	if (o.sandbox) {
+		r = ioflusher_sandbox_lock(0);
+		if (r < 0) {
+			log_stderr("--sandbox: %s\n", strerror(-r));
+			return 1;
+		}
+	}
+
+	log_stderr("serving %s%s%s (%llu bytes, %s%s), pid %d\n",
+		   uri[0] ? uri : "", uri[0] && o.connect ? " and " : "",
+		   o.connect ? o.connect : "", (unsigned long long)exp.size,
+		   o.file ? "file" : "memory", o.readonly ? ", read-only" : "",
+		   (int)getpid());
+	if (run_wfd >= 0) {
+		size_t n = strlen(uri);
+		ssize_t w;
+
+		if (o.connect)
+			snprintf(uri + n, sizeof(uri) - n, "\n%s", o.connect);
+		w = write(run_wfd, uri, strlen(uri));
+		(void)w;
+		close(run_wfd);
+		uri[n] = 0;
+	}
+
+	/* 8. Serve. */
+	while (running) {
+		struct pollfd pfd[3] = {
+			{ sfd, POLLIN, 0 },
+			{ kfd, POLLIN, 0 },
+			{ lfd, POLLIN, 0 },
+		};
+		struct signalfd_siginfo si;
+
+		if (poll(pfd, lfd >= 0 ? 3 : 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[2].revents & POLLIN)
+			accept_one(&srv, lfd, o.tcp != NULL);
+		if (pfd[1].revents & POLLIN) {
+			log_stderr("%s: disconnected\n", o.connect);
+			running = false;
+		}
+		if (!(pfd[0].revents & POLLIN) ||
+		    read(sfd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo == SIGCHLD) {
+			int ws;
+
+			if (run_pid > 0 && waitpid(run_pid, &ws, WNOHANG) == run_pid) {
+				status = WIFEXITED(ws) ? WEXITSTATUS(ws)
+						       : 128 + WTERMSIG(ws);
+				run_pid = -1;
+				running = false;
+			}
+		} else {
+			log_stderr("signal %d: shutting down\n",
+				   (int)si.ssi_signo);
+			running = false;
+		}
+	}
+
+	/* Stop taking clients; let those connected finish what they sent. */
+	if (lfd >= 0) {
+		close(lfd);
+		if (o.socket_path)
+			unlink(o.socket_path);
+	}
+	if (o.connect)
+		nbd_kernel_disconnect(&kern);
+	nbd_server_shutdown(&srv, false);
+	nbd_server_wait_idle(&srv, 10000);
+	if (srv.nconns) {
+		nbd_server_shutdown(&srv, true);
+		nbd_server_wait_idle(&srv, 5000);
+	}
+	if (srv.nconns) {
+		/* A thread stuck past SHUT_RDWR: the buffers it may still
+		 * use cannot be freed; flush what is written and leave. */
+		log_stderr("connections did not end; exiting without them\n");
+		nbd_backend_flush(&exp);
+		return status ? status : 1;
+	}
+	nbd_kernel_wait(&kern);
+	nbd_server_fini(&srv);
+	/* The file backend is flushed (fdatasync) on close. */
+	nbd_export_close(&exp);
+	ioflusher_ctx_unref(srv.ctx);
+	if (run_pid > 0)
+		kill(run_pid, SIGTERM);
+	return status;
+}

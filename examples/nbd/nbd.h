@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ioflusher-nbd: what the files of the daemon share.
+ *
+ *   proto.c    the wire format and the handshake (option haggling)
+ *   request.c  the transmission phase: parse, validate, serve, reply
+ *   backend.c  the export's storage: sparse memory, or a file/block device
+ *   server.c   buffers, worker threads, connections, kernel mode
+ *   main.c     the command line and the start-up order of libioflusher
+ *
+ * The protocol code never touches a socket: a connection reads and writes
+ * through struct nbd_io, so that the fuzzer (fuzz-nbd.c) feeds it bytes.
+ */
+#ifndef IOFLUSHER_NBD_H
+#define IOFLUSHER_NBD_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <ioflusher.h>
+
+/* ---------------------------------------------------------------- wire */
+/* Values from the NBD protocol (doc/proto.md of NetworkBlockDevice/nbd). */
+#define NBD_MAGIC 0x4e42444d41474943ull	      /* "NBDMAGIC" */
+#define NBD_OPT_MAGIC 0x49484156454f5054ull   /* "IHAVEOPT" */
+#define NBD_REP_MAGIC 0x0003e889045565a9ull   /* option replies */
+#define NBD_REQUEST_MAGIC 0x25609513u
+#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
+#define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu
+
+enum {
+	NBD_FLAG_FIXED_NEWSTYLE = 1u << 0, /* handshake flags */
+	NBD_FLAG_NO_ZEROES = 1u << 1,
+};
+enum {
+	NBD_FLAG_C_FIXED_NEWSTYLE = 1u << 0, /* client flags */
+	NBD_FLAG_C_NO_ZEROES = 1u << 1,
+};
+enum {
+	NBD_FLAG_HAS_FLAGS = 1u << 0, /* transmission flags */
+	NBD_FLAG_READ_ONLY = 1u << 1,
+	NBD_FLAG_SEND_FLUSH = 1u << 2,
+	NBD_FLAG_SEND_FUA = 1u << 3,
+	NBD_FLAG_ROTATIONAL = 1u << 4,
+	NBD_FLAG_SEND_TRIM = 1u << 5,
+	NBD_FLAG_SEND_WRITE_ZEROES = 1u << 6,
+	NBD_FLAG_SEND_DF = 1u << 7,
+	NBD_FLAG_CAN_MULTI_CONN = 1u << 8,
+	NBD_FLAG_SEND_FAST_ZERO = 1u << 11,
+};
+enum {
+	NBD_OPT_EXPORT_NAME = 1,
+	NBD_OPT_ABORT = 2,
+	NBD_OPT_LIST = 3,
+	NBD_OPT_STARTTLS = 5,
+	NBD_OPT_INFO = 6,
+	NBD_OPT_GO = 7,
+	NBD_OPT_STRUCTURED_REPLY = 8,
+	NBD_OPT_LIST_META_CONTEXT = 10,
+	NBD_OPT_SET_META_CONTEXT = 11,
+};
+#define NBD_REP_ERR(n) (0x80000000u | (n))
+enum {
+	NBD_REP_ACK = 1,
+	NBD_REP_SERVER = 2,
+	NBD_REP_INFO = 3,
+	NBD_REP_ERR_UNSUP = NBD_REP_ERR(1),
+	NBD_REP_ERR_POLICY = NBD_REP_ERR(2),
+	NBD_REP_ERR_INVALID = NBD_REP_ERR(3),
+	NBD_REP_ERR_UNKNOWN = NBD_REP_ERR(6),
+	NBD_REP_ERR_SHUTDOWN = NBD_REP_ERR(7),
+	NBD_REP_ERR_TOO_BIG = NBD_REP_ERR(9),
+};
+enum {
+	NBD_INFO_EXPORT = 0,
+	NBD_INFO_NAME = 1,
+	NBD_INFO_DESCRIPTION = 2,
+	NBD_INFO_BLOCK_SIZE = 3,
+};
+enum {
+	NBD_CMD_READ = 0,
+	NBD_CMD_WRITE = 1,
+	NBD_CMD_DISC = 2,
+	NBD_CMD_FLUSH = 3,
+	NBD_CMD_TRIM = 4,
+	NBD_CMD_WRITE_ZEROES = 6,
+};
+enum {
+	NBD_CMD_FLAG_FUA = 1u << 0,
+	NBD_CMD_FLAG_NO_HOLE = 1u << 1,
+	NBD_CMD_FLAG_DF = 1u << 2,
+	NBD_CMD_FLAG_FAST_ZERO = 1u << 4,
+};
+enum {
+	NBD_REPLY_FLAG_DONE = 1u << 0,
+};
+enum {
+	NBD_REPLY_TYPE_NONE = 0,
+	NBD_REPLY_TYPE_OFFSET_DATA = 1,
+	NBD_REPLY_TYPE_OFFSET_HOLE = 2,
+	NBD_REPLY_TYPE_ERROR = 0x8001,
+};
+/* The only error values the protocol allows on the wire. */
+enum {
+	NBD_EPERM = 1,
+	NBD_EIO = 5,
+	NBD_ENOMEM = 12,
+	NBD_EINVAL = 22,
+	NBD_ENOSPC = 28,
+	NBD_EOVERFLOW = 75,
+	NBD_ENOTSUP = 95,
+	NBD_ESHUTDOWN = 108,
+};
+
+#define NBD_REQUEST_SIZE 28
+#define NBD_SIMPLE_REPLY_SIZE 16
+#define NBD_CHUNK_HEADER_SIZE 20
+#define NBD_NAME_MAX 4096 /* strings: "MUST be no longer than 4096 bytes" */
+
+/* Limits of this server. */
+#define NBD_MAX_PAYLOAD (32u << 20) /* advertised maximum block size */
+#define NBD_PREFERRED_BLOCK 4096u
+#define NBD_OPT_DATA_MAX (NBD_NAME_MAX + 4 + 2 + 2 * 64)
+#define NBD_MAX_OPTIONS 1024 /* per handshake, then a hard disconnect */
+#define NBD_READ_CHUNKS_MAX 16 /* content chunks in one structured read */
+
+struct nbd_request {
+	uint32_t magic;
+	uint16_t flags;
+	uint16_t type;
+	uint64_t cookie;
+	uint64_t offset;
+	uint32_t len;
+};
+
+static inline uint16_t get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+static inline void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	put_be16(p, (uint16_t)(v >> 16));
+	put_be16(p + 2, (uint16_t)v);
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, (uint32_t)(v >> 32));
+	put_be32(p + 4, (uint32_t)v);
+}
+
+/* ---------------------------------------------------------------- export */
+enum nbd_backend_kind { NBD_BACKEND_MEMORY, NBD_BACKEND_FILE };
+
+struct nbd_export {
+	const char *name;
+	uint64_t size;
+	bool readonly;
+	enum nbd_backend_kind kind;
+	uint16_t tflags; /* transmission flags, without NBD_FLAG_SEND_DF */
+
+	/* memory: one sparse anonymous mapping and a bitmap of the grains
+	 * that may hold data; a clear bit reads as zeroes. */
+	uint8_t *map;
+	size_t map_len;
+	_Atomic uint64_t *bitmap;
+	size_t grain; /* bytes per bit: 4 KiB, or the page if larger */
+
+	/* file or block device */
+	int fd;
+	bool blockdev;
+	atomic_bool no_punch, no_zero_range, no_rwf_dsync;
+};
+
+int nbd_export_memory(struct nbd_export *exp, uint64_t size);
+int nbd_export_file(struct nbd_export *exp, const char *path);
+void nbd_export_close(struct nbd_export *exp);
+/* Backend operations: 0, or a negative errno of the NBD set. */
+int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *iov,
+		       int n, uint64_t off, size_t len);
+int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *iov,
+			int n, uint64_t off, size_t len, bool fua);
+int nbd_backend_flush(struct nbd_export *exp);
+int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
+		     bool fua);
+int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
+		     uint16_t flags);
+/* Memory: mark [off, off+len) written; how long the run of grains from
+ * off with the same state is (bounded by len), and whether it is a hole. */
+void nbd_memory_mark(struct nbd_export *exp, uint64_t off, uint64_t len);
+uint64_t nbd_memory_extent(const struct nbd_export *exp, uint64_t off,
+			   uint64_t len, bool *hole);
+int nbd_errno(int err);
+
+/* ---------------------------------------------------------------- server */
+/*
+ * Buffers.  Every buffer of the IO path comes from a libioflusher mempool
+ * made at start-up (see ioflusher_mempool_new(3)): the connection (its
+ * input and output buffers), the request of a worker, and the data of a
+ * file request in elements of NBD_DATA_ELEM bytes.
+ */
+#define NBD_IBUF_SIZE (256u << 10)
+#define NBD_OBUF_SIZE (16u << 10)
+#define NBD_OIOV_MAX 256
+#define NBD_INLINE_PAYLOAD (128u << 10) /* writes up to this go via ibuf */
+#define NBD_DATA_ELEM (256u << 10)
+#define NBD_DATA_ELEMS_MAX (NBD_MAX_PAYLOAD / NBD_DATA_ELEM)
+
+struct nbd_server;
+
+/* How a connection moves bytes: a socket, or the fuzzer's buffer.  recv
+ * returns like read(2) but a negative errno; sendv sends all or fails. */
+struct nbd_io {
+	ssize_t (*recv)(void *opaque, void *buf, size_t len);
+	int (*sendv)(void *opaque, struct iovec *iov, int n);
+	void *opaque;
+};
+
+struct nbd_conn {
+	struct nbd_server *srv;
+	struct nbd_io io;
+	int fd;
+	unsigned int id;
+	bool handshake; /* false in kernel mode: the kernel skips it */
+	bool structured;
+	bool no_zeroes;
+
+	/* Requests handed to workers and not yet answered. */
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	unsigned int inflight;
+
+	/* Replies are sent under send_lock: the connection thread batches
+	 * its own, workers send theirs as they complete. */
+	pthread_mutex_t send_lock;
+	atomic_bool send_failed;
+
+	struct nbd_conn *next; /* the server's list */
+
+	size_t ipos, ilen;
+	size_t olen;
+	int niov;
+	struct iovec oiov[NBD_OIOV_MAX];
+	uint8_t obuf[NBD_OBUF_SIZE];
+	uint8_t ibuf[NBD_IBUF_SIZE];
+};
+
+/* A request a worker serves; its data are mempool elements. */
+struct nbd_work {
+	struct nbd_conn *conn;
+	struct nbd_request req;
+	struct nbd_work *next;
+	unsigned int nelem;
+	struct iovec iov[NBD_DATA_ELEMS_MAX];
+	void *elem[NBD_DATA_ELEMS_MAX];
+};
+
+struct nbd_server {
+	struct ioflusher_ctx *ctx;
+	struct nbd_export *exp;
+	unsigned int nthreads;	   /* 0: serve everything inline */
+	unsigned int queue_depth;  /* requests in flight, all connections */
+	unsigned int max_conns;
+	bool best_effort;
+	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
+
+	struct ioflusher_mempool *conn_pool;
+	struct ioflusher_mempool *work_pool;
+	struct ioflusher_mempool *data_pool;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	   /* work queued, or quit */
+	pthread_cond_t conns_cond; /* a connection ended */
+	struct nbd_work *qhead, **qtail;
+	bool stopping; /* no new connections */
+	bool quit;     /* workers leave once the queue is empty */
+	struct nbd_conn *conns;
+	unsigned int nconns;
+	unsigned int next_id;
+	pthread_t *workers;
+	unsigned int nworkers;
+};
+
+int nbd_server_init(struct nbd_server *srv);
+int nbd_server_start_workers(struct nbd_server *srv);
+void nbd_server_fini(struct nbd_server *srv);
+/* Serve a socket on a new thread; handshake false for the kernel. */
+int nbd_server_add(struct nbd_server *srv, int fd, bool handshake);
+void nbd_server_shutdown(struct nbd_server *srv, bool hard);
+void nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms);
+int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
+		     const pthread_attr_t *attr, const char *name,
+		     void *(*fn)(void *), void *arg);
+void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w);
+void nbd_work_run(struct nbd_work *w);
+
+/* ---------------------------------------------------------------- conn */
+void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
+		   const struct nbd_io *io);
+void nbd_conn_destroy(struct nbd_conn *c);
+/* Ensure n bytes are buffered at ibuf + ipos: 0, or -errno (-ECONNRESET
+ * at end of stream). */
+int nbd_conn_fill(struct nbd_conn *c, size_t n);
+/* Read n bytes, from the buffer first, then straight into dst. */
+int nbd_conn_read(struct nbd_conn *c, void *dst, size_t n);
+int nbd_conn_readv(struct nbd_conn *c, const struct iovec *iov, int n,
+		   size_t len);
+int nbd_conn_skip(struct nbd_conn *c, uint64_t n);
+int nbd_conn_send(struct nbd_conn *c, struct iovec *iov, int n);
+int nbd_conn_flush(struct nbd_conn *c);
+void nbd_conn_get(struct nbd_conn *c);
+void nbd_conn_put(struct nbd_conn *c);
+void nbd_conn_wait_idle(struct nbd_conn *c);
+
+/* proto.c: 1 when the transmission phase starts, 0 when the client ends
+ * the handshake, -errno on a broken or violated connection. */
+int nbd_handshake(struct nbd_conn *c);
+/* Decode a 28-byte request. */
+void nbd_request_decode(const uint8_t *p, struct nbd_request *r);
+/* 0 if the request may be served, else the NBD error to reply with. */
+int nbd_request_check(const struct nbd_export *exp, bool structured,
+		      const struct nbd_request *r);
+uint16_t nbd_export_tflags(const struct nbd_export *exp, bool structured);
+size_t nbd_simple_reply(uint8_t *p, uint64_t cookie, uint32_t err);
+size_t nbd_chunk_header(uint8_t *p, uint16_t flags, uint16_t type,
+			uint64_t cookie, uint32_t len);
+size_t nbd_error_chunk(uint8_t *p, uint64_t cookie, uint32_t err,
+		       const char *msg);
+
+/* request.c: serve the transmission phase until the client leaves. */
+int nbd_serve(struct nbd_conn *c);
+
+/* kernel.c: serve /dev/nbdX through a socketpair, like qemu-nbd -c. */
+struct nbd_kernel {
+	int nbd_fd;
+	int sock; /* the kernel's end of the socketpair */
+	int notify_fd; /* written once when the device lets go */
+	pthread_t doit;
+	bool running;
+};
+int nbd_kernel_connect(struct nbd_server *srv, const char *dev,
+		       int notify_fd, struct nbd_kernel *k);
+void nbd_kernel_disconnect(struct nbd_kernel *k);
+void nbd_kernel_wait(struct nbd_kernel *k);
+
+#endif /* IOFLUSHER_NBD_H */

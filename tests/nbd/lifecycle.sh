@@ -1,0 +1,127 @@
+#!/bin/sh
+# ioflusher-nbd as a daemon: start-up policy, report and audit, privileges
+# dropped, the sandbox, captive mode (--run, $uri), TCP, connection limit,
+# and a clean shutdown on SIGTERM that flushes the file backend.
+. "${top_srcdir:-.}/tests/nbd/lib.sh"
+nbd_require nbdinfo nbdcopy
+
+has_cap() { # has_cap BIT [PID]
+	eff=$(sed -n 's/^CapEff:[[:space:]]*//p' "/proc/${2:-self}/status")
+	[ $(((0x$eff >> $1) & 1)) -eq 1 ]
+}
+
+# Without --best-effort the io-flusher flag is required: on a machine
+# without CAP_SYS_RESOURCE the daemon must refuse to serve.
+if has_cap 24; then
+	tap_skip "without --best-effort, refuses to start unprotected" \
+		"this machine has CAP_SYS_RESOURCE"
+else
+	timeout 20 "$NBD_DAEMON" --socket "$nbd_tmp/strict.sock" --memory 1M \
+		>/dev/null 2>"$nbd_tmp/strict.err"
+	rc=$?
+	if [ $rc -eq 1 ] && grep -q "CAP_SYS_RESOURCE" "$nbd_tmp/strict.err" &&
+		[ ! -e "$nbd_tmp/strict.sock" ]; then
+		tap_ok "without --best-effort, refuses to start unprotected, naming CAP_SYS_RESOURCE"
+	else
+		tap_not_ok "without --best-effort, refuses to start unprotected (exit $rc)"
+		tap_diag <"$nbd_tmp/strict.err"
+	fi
+fi
+
+nbd_start main --memory 16M --sandbox || exit 1
+err=$nbd_tmp/main.err
+tap_check "the setup report is printed, one line per protection" \
+	sh -c "grep -c 'setup: \\(io-flusher flag\\|oom protection\\|memory lock\\|prefault\\):' '$err' | grep -qx 4"
+tap_check "the audit of the threads is logged" grep -q "audit: .* threads carry the io-flusher flag" "$err"
+if has_cap 14 "$nbd_pid" && ! has_cap 21 "$nbd_pid" && ! has_cap 0 "$nbd_pid"; then
+	tap_ok "capabilities dropped after setup, but CAP_IPC_LOCK"
+else
+	tap_not_ok "capabilities dropped after setup, but CAP_IPC_LOCK"
+	grep Cap "/proc/$nbd_pid/status" | tap_diag
+fi
+tap_check "--sandbox: a seccomp filter is in place" \
+	grep -q "^Seccomp:[[:space:]]*2" "/proc/$nbd_pid/status"
+tap_check "--sandbox: and it serves" timeout 30 nbdinfo --size "$uri"
+if timeout 30 sh -c "nbdinfo --size '$uri' >/dev/null & nbdinfo --size '$uri' >/dev/null & wait"; then
+	tap_ok "two clients at once"
+else
+	tap_not_ok "two clients at once"
+fi
+nbd_stop "$nbd_pid"
+rc=$?
+tap_check "SIGTERM: exit 0" test $rc -eq 0
+tap_check "SIGTERM: the socket is removed" test ! -e "$nbd_tmp/main.sock"
+
+# SIGTERM while writes are in flight: what was acknowledged is in the file.
+head -c 8M /dev/urandom >"$nbd_tmp/data"
+truncate -s 8M "$nbd_tmp/disk.img"
+nbd_start file --file "$nbd_tmp/disk.img" || exit 1
+timeout 30 nbdcopy --connections=2 "$nbd_tmp/data" "$uri"
+rc1=$?
+nbd_stop "$nbd_pid"
+rc=$?
+if [ $rc1 -eq 0 ] && [ $rc -eq 0 ]; then
+	tap_ok "file backend: SIGTERM after writes: exit 0"
+else
+	tap_not_ok "file backend: SIGTERM after writes: exit 0"
+	echo "nbdcopy exited with $rc1, the daemon with $rc" | tap_diag
+	tap_diag <"$nbd_tmp/file.err"
+fi
+tap_check "file backend: the data is in the file after shutdown" cmp "$nbd_tmp/data" "$nbd_tmp/disk.img"
+tap_check "file backend: shut down with a log line" grep -q "signal 15: shutting down" "$nbd_tmp/file.err"
+
+# Captive mode.
+URI_OUT=$nbd_tmp/uri timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run.sock" \
+	--memory 8M --export-name 'a b/c' --run 'echo "$uri" >"$URI_OUT"; exit 7' \
+	2>"$nbd_tmp/run.err" && rc=0 || rc=$?
+tap_check "--run: exits with the command's status" test $rc -eq 7
+tap_check "--run: \$uri names the socket and the escaped export" \
+	grep -qx "nbd+unix:///a%20b%2Fc?socket=$nbd_tmp/run.sock" "$nbd_tmp/uri"
+out=$(timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run2.sock" --memory 3M \
+	--export-name x --run 'nbdinfo --size "$uri"' 2>"$nbd_tmp/run2.err")
+tap_check "--run: the command is a client of the ready server" test "$out" = 3145728
+out=$(timeout 30 "$NBD_DAEMON" $NBD_OPTS --tcp 127.0.0.1:0 --memory 5M \
+	--run 'echo "$uri"; nbdinfo --size "$uri"' 2>"$nbd_tmp/tcp.err")
+case $out in
+nbd://127.0.0.1:[1-9]*/*5242880) tap_ok "--tcp 127.0.0.1:0: \$uri has the port chosen, and serves" ;;
+*)
+	tap_not_ok "--tcp 127.0.0.1:0: \$uri has the port chosen, and serves"
+	printf '%s\n' "$out" | tap_diag
+	;;
+esac
+# The command is forked before the sandbox and the dropping of privileges,
+# and sheds the OOM shield: it is not part of the IO path.
+timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run3.sock" --memory 1M --sandbox \
+	--run 'grep -q "^Seccomp:[[:space:]]*0" /proc/self/status && test "$(cat /proc/self/oom_score_adj)" -ge 0' \
+	2>/dev/null
+tap_check "--run: the command runs outside the daemon's sandbox" test $? -eq 0
+
+# Limits and bad arguments.
+nbd_start lim --memory 1M --max-connections 1 || exit 1
+python3 -c '
+import socket, sys, time
+a = socket.socket(socket.AF_UNIX); a.connect(sys.argv[1]); a.recv(18)
+b = socket.socket(socket.AF_UNIX); b.connect(sys.argv[1]); b.settimeout(5)
+print("refused" if b.recv(18) == b"" else "accepted")
+a.close()
+' "$nbd_tmp/lim.sock" >"$nbd_tmp/lim.out" 2>&1
+tap_check "--max-connections 1: a second client is refused" grep -qx refused "$nbd_tmp/lim.out"
+tap_check "--max-connections 1: and it is logged" grep -q "max-connections reached" "$nbd_tmp/lim.err"
+tap_check "--max-connections 1: the first slot is free again" timeout 30 nbdinfo --size "$uri"
+nbd_stop "$nbd_pid"
+for bad in "--memory 12X" "--memory 0" "--threads 0" "--socket $nbd_tmp/x --tcp 1" "--file $nbd_tmp/nonexistent --socket $nbd_tmp/y"; do
+	# shellcheck disable=SC2086
+	timeout 20 "$NBD_DAEMON" $NBD_OPTS $bad >/dev/null 2>&1
+	rc=$?
+	tap_check "refused: $bad" test $rc -eq 1 -o $rc -eq 2
+done
+if [ -e /dev/nbd0 ]; then
+	tap_skip "--connect to a missing device fails cleanly" "/dev/nbd0 exists here"
+else
+	timeout 20 "$NBD_DAEMON" $NBD_OPTS --connect /dev/nbd0 --memory 1M >/dev/null 2>"$nbd_tmp/c.err"
+	rc=$?
+	tap_check "--connect without nbd.ko fails cleanly, naming the device" \
+		sh -c "test $rc -eq 1 && grep -q /dev/nbd0 '$nbd_tmp/c.err'"
+fi
+tap_plan "$tap_n"
+nbd_done

@@ -1,0 +1,48 @@
+#!/bin/sh
+# ioflusher-nbd against a hostile client (nbd-malformed.py): bad magic,
+# oversize lengths, offsets past the end, unknown options and commands,
+# truncated requests, a client gone mid-request.  Clear errors or a clean
+# disconnect, never a crash, and nothing written where it should not be.
+. "${top_srcdir:-.}/tests/nbd/lib.sh"
+nbd_require python3
+
+n=0
+run_mode() {
+	mode=$1
+	shift
+	if ! nbd_start "$mode" "$@"; then
+		tap_not_ok "$mode: the daemon starts"
+		return
+	fi
+	file=
+	[ "$mode" = file ] && file=$nbd_tmp/disk.img
+	timeout 120 python3 "$srcdir/tests/nbd/nbd-malformed.py" \
+		"$nbd_tmp/$mode.sock" "$mode" $file >"$nbd_tmp/$mode.tap" 2>&1
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*) tap_ok "$mode: ${line#ok - }" ;;
+		"not ok - "*) tap_not_ok "$mode: ${line#not ok - }" ;;
+		*) echo "# $line" ;;
+		esac
+	done <"$nbd_tmp/$mode.tap"
+	if nbd_alive "$nbd_pid"; then
+		tap_ok "$mode: the daemon is still running"
+	else
+		tap_not_ok "$mode: the daemon is still running"
+	fi
+	nbd_stop "$nbd_pid"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		tap_ok "$mode: SIGTERM ends it cleanly (exit 0)"
+	else
+		tap_not_ok "$mode: SIGTERM ends it cleanly (exit $rc)"
+		tap_diag <"$nbd_tmp/$mode.err"
+	fi
+}
+
+truncate -s 16M "$nbd_tmp/disk.img"
+run_mode memory --memory 16M
+run_mode file --file "$nbd_tmp/disk.img" --threads 2
+run_mode readonly --memory 16M --readonly
+echo "1..$tap_n"
+nbd_done

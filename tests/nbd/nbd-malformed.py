@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""A hostile NBD client for ioflusher-nbd's tests (stdlib only).
+
+Usage: nbd-malformed.py SOCKET MODE [FILE]
+  MODE is memory, file or readonly; FILE is the file the daemon exports in
+  file mode, read behind the daemon's back to prove that nothing was
+  written where it should not be.
+
+Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
+correct client never would, and checks the server's answer: the error the
+NBD protocol asks for, or a clean disconnect; and after each case that the
+daemon still serves a well-behaved connection.
+"""
+import os
+import socket
+import struct
+import sys
+
+NBDMAGIC = 0x4E42444D41474943
+IHAVEOPT = 0x49484156454F5054
+REPMAGIC = 0x3E889045565A9
+REQ_MAGIC = 0x25609513
+SIMPLE_MAGIC = 0x67446698
+STRUCT_MAGIC = 0x668E33EF
+
+OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS = 1, 2, 3, 5
+OPT_INFO, OPT_GO, OPT_STRUCTURED = 6, 7, 8
+REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
+ERR_UNSUP, ERR_POLICY, ERR_INVALID = 2**31 + 1, 2**31 + 2, 2**31 + 3
+ERR_UNKNOWN, ERR_TOO_BIG = 2**31 + 6, 2**31 + 9
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
+CMD_WRITE_ZEROES = 6
+F_FUA, F_NO_HOLE, F_DF, F_FAST_ZERO = 1, 2, 4, 16
+EPERM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP = 1, 22, 28, 75, 95
+TYPE_NONE, TYPE_DATA, TYPE_HOLE, TYPE_ERROR = 0, 1, 2, 0x8001
+MAX_PAYLOAD = 32 << 20
+
+SOCK, MODE = sys.argv[1], sys.argv[2]
+FILE = sys.argv[3] if len(sys.argv) > 3 else None
+
+results = []
+
+
+def check(desc, cond, diag=""):
+    results.append((bool(cond), desc, diag))
+
+
+class Closed(Exception):
+    pass
+
+
+class Conn:
+    def __init__(self):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(10)
+        self.s.connect(SOCK)
+        self.cookie = 0
+
+    def recv(self, n):
+        b = b""
+        while len(b) < n:
+            chunk = self.s.recv(n - len(b))
+            if not chunk:
+                raise Closed()
+            b += chunk
+        return b
+
+    def send(self, b):
+        self.s.sendall(b)
+
+    def closed(self):
+        """True when the server hung up (end of stream, or reset)."""
+        try:
+            self.s.settimeout(5)
+            return self.s.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.s.close()
+
+    # -- handshake
+    def greet(self, cflags=1):
+        magic, opt, hflags = struct.unpack(">QQH", self.recv(18))
+        assert magic == NBDMAGIC and opt == IHAVEOPT, "bad greeting"
+        self.send(struct.pack(">I", cflags))
+        return hflags
+
+    def opt(self, opt, data=b""):
+        self.send(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
+
+    def reply(self):
+        magic, opt, rtype, ln = struct.unpack(">QIII", self.recv(20))
+        assert magic == REPMAGIC, "bad option reply magic"
+        return opt, rtype, self.recv(ln)
+
+    def replies(self):
+        """Replies up to the final one (ACK or error)."""
+        out = []
+        while True:
+            r = self.reply()
+            out.append(r)
+            if r[1] == REP_ACK or r[1] & 0x80000000:
+                return out
+
+    def go(self, name=b"", structured=False):
+        if structured:
+            self.opt(OPT_STRUCTURED)
+            assert self.reply()[1] == REP_ACK
+        self.structured = structured
+        self.opt(OPT_GO, struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+        reps = self.replies()
+        assert reps[-1][1] == REP_ACK, "GO refused: %r" % (reps,)
+        for _, t, d in reps:
+            if t == REP_INFO and struct.unpack(">H", d[:2])[0] == 0:
+                self.size, self.tflags = struct.unpack(">QH", d[2:12])
+
+    # -- transmission
+    def request(self, cmd, off, ln, flags=0, payload=b"", magic=REQ_MAGIC):
+        self.cookie += 1
+        self.send(struct.pack(">IHHQQI", magic, flags, cmd, self.cookie, off, ln) + payload)
+        return self.cookie
+
+    def simple(self):
+        magic, err, cookie = struct.unpack(">IIQ", self.recv(16))
+        assert magic == SIMPLE_MAGIC, "not a simple reply: %x" % magic
+        return err, cookie
+
+    def chunks(self):
+        """A structured reply: list of (type, payload), error of the first error chunk."""
+        out, err = [], 0
+        while True:
+            magic, flags, typ, cookie, ln = struct.unpack(">IHHQI", self.recv(20))
+            assert magic == STRUCT_MAGIC, "not a chunk: %x" % magic
+            payload = self.recv(ln)
+            if typ & 0x8000 and not err:
+                err = struct.unpack(">I", payload[:4])[0]
+            out.append((typ, payload))
+            if flags & 1:
+                return out, err, cookie
+
+    def status(self):
+        """Error code of a reply without data, simple or structured."""
+        magic = struct.unpack(">I", self.recv(4))[0]
+        if magic == SIMPLE_MAGIC:
+            err, cookie = struct.unpack(">IQ", self.recv(12))
+            return err
+        assert magic == STRUCT_MAGIC
+        flags, typ, cookie, ln = struct.unpack(">HHQI", self.recv(16))
+        payload = self.recv(ln)
+        assert flags & 1
+        return struct.unpack(">I", payload[:4])[0] if typ & 0x8000 else 0
+
+    def read(self, off, ln, flags=0):
+        self.request(CMD_READ, off, ln, flags)
+        if not self.structured:
+            err, _ = self.simple()
+            return err, (self.recv(ln) if err == 0 else b"")
+        chunks, err, _ = self.chunks()
+        data = bytearray(ln)
+        for typ, p in chunks:
+            if typ == TYPE_DATA:
+                o = struct.unpack(">Q", p[:8])[0] - off
+                data[o:o + len(p) - 8] = p[8:]
+        return err, bytes(data)
+
+    def write(self, off, data, flags=0):
+        self.request(CMD_WRITE, off, len(data), flags, data)
+        return self.status()
+
+
+def fresh(structured=False):
+    c = Conn()
+    c.greet()
+    c.go(structured=structured)
+    return c
+
+
+def alive(desc):
+    """The daemon still serves a correct client."""
+    try:
+        c = fresh()
+        err, data = c.read(0, 512)
+        c.request(CMD_DISC, 0, 0)
+        c.close()
+        check(desc, err == 0 and len(data) == 512)
+    except Exception as e:  # noqa: BLE001 - any failure is the test's
+        check(desc, False, repr(e))
+
+
+def on_disk(off, ln):
+    with open(FILE, "rb") as f:
+        f.seek(off)
+        return f.read(ln)
+
+
+def main():
+    c = Conn()
+    c.greet(cflags=1 | 0x80)
+    check("unknown client flags: the server hangs up", c.closed())
+    c.close()
+
+    c = Conn()
+    c.greet()
+    c.send(struct.pack(">QII", 0x1122334455667788, OPT_GO, 0))
+    check("bad option magic: the server hangs up", c.closed())
+    c.close()
+
+    c = Conn()
+    c.greet()
+    c.opt(99, b"xyz")
+    check("unknown option: NBD_REP_ERR_UNSUP", c.reply()[1] == ERR_UNSUP)
+    c.opt(OPT_STARTTLS)
+    check("STARTTLS: NBD_REP_ERR_POLICY (no TLS here)", c.reply()[1] == ERR_POLICY)
+    c.opt(OPT_LIST, b"junk")
+    check("LIST with data: NBD_REP_ERR_INVALID", c.reply()[1] == ERR_INVALID)
+    c.opt(OPT_LIST)
+    reps = c.replies()
+    check("LIST: one export then ACK",
+          [r[1] for r in reps] == [REP_SERVER, REP_ACK])
+    c.opt(OPT_GO, b"\0\0\0\xff\0\0")
+    check("GO with a name longer than the option: NBD_REP_ERR_INVALID",
+          c.reply()[1] == ERR_INVALID)
+    c.opt(OPT_GO, b"\0\0\0\0\0\x05\0\0")
+    check("GO with too few info requests: NBD_REP_ERR_INVALID",
+          c.reply()[1] == ERR_INVALID)
+    c.opt(OPT_GO, struct.pack(">I", 4) + b"nope" + b"\0\0")
+    check("GO for an unknown export: NBD_REP_ERR_UNKNOWN", c.reply()[1] == ERR_UNKNOWN)
+    c.opt(OPT_INFO, b"\0\0")
+    check("INFO shorter than its header: NBD_REP_ERR_INVALID",
+          c.reply()[1] == ERR_INVALID)
+    c.opt(OPT_GO, b"x" * (1 << 20))
+    check("a 1 MiB option: skipped, NBD_REP_ERR_TOO_BIG", c.reply()[1] == ERR_TOO_BIG)
+    c.opt(OPT_INFO, b"\0\0\0\0\0\x01\0\x03")
+    reps = c.replies()
+    bs = [struct.unpack(">HIII", d) for _, t, d in reps if t == REP_INFO and len(d) == 14]
+    check("INFO after all that: block sizes 1/4096/32M, then ACK",
+          reps[-1][1] == REP_ACK and bs and bs[0][1:] == (1, 4096, MAX_PAYLOAD))
+    c.go()
+    check("GO after all that: the export is served", c.read(0, 16)[0] == 0)
+    c.close()
+
+    c = Conn()
+    c.greet()
+    c.opt(OPT_EXPORT_NAME, b"no-such-export")
+    check("EXPORT_NAME of an unknown export: the server hangs up", c.closed())
+    c.close()
+
+    c = Conn()
+    c.greet()
+    c.opt(OPT_ABORT)
+    try:
+        ack = c.reply()[1] == REP_ACK
+    except Closed:
+        ack = False
+    check("ABORT: ACK, then the server hangs up", ack and c.closed())
+    c.close()
+
+    c = Conn()
+    c.greet()
+    c.send(struct.pack(">QI", IHAVEOPT, OPT_GO)[:7])
+    c.close()
+    alive("a handshake cut short: the daemon goes on")
+
+    # ------------------------------------------------------------ transmission
+    for structured in (False, True):
+        kind = "structured" if structured else "simple"
+        c = fresh(structured)
+        size = c.size
+        writable = MODE != "readonly"
+
+        err, _ = c.read(size - 512, 1024)
+        check("%s: read past the end: EINVAL" % kind, err == EINVAL)
+        err, _ = c.read(2**64 - 512, 1024)
+        check("%s: read whose end overflows 64 bits: EINVAL" % kind, err == EINVAL)
+        err, _ = c.read(0, MAX_PAYLOAD + 1)
+        check("%s: read longer than the maximum block size: EOVERFLOW" % kind,
+              err == EOVERFLOW)
+        c.request(CMD_READ, 0, 512, flags=0x100)
+        check("%s: read with an unknown flag: EINVAL" % kind, c.status() == EINVAL)
+        c.request(77, 0, 0)
+        check("%s: unknown command: EINVAL" % kind, c.status() == EINVAL)
+        c.request(CMD_FLUSH, 4096, 0)
+        check("%s: flush with an offset: EINVAL" % kind, c.status() == EINVAL)
+
+        tail = on_disk(size - 4096, 4096) if FILE else None
+        err = c.write(size - 100, b"\xee" * 200)
+        check("%s: write past the end: %s, the payload skipped" %
+              (kind, "EPERM" if not writable else "ENOSPC"),
+              err == (ENOSPC if writable else EPERM))
+        if FILE:
+            check("%s: ... and nothing of it reached the file" % kind,
+                  on_disk(size - 4096, 4096) == tail)
+        err = c.write(0, b"\xcc" * (MAX_PAYLOAD + 4096))
+        check("%s: write longer than the maximum block size: %s, payload skipped" %
+              (kind, "EPERM" if not writable else "EOVERFLOW"),
+              err == (EOVERFLOW if writable else EPERM))
+        c.request(CMD_TRIM, 0, 4096)
+        check("%s: trim %s" % (kind, "succeeds" if writable else "on a read-only export: EPERM"),
+              c.status() == (0 if writable else EPERM))
+
+        if writable:
+            pat = bytes(range(256)) * 16
+            check("%s: write at the very end succeeds" % kind,
+                  c.write(size - 4096, pat) == 0)
+            err, data = c.read(size - 4096, 4096)
+            check("%s: and reads back" % kind, err == 0 and data == pat)
+            if FILE:
+                check("%s: and is in the file" % kind, on_disk(size - 4096, 4096) == pat)
+            c.request(CMD_WRITE_ZEROES, size - 4096, 4096, flags=F_NO_HOLE | F_FAST_ZERO)
+            err = c.status()
+            _, data = c.read(size - 4096, 4096)
+            check("%s: fast zero: done, or ENOTSUP with nothing changed" % kind,
+                  (err == 0 and data == bytes(4096)) or (err == ENOTSUP and data == pat),
+                  "error %d" % err)
+            c.request(CMD_WRITE_ZEROES, size - 4096, 4096, flags=F_FUA)
+            err = c.status()
+            _, data = c.read(size - 4096, 4096)
+            check("%s: write zeroes with FUA" % kind, err == 0 and data == bytes(4096))
+            c.request(CMD_WRITE_ZEROES, 0, 4096, flags=F_DF)
+            check("%s: write zeroes with a read flag: EINVAL" % kind, c.status() == EINVAL)
+
+        # Pipelined: many requests sent before any reply is read.
+        n = 64
+        cookies = set()
+        for i in range(n):
+            cookies.add(c.request(CMD_READ, i * 4096, 4096))
+        got = set()
+        try:
+            for i in range(n):
+                if structured:
+                    _, err, cookie = c.chunks()
+                else:
+                    err, cookie = c.simple()
+                    c.recv(4096)
+                if err == 0:
+                    got.add(cookie)
+        except Exception as e:  # noqa: BLE001
+            check("%s: %d pipelined reads" % (kind, n), False, repr(e))
+        else:
+            check("%s: %d pipelined reads, every cookie answered once" % (kind, n),
+                  got == cookies)
+
+        if structured:
+            if writable:
+                c.request(CMD_TRIM, 1 << 20, 64 << 10)
+                c.status()
+            c.request(CMD_READ, 1 << 20, 64 << 10, flags=F_DF)
+            chunks, err, _ = c.chunks()
+            check("structured: DF read: one content chunk",
+                  err == 0 and len([t for t, _ in chunks if t in (TYPE_DATA, TYPE_HOLE)]) == 1)
+            c.request(CMD_READ, size - 512, 1024)
+            chunks, err, _ = c.chunks()
+            check("structured: an error is an error chunk with a message",
+                  err == EINVAL and chunks[0][0] == TYPE_ERROR and len(chunks[0][1]) > 6)
+            if MODE == "memory":
+                c.request(CMD_READ, 1 << 20, 64 << 10)
+                chunks, err, _ = c.chunks()
+                check("structured: a trimmed range reads as an OFFSET_HOLE chunk",
+                      err == 0 and chunks[0][0] == TYPE_HOLE)
+
+        c.request(CMD_READ, 0, 512, magic=0xDEADBEEF)
+        check("%s: bad request magic: the server hangs up" % kind, c.closed())
+        c.close()
+
+    # A write cut short, the client gone in the middle of its payload.
+    if MODE != "readonly":
+        c = fresh()
+        off = 3 << 20
+        before = c.read(off - 4096, (64 << 10) + 8192)[1]
+        c.close()
+        c = fresh()
+        c.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, off, 64 << 10) + b"\xaa" * 1000)
+        c.close()
+        c = fresh()
+        after = c.read(off - 4096, (64 << 10) + 8192)[1]
+        c.close()
+        # Payloads are applied only once whole (up to 128 KiB in memory).
+        check("client gone mid-write: nothing of the write was applied", after == before)
+
+    # Truncated requests, and garbage.
+    c = fresh()
+    c.send(struct.pack(">IHHQ", REQ_MAGIC, 0, CMD_READ, 1)[:10])
+    c.close()
+    alive("a request header cut short: the daemon goes on")
+    c = fresh()
+    c.send(os.urandom(4096))
+    check("4 KiB of random bytes after GO: the server hangs up", c.closed())
+    c.close()
+    c = Conn()
+    c.send(os.urandom(64))
+    c.close()
+    alive("random bytes instead of a handshake: the daemon goes on")
+
+
+
+try:
+    main()
+except Exception as e:  # noqa: BLE001 - reported, not raised
+    import traceback
+    check("no unexpected failure of the client", False,
+          traceback.format_exc().replace("\n", "\n# "))
+
+# No plan: the calling script numbers the lines and prints it.
+for ok, desc, diag in results:
+    print("%s - %s" % ("ok" if ok else "not ok", desc))
+    if diag and not ok:
+        print("# " + diag)
+sys.exit(0 if all(r[0] for r in results) else 1)
