@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The file backend: the LUN's blocks are a file's bytes, through the page
+ * cache, so the LUN has a volatile write cache (WCE): SYNCHRONIZE CACHE
+ * is fdatasync(), and a FUA write is a RWF_DSYNC write (pwritev2, Linux
+ * 4.7), with a write and fdatasync() where that is refused.  UNMAP punches
+ * holes (reads of a hole return zeros); where the filesystem cannot, the
+ * range is written with zeros.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "tcmu.h"
+
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x00000002
+#endif
+
+struct file_backend {
+	struct tcmu_backend be;
+	int fd;
+	bool no_dsync; /* pwritev2(RWF_DSYNC) refused: write, then fdatasync */
+	bool no_punch; /* FALLOC_FL_PUNCH_HOLE refused: write zeros */
+};
+
+static struct file_backend *to_file(struct tcmu_backend *be)
+{
+	return (struct file_backend *)be;
+}
+
+static uint64_t iov_bytes(const struct iovec *iov, unsigned int cnt)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < cnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+static bool fits(const struct tcmu_backend *be, uint64_t off, uint64_t len)
+{
+	return off <= be->size && len <= be->size - off;
+}
+
+/* Advance an iovec array past n bytes (after a short transfer). */
+static void iov_advance(struct iovec **iov, unsigned int *cnt, size_t n)
+{
+	while (*cnt && n >= (*iov)->iov_len) {
+		n -= (*iov)->iov_len;
+		(*iov)++;
+		(*cnt)--;
+	}
+	if (*cnt && n) {
+		(*iov)->iov_base = (uint8_t *)(*iov)->iov_base + n;
+		(*iov)->iov_len -= n;
+	}
+}
+
+/* preadv/pwritev until done: both may stop short.  iov is copied, since
+ * it is advanced; at most TCMU_IOV_MAX entries (and IOV_MAX per call). */
+static int transfer(struct file_backend *f, const struct iovec *in,
+		    unsigned int cnt, uint64_t off, bool write, int flags)
+{
+	struct iovec copy[TCMU_IOV_MAX], *iov = copy;
+
+	if (cnt > TCMU_IOV_MAX)
+		return -EINVAL;
+	memcpy(copy, in, cnt * sizeof(*in));
+	while (cnt) {
+		unsigned int n = cnt > IOV_MAX ? IOV_MAX : cnt;
+		ssize_t r;
+
+		if (write)
+			r = pwritev2(f->fd, iov, (int)n, (off_t)off, flags);
+		else
+			r = preadv(f->fd, iov, (int)n, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0) {
+			if (write)
+				return -EIO;
+			/* Past the end of a file shorter than the LUN (it
+			 * was truncated under us): zeros. */
+			for (unsigned int i = 0; i < cnt; i++)
+				memset(iov[i].iov_base, 0, iov[i].iov_len);
+			return 0;
+		}
+		off += (uint64_t)r;
+		iov_advance(&iov, &cnt, (size_t)r);
+	}
+	return 0;
+}
+
+static int file_read(struct tcmu_backend *be, const struct iovec *iov,
+		     unsigned int cnt, uint64_t off)
+{
+	if (!fits(be, off, iov_bytes(iov, cnt)))
+		return -EINVAL;
+	return transfer(to_file(be), iov, cnt, off, false, 0);
+}
+
+static int file_write(struct tcmu_backend *be, const struct iovec *iov,
+		      unsigned int cnt, uint64_t off, bool fua)
+{
+	struct file_backend *f = to_file(be);
+	int r;
+
+	if (!fits(be, off, iov_bytes(iov, cnt)))
+		return -EINVAL;
+	if (fua && !f->no_dsync) {
+		r = transfer(f, iov, cnt, off, true, RWF_DSYNC);
+		if (r != -EOPNOTSUPP && r != -EINVAL && r != -ENOSYS)
+			return r;
+		f->no_dsync = true;
+	}
+	r = transfer(f, iov, cnt, off, true, 0);
+	if (r == 0 && fua && fdatasync(f->fd) < 0)
+		r = -errno;
+	return r;
+}
+
+static int file_flush(struct tcmu_backend *be)
+{
+	return fdatasync(to_file(be)->fd) < 0 ? -errno : 0;
+}
+
+static int write_zeros(struct file_backend *f, uint64_t off, uint64_t len)
+{
+	static const uint8_t zeros[65536];
+	struct iovec iov[16];
+	int r = 0;
+
+	for (size_t i = 0; i < 16; i++) {
+		iov[i].iov_base = (void *)zeros;
+		iov[i].iov_len = sizeof(zeros);
+	}
+	while (len && r == 0) {
+		uint64_t n = len < sizeof(zeros) * 16 ? len :
+							sizeof(zeros) * 16;
+		unsigned int cnt =
+			(unsigned int)((n + sizeof(zeros) - 1) / sizeof(zeros));
+
+		iov[cnt - 1].iov_len = n - (uint64_t)(cnt - 1) * sizeof(zeros);
+		r = transfer(f, iov, cnt, off, true, 0);
+		iov[cnt - 1].iov_len = sizeof(zeros);
+		off += n;
+		len -= n;
+	}
+	return r;
+}
+
+static int file_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
+{
+	struct file_backend *f = to_file(be);
+
+	if (!fits(be, off, len))
+		return -EINVAL;
+	if (!f->no_punch) {
+		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)off, (off_t)len) == 0)
+			return 0;
+		if (errno != EOPNOTSUPP && errno != ENOSYS)
+			return -errno;
+		f->no_punch = true;
+	}
+	return write_zeros(f, off, len);
+}
+
+static void file_close(struct tcmu_backend *be)
+{
+	struct file_backend *f = to_file(be);
+
+	close(f->fd);
+	free(f);
+}
+
+static const struct tcmu_backend_ops file_ops = {
+	.name = "file",
+	.read = file_read,
+	.write = file_write,
+	.flush = file_flush,
+	.discard = file_discard,
+	.close = file_close,
+};
+
+/* The file is made if missing and grown (sparse) to the LUN's size; a
+ * larger file keeps its size and only its first bytes are the LUN. */
+int tcmu_backend_file_open(const char *path, uint64_t size,
+			   struct tcmu_backend **bep)
+{
+	struct file_backend *f;
+	struct stat st;
+	int fd, r;
+
+	if (!size || size > INT64_MAX)
+		return -EINVAL;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		goto fail;
+	}
+	if ((uint64_t)st.st_size < size && ftruncate(fd, (off_t)size) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	f->fd = fd;
+	f->be.ops = &file_ops;
+	f->be.size = size;
+	f->be.write_cache = true;
+	*bep = &f->be;
+	return 0;
+fail:
+	close(fd);
+	return r;
+}
+
+int tcmu_backend_open(const char *config, uint64_t size,
+		      struct tcmu_backend **bep)
+{
+	if (!strcmp(config, "mem"))
+		return tcmu_backend_mem_open(size, bep);
+	/* "file/" and an absolute path: the '/' after "file" separates. */
+	if (!strncmp(config, "file/", 5) && config[5] == '/')
+		return tcmu_backend_file_open(config + 5, size, bep);
+	return -EINVAL;
+}
+
+void tcmu_backend_close(struct tcmu_backend *be)
+{
+	if (be)
+		be->ops->close(be);
+}

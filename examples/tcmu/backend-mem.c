@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The memory backend: a thin-provisioned RAM disk.
+ *
+ * One anonymous mapping of the device's size, reserved but not committed
+ * (MAP_NORESERVE): a page takes memory when first written, reads of a
+ * page never written map the shared zero page, and UNMAP gives pages back
+ * with madvise(), after which they read as zeros again (LBPRZ).
+ *
+ * The daemon locks its memory with MCL_FUTURE | MCL_ONFAULT, so this
+ * mapping is locked page by page as it is written, never all at once:
+ * written data is never swapped out (swap may sit on this very disk), and
+ * a 1 TiB thin disk costs only what was written.  Locked pages need
+ * MADV_DONTNEED_LOCKED (Linux 5.18) to be dropped; before that, and for
+ * partial pages, they are zeroed instead.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tcmu.h"
+
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24
+#endif
+
+struct mem_backend {
+	struct tcmu_backend be;
+	uint8_t *mem;
+	size_t page;
+};
+
+static struct mem_backend *to_mem(struct tcmu_backend *be)
+{
+	return (struct mem_backend *)be;
+}
+
+static bool fits(const struct tcmu_backend *be, uint64_t off, uint64_t len)
+{
+	return off <= be->size && len <= be->size - off;
+}
+
+static uint64_t iov_bytes(const struct iovec *iov, unsigned int cnt)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < cnt; i++)
+		n += iov[i].iov_len;
+	return n;
+}
+
+static int mem_read(struct tcmu_backend *be, const struct iovec *iov,
+		    unsigned int cnt, uint64_t off)
+{
+	const uint8_t *src = to_mem(be)->mem;
+
+	if (!fits(be, off, iov_bytes(iov, cnt)))
+		return -EINVAL;
+	for (unsigned int i = 0; i < cnt; i++) {
+		memcpy(iov[i].iov_base, src + off, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
+static int mem_write(struct tcmu_backend *be, const struct iovec *iov,
+		     unsigned int cnt, uint64_t off, bool fua)
+{
+	uint8_t *dst = to_mem(be)->mem;
+
+	if (!fits(be, off, iov_bytes(iov, cnt)))
+		return -EINVAL;
+	for (unsigned int i = 0; i < cnt; i++) {
+		memcpy(dst + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	return 0;
+}
+
+static int mem_flush(struct tcmu_backend *be)
+{
+	return 0;
+}
+
+static int mem_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
+{
+	struct mem_backend *m = to_mem(be);
+	uint64_t start, end;
+
+	if (!fits(be, off, len))
+		return -EINVAL;
+	start = (off + m->page - 1) & ~(uint64_t)(m->page - 1);
+	end = (off + len) & ~(uint64_t)(m->page - 1);
+	if (start >= end) {
+		memset(m->mem + off, 0, len);
+		return 0;
+	}
+	memset(m->mem + off, 0, start - off);
+	memset(m->mem + end, 0, off + len - end);
+	if (madvise(m->mem + start, end - start, MADV_DONTNEED_LOCKED) < 0 &&
+	    madvise(m->mem + start, end - start, MADV_DONTNEED) < 0)
+		memset(m->mem + start, 0, end - start);
+	return 0;
+}
+
+static void mem_close(struct tcmu_backend *be)
+{
+	struct mem_backend *m = to_mem(be);
+
+	munmap(m->mem, be->size);
+	free(m);
+}
+
+static const struct tcmu_backend_ops mem_ops = {
+	.name = "mem",
+	.read = mem_read,
+	.write = mem_write,
+	.flush = mem_flush,
+	.discard = mem_discard,
+	.close = mem_close,
+};
+
+int tcmu_backend_mem_open(uint64_t size, struct tcmu_backend **bep)
+{
+	struct mem_backend *m;
+
+	if (!size || size > SIZE_MAX)
+		return -EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->mem == MAP_FAILED) {
+		int r = -errno;
+
+		free(m);
+		return r;
+	}
+	m->page = (size_t)sysconf(_SC_PAGESIZE);
+	m->be.ops = &mem_ops;
+	m->be.size = size;
+	m->be.write_cache = false; /* written is as stable as it gets */
+	*bep = &m->be;
+	return 0;
+}

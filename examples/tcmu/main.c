@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ioflusher-tcmu: a userspace SCSI backstore for the kernel's LIO target,
+ * served over target_core_user's command ring, with libioflusher.
+ *
+ * The start-up order is the skeleton's (examples/skeleton/skeleton.c):
+ *   1. ioflusher_setup() before any thread: the io-flusher flag, OOM
+ *      protection, memory locked as it is touched (MCL_ONFAULT, so that a
+ *      thin memory disk is not committed whole), reserves pre-faulted;
+ *   2. the report, one line per protection;
+ *   3. the devices found, their backends opened, their rings mapped, and
+ *      one mempool for per-command state;
+ *   4. one ring thread per device, started with ioflusher_thread_create(),
+ *      which refuses a thread without the flag;
+ *   5. every thread audited, capabilities dropped (the flag stays), and
+ *      optionally the seccomp lock;
+ *   6. serve until SIGTERM.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <linux/capability.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <ioflusher.h>
+
+#include "port.h"
+#include "tcmu.h"
+
+#define MAX_DEVICES 64
+
+struct device {
+	struct tcmu_uio_dev uio;
+	struct tcmu_backend *be;
+	struct tcmu_lun lun;
+	struct tcmu_ring ring;
+	struct tcmu_port port;
+	void *map;
+	pthread_t thread;
+	bool started;
+	int result;
+	_Atomic bool ended;
+};
+
+struct options {
+	const char *handler;
+	const char *device;
+	const char *root;
+	int policy;
+	unsigned int poll_us;
+	bool sandbox;
+	bool verbose;
+};
+
+static int stop_fd = -1;
+static pthread_t main_thread;
+static unsigned int poll_us;
+
+static void *ring_thread(void *arg)
+{
+	struct device *d = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "tcmu-%.10s", d->uio.uio);
+	pthread_setname_np(pthread_self(), name);
+	d->result = tcmu_ring_serve(&d->ring, d->port.fd, stop_fd, poll_us);
+	/* Wake the main thread, which ends when no ring is served. */
+	d->ended = true;
+	pthread_kill(main_thread, SIGUSR1);
+	return NULL;
+}
+
+static void print_report(const struct ioflusher_report *report)
+{
+	char line[512];
+
+	for (int p = 0; p < IOFLUSHER_PROTECT_COUNT; p++) {
+		ioflusher_report_format(report, p, line, sizeof(line));
+		printf("setup: %s\n", line);
+	}
+}
+
+static int audit_threads(void)
+{
+	struct ioflusher_audit *audit;
+	int r, n;
+
+	r = ioflusher_audit_new(0, &audit);
+	if (r < 0) {
+		fprintf(stderr, "audit: %s\n", strerror(-r));
+		return r;
+	}
+	n = ioflusher_audit_count(audit);
+	printf("audit: %d of %d threads carry the io-flusher flag\n",
+	       n - ioflusher_audit_missing(audit), n);
+	for (int i = 0; i < n; i++) {
+		const char *comm;
+		int flagged;
+		pid_t tid;
+
+		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm,
+				       &flagged);
+		printf("audit:   %d %-15s %s\n", (int)tid, comm,
+		       flagged ? "flagged" : "MISSING");
+	}
+	r = ioflusher_audit_missing(audit);
+	ioflusher_audit_free(audit);
+	return r;
+}
+
+static int open_device(struct device *d, const struct options *o)
+{
+	uint64_t data_bytes;
+	int r;
+
+	r = tcmu_backend_open(d->uio.config, d->uio.dev_size, &d->be);
+	if (r < 0) {
+		fprintf(stderr,
+			"%s: backend \"%s\": %s (expected \"mem\" or "
+			"\"file/\" and an absolute path)\n",
+			d->uio.name, d->uio.config, strerror(-r));
+		return r;
+	}
+	r = tcmu_uio_open(o->root, &d->uio, &d->port.fd, &d->map);
+	if (r < 0) {
+		fprintf(stderr, "%s: /dev/%s: %s\n", d->uio.name, d->uio.uio,
+			strerror(-r));
+		return r;
+	}
+	d->port.name = d->uio.name;
+	/* The LUN's limits depend on the data area: attach first. */
+	r = tcmu_ring_init(&d->ring, d->map, d->uio.map_size, &d->lun,
+			   &tcmu_port_ops, &d->port);
+	if (r < 0) {
+		fprintf(stderr, "%s: command ring: %s\n", d->uio.name,
+			strerror(-r));
+		return r;
+	}
+	data_bytes = d->uio.map_size - d->ring.data_off;
+	r = tcmu_lun_init(&d->lun, d->be, d->uio.block_size, data_bytes,
+			  d->uio.name);
+	if (r < 0) {
+		fprintf(stderr,
+			"%s: block size %u, size %llu, data area %llu: not "
+			"served (block sizes 512 to 4096)\n",
+			d->uio.name, d->uio.block_size,
+			(unsigned long long)d->uio.dev_size,
+			(unsigned long long)data_bytes);
+		return r;
+	}
+	printf("device: %s on /dev/%s: %s backend, %llu blocks of %u bytes, "
+	       "serial %s\n",
+	       d->uio.name, d->uio.uio, d->be->ops->name,
+	       (unsigned long long)d->lun.nblocks, d->lun.block_size,
+	       d->lun.serial);
+	return 0;
+}
+
+static void close_device(struct device *d)
+{
+	if (d->map)
+		munmap(d->map, d->uio.map_size);
+	if (d->port.fd >= 0)
+		close(d->port.fd);
+	tcmu_backend_close(d->be);
+}
+
+/* The devices found, into devs[].uio; the number, or a negative errno. */
+static int scan(const struct options *o, struct device *devs)
+{
+	struct tcmu_uio_dev *found;
+	int r;
+
+	found = calloc(MAX_DEVICES, sizeof(*found));
+	if (!found)
+		return -ENOMEM;
+	r = tcmu_uio_scan(o->root, o->handler, o->device, found, MAX_DEVICES);
+	for (int i = 0; i < r; i++) {
+		devs[i].uio = found[i];
+		devs[i].port.fd = -1;
+	}
+	free(found);
+	return r;
+}
+
+static void usage(FILE *out, const char *prog)
+{
+	fprintf(out,
+		"Usage: %s [OPTION]...\n"
+		"Serve the TCMU devices of a handler (target_core_user backstores\n"
+		"whose dev_config is HANDLER/mem or HANDLER/file//PATH).\n"
+		"\n"
+		"  -H, --handler NAME   the handler (subtype) to serve (ioflusher)\n"
+		"  -d, --device NAME    only the configfs device NAME\n"
+		"  -b, --best-effort    run even without the io-flusher flag\n"
+		"  -p, --poll USEC      spin up to USEC for more commands (0)\n"
+		"  -s, --sandbox        lock the protections in with seccomp\n"
+		"  -r, --root DIR       look for sysfs, configfs and /dev under DIR\n"
+		"  -v, --verbose        per-device statistics at exit\n"
+		"  -h, --help           this text\n"
+		"  -V, --version        the version\n",
+		prog);
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	static const struct option opts[] = {
+		{ "handler", required_argument, NULL, 'H' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "best-effort", no_argument, NULL, 'b' },
+		{ "poll", required_argument, NULL, 'p' },
+		{ "sandbox", no_argument, NULL, 's' },
+		{ "root", required_argument, NULL, 'r' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *end;
+	long v;
+	int c;
+
+	*o = (struct options){ .handler = "ioflusher",
+			       .root = "",
+			       .policy = IOFLUSHER_POLICY_REQUIRED };
+	while ((c = getopt_long(argc, argv, "H:d:bp:sr:vhV", opts, NULL)) !=
+	       -1) {
+		switch (c) {
+		case 'H':
+			o->handler = optarg;
+			break;
+		case 'd':
+			o->device = optarg;
+			break;
+		case 'b':
+			o->policy = IOFLUSHER_POLICY_BEST_EFFORT;
+			break;
+		case 'p':
+			v = strtol(optarg, &end, 10);
+			if (*end || v < 0 || v > 1000000) {
+				fprintf(stderr, "--poll takes 0 to 1000000\n");
+				return 2;
+			}
+			o->poll_us = (unsigned int)v;
+			break;
+		case 's':
+			o->sandbox = true;
+			break;
+		case 'r':
+			o->root = optarg;
+			break;
+		case 'v':
+			o->verbose = true;
+			break;
+		case 'h':
+			usage(stdout, argv[0]);
+			return 0;
+		case 'V':
+			printf("ioflusher-tcmu " TCMU_VERSION_STRING "\n");
+			return 0;
+		default:
+			usage(stderr, argv[0]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr, argv[0]);
+		return 2;
+	}
+	return -1;
+}
+
+static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
+{
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx;
+	int r;
+
+	r = ioflusher_ctx_new(&ctx);
+	if (r < 0) {
+		fprintf(stderr, "ioflusher_ctx_new: %s\n", strerror(-r));
+		return r;
+	}
+	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, o->policy);
+	/* Lock pages as they are touched: the memory backend's mapping is
+	 * the whole LUN and must not be committed at once. */
+	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
+	/* The deepest IO path (UNMAP, WRITE SAME) keeps about 12 KiB on the
+	 * stack; pre-fault much more. */
+	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	r = ioflusher_setup(ctx, &report);
+	if (report) {
+		print_report(report);
+		ioflusher_report_free(report);
+	}
+	if (r < 0) {
+		fprintf(stderr, "setup failed: a required protection is "
+				"missing (--best-effort runs anyway)\n");
+		ioflusher_ctx_unref(ctx);
+		return r;
+	}
+	*ctxp = ctx;
+	return 0;
+}
+
+static int start_threads(struct device *devs, int n, int policy)
+{
+	int started = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct device *d = &devs[i];
+		int r;
+
+		r = ioflusher_thread_create(&d->thread, NULL, ring_thread, d);
+		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT)
+			r = -pthread_create(&d->thread, NULL, ring_thread, d);
+		if (r < 0) {
+			fprintf(stderr, "%s: ring thread: %s\n", d->uio.name,
+				strerror(-r));
+			return r;
+		}
+		d->started = true;
+		started++;
+	}
+	return started;
+}
+
+static void print_stats(const struct device *d)
+{
+	const struct tcmu_ring_stats *s = &d->ring.stats;
+
+	printf("stats: %s: %llu commands, %llu pad, %llu tmr, %llu unknown, "
+	       "%llu malformed, %llu notifications, %llu breaks, %llu resets\n",
+	       d->uio.name, (unsigned long long)s->cmds,
+	       (unsigned long long)s->pads, (unsigned long long)s->tmrs,
+	       (unsigned long long)s->unknown, (unsigned long long)s->malformed,
+	       (unsigned long long)s->notifies, (unsigned long long)s->breaks,
+	       (unsigned long long)s->resets);
+}
+
+/* Wait for SIGTERM or SIGINT, or for every ring thread to end. */
+static int wait_for_stop(struct device *devs, int n, const sigset_t *sigs)
+{
+	for (;;) {
+		int sig, running = 0;
+
+		sigwait(sigs, &sig);
+		if (sig != SIGUSR1)
+			return sig;
+		for (int i = 0; i < n; i++)
+			running += devs[i].started && !devs[i].ended;
+		if (!running)
+			return 0;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	/* What the running daemon still needs: to lock memory it maps
+	 * later.  The devices and backends are open by then. */
+	static const int keep[] = { CAP_IPC_LOCK };
+	struct ioflusher_mempool *pool = NULL;
+	struct ioflusher_ctx *ctx = NULL;
+	struct device *devs;
+	struct options o;
+	int n, r, sig, exit_code = 1;
+	sigset_t sigs;
+
+	r = parse_options(argc, argv, &o);
+	if (r >= 0)
+		return r;
+	poll_us = o.poll_us;
+
+	/* 1, 2: protections before any thread exists, and the report. */
+	if (setup(&o, &ctx) < 0)
+		return 1;
+
+	/* 3: devices, backends, rings, the pool. */
+	devs = calloc(MAX_DEVICES, sizeof(*devs));
+	if (!devs) {
+		fprintf(stderr, "out of memory\n");
+		goto out_ctx;
+	}
+	n = 0;
+	r = scan(&o, devs);
+	if (r < 0) {
+		fprintf(stderr, "looking for TCMU devices: %s\n", strerror(-r));
+		goto out_devs;
+	}
+	n = r;
+	if (n == 0) {
+		fprintf(stderr,
+			"no TCMU device for handler \"%s\"%s%s: write "
+			"dev_config=%s/mem to a user backstore's control "
+			"file and enable it\n",
+			o.handler, o.device ? " named " : "",
+			o.device ? o.device : "", o.handler);
+		goto out_devs;
+	}
+	for (int i = 0; i < n; i++)
+		if (open_device(&devs[i], &o) < 0)
+			goto out_close;
+	r = tcmu_port_pool_new(ctx, (unsigned int)n,
+			       o.policy == IOFLUSHER_POLICY_BEST_EFFORT, &pool);
+	if (r < 0) {
+		fprintf(stderr, "command pool: %s\n", strerror(-r));
+		goto out_close;
+	}
+	for (int i = 0; i < n; i++)
+		devs[i].port.pool = pool;
+
+	/* SIGTERM, SIGINT and the threads' SIGUSR1 are taken synchronously
+	 * by the main thread; the ring threads inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	main_thread = pthread_self();
+	stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (stop_fd < 0) {
+		perror("eventfd");
+		goto out_pool;
+	}
+
+	/* 4: ring threads that carry the flag. */
+	if (start_threads(devs, n, o.policy) < 0)
+		goto out_stop;
+
+	/* 5: audit, then drop what is no longer needed. */
+	usleep(10000); /* let the threads name themselves */
+	audit_threads();
+	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
+	if (r < 0)
+		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+	if (o.sandbox) {
+		r = ioflusher_sandbox_lock(0);
+		if (r < 0)
+			fprintf(stderr, "sandbox: %s\n", strerror(-r));
+	}
+	printf("serving: pid %d, %d device%s; SIGTERM to stop\n", (int)getpid(),
+	       n, n == 1 ? "" : "s");
+	fflush(stdout);
+
+	/* 6: serve. */
+	sig = wait_for_stop(devs, n, &sigs);
+	if (sig)
+		printf("stopping on signal %d\n", sig);
+	exit_code = 0;
+out_stop:
+	if (eventfd_write(stop_fd, 1) < 0)
+		perror("eventfd_write");
+	for (int i = 0; i < n; i++) {
+		if (devs[i].started)
+			pthread_join(devs[i].thread, NULL);
+		/* A removed device ends its thread normally. */
+		if (devs[i].result == -ENODEV) {
+			printf("%s: device removed\n", devs[i].uio.name);
+		} else if (devs[i].result < 0) {
+			fprintf(stderr, "%s: %s\n", devs[i].uio.name,
+				strerror(-devs[i].result));
+			exit_code = 1;
+		}
+		if (o.verbose)
+			print_stats(&devs[i]);
+	}
+	close(stop_fd);
+out_pool:
+	ioflusher_mempool_free(pool);
+out_close:
+	for (int i = 0; i < n; i++)
+		close_device(&devs[i]);
+out_devs:
+	free(devs);
+out_ctx:
+	ioflusher_ctx_unref(ctx);
+	return exit_code;
+}

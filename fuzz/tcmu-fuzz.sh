@@ -1,0 +1,46 @@
+#!/bin/sh
+# The libFuzzer target of ioflusher-tcmu's ring and CDB parser
+# (fuzz/tcmu-fuzz.c), run for FUZZ_SECONDS (15 in make check; make
+# fuzz-tcmu runs it longer, with a corpus kept in FUZZ_CORPUS).  TAP; a
+# skip when clang or its libFuzzer runtime is not installed.
+set -u
+builddir=${top_builddir:-.}
+fuzzer="$builddir/fuzz/tcmu-fuzz"
+secs=${FUZZ_SECONDS:-15}
+echo "1..1"
+if [ ! -x "$fuzzer" ]; then
+	echo "ok 1 - fuzz/tcmu-fuzz # SKIP not built: clang with libFuzzer (clang, libclang-rt-14-dev) is needed"
+	exit 0
+fi
+seeds=$(mktemp -d /tmp/tcmu-fuzz-seeds-XXXXXX)
+trap 'rm -rf "$seeds" ${tmpcorpus:+"$tmpcorpus"}' EXIT
+if [ -n "${FUZZ_CORPUS:-}" ]; then
+	corpus=$FUZZ_CORPUS
+	mkdir -p "$corpus"
+else
+	tmpcorpus=$(mktemp -d /tmp/tcmu-fuzz-corpus-XXXXXX)
+	corpus=$tmpcorpus
+fi
+# Seeds in the target's little language (see tcmu-fuzz.c): op 0 queues a
+# CDB (length index, direction, data length / 2, CDB bytes), op 2 a READ
+# or WRITE (16), op 4 overwrites a ring word, op 7 resets, op 9 processes.
+printf '\000\000\002\000\200\022\000\000\000\377\000\011' >"$seeds/inquiry"
+printf '\000\000\002\000\200\022\001\260\000\377\000\011' >"$seeds/vpd-b0"
+printf '\000\003\002\000\020\236\020\000\000\000\000\000\000\000\000\000\000\000\040\000\000\011' >"$seeds/rc16"
+printf '\002\001\010\000\000\100\002\000\010\000\000\100\011' >"$seeds/write-read"
+printf '\002\001\010\000\000\100\004\000\007\377\377\377\377\000\000\000\000\011\007\011' >"$seeds/corrupt-iov"
+printf '\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\011' >"$seeds/unmap"
+set +e
+"$fuzzer" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
+	-print_final_stats=1 -artifact_prefix="$builddir/fuzz/tcmu-" \
+	"$corpus" "$seeds" 2>"$builddir/fuzz/tcmu-fuzz.out"
+rc=$?
+set -e
+sed 's/^/# /' "$builddir/fuzz/tcmu-fuzz.out" | grep -E '^# (#[0-9]+.*(DONE|pulse)|Done|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==|SUMMARY)' || true
+runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$builddir/fuzz/tcmu-fuzz.out")
+if [ "$rc" -eq 0 ]; then
+	echo "ok 1 - fuzz/tcmu-fuzz: ${runs:-?} inputs in ${secs} s, no fault"
+else
+	echo "not ok 1 - fuzz/tcmu-fuzz exited with $rc: see $builddir/fuzz/tcmu-fuzz.out and the fuzz/tcmu-crash-* input"
+	tail -40 "$builddir/fuzz/tcmu-fuzz.out" | sed 's/^/# /'
+fi

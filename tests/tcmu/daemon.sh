@@ -1,0 +1,87 @@
+#!/bin/sh
+# ioflusher-tcmu as a whole, on the host: options, start-up (the report,
+# the audit, capabilities dropped) and device discovery, over a sysfs,
+# configfs and /dev laid out in a directory (--root).  The fake /dev/uio0
+# is a regular file: mapped like map0, and its first read() ends the
+# ring thread as a removed device's would.
+set -u
+builddir=${top_builddir:-.}
+daemon="$builddir/examples/tcmu/ioflusher-tcmu"
+tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+echo "1..8"
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+	n=$((n + 1))
+	echo "not ok $n - $1"
+	sed 's/^/# /' "$tmp/out"
+}
+check() { if [ "$2" -eq 0 ]; then ok "$1"; else not_ok "$1"; fi; }
+has() { grep -q -- "$1" "$tmp/out"; }
+
+# A TCMU device as a 6.1 kernel shows it: the uio name, map0's size, the
+# configfs attributes; map0 starts with a mailbox (version 2, the ring at
+# 128, 65408 bytes long) and has a 256 KiB data area after the ring.
+device() { # N DEV CONFIG [VERSION]
+	d="$tmp/root/sys/class/uio/uio$1"
+	c="$tmp/root/sys/kernel/config/target/core/user_0/$2/attrib"
+	mkdir -p "$d/maps/map0" "$c" "$tmp/root/dev"
+	echo "tcm-user/0/$2/ioflusher/$3" >"$d/name"
+	echo 0x50000 >"$d/maps/map0/size"
+	echo 512 >"$c/hw_block_size"
+	echo 16777216 >"$c/dev_size"
+	printf "\\${4:-002}\\000\\000\\000\\200\\000\\000\\000\\200\\377\\000\\000" \
+		>"$tmp/root/dev/uio$1"
+	truncate -s 327680 "$tmp/root/dev/uio$1"
+}
+
+"$daemon" --help >"$tmp/out" 2>&1
+check "--help exits 0 and names the options" \
+	"$([ $? -eq 0 ] && has --best-effort && has --handler; echo $?)"
+
+"$daemon" --version >"$tmp/out" 2>&1
+check "--version" "$(grep -q '^ioflusher-tcmu [0-9]' "$tmp/out"; echo $?)"
+
+"$daemon" --bogus >"$tmp/out" 2>&1
+check "an unknown option exits 2" "$([ $? -eq 2 ]; echo $?)"
+
+mkdir -p "$tmp/root"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "no device: exit 1, and what to write to configfs" \
+	"$([ $? -eq 1 ] && has 'no TCMU device for handler "ioflusher"' &&
+		has dev_config=ioflusher/mem; echo $?)"
+
+# Production default: the io-flusher flag is required.
+eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
+if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then
+	ok "the flag is required by default # SKIP CAP_SYS_RESOURCE is held"
+else
+	"$daemon" --root "$tmp/root" >"$tmp/out" 2>&1
+	check "the flag is required by default: without CAP_SYS_RESOURCE, exit 1" \
+		"$([ $? -eq 1 ] && has 'setup failed' &&
+			has 'io-flusher flag: unavailable'; echo $?)"
+fi
+
+device 0 disk0 mem
+"$daemon" --best-effort --verbose --root "$tmp/root" >"$tmp/out" 2>&1
+check "serves a memory device: the report, the device, the audit, the end" \
+	"$([ $? -eq 0 ] && has '^setup: io-flusher flag' &&
+		has '^setup: memory lock' &&
+		has '^device: tcm-user/0/disk0/ioflusher/mem on /dev/uio0: mem backend, 32768 blocks of 512 bytes' &&
+		has '^audit: ' && has '^serving: ' && has 'device removed' &&
+		has '^stats: tcm-user/0/disk0/ioflusher/mem: 0 commands'; echo $?)"
+
+rm -rf "$tmp/root"
+device 0 disk1 "file/$tmp/lun.img"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "serves a file device, made at the device's size" \
+	"$([ $? -eq 0 ] && has 'file backend' &&
+		[ "$(stat -c %s "$tmp/lun.img")" -eq 16777216 ]; echo $?)"
+
+rm -rf "$tmp/root"
+device 0 disk2 mem 001
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "a mailbox of another version is refused" \
+	"$([ $? -eq 1 ] && has 'command ring: Protocol not supported'; echo $?)"

@@ -1,0 +1,941 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The SCSI commands of ioflusher-tcmu, sent as the kernel sends them:
+ * through the command ring of a map0 laid out by the kernel stand-in
+ * (kernel.c), with every write of the daemon checked against where it may
+ * write.  The answers are checked against SPC-4 and SBC-3, byte by byte
+ * where an initiator reads them.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define LUN_SIZE (64ull << 20)
+#define BS 512
+
+static struct harness h;
+
+static void setup(void)
+{
+	harness_init(&h, &harness_small, LUN_SIZE, BS);
+}
+
+static void teardown(void)
+{
+	harness_fini(&h);
+}
+
+TestSuite(tcmu_scsi, .init = setup, .fini = teardown);
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+	return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+
+static uint16_t be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static struct kern_cmd *inquiry(uint8_t evpd, uint8_t page, uint16_t alloc,
+				uint64_t buf)
+{
+	uint8_t cdb[6] = { 0x12,	   evpd, page, (uint8_t)(alloc >> 8),
+			   (uint8_t)alloc, 0 };
+
+	return harness_run(&h, cdb, 6, KERN_FROM_DEV, NULL, buf);
+}
+
+/* The field pointer of INVALID FIELD IN CDB (SPC-4 4.5.2.4.2). */
+static void expect_field(const struct kern_cmd *c, unsigned int byte)
+{
+	expect_sense(c, TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_INVALID_FIELD_IN_CDB);
+	cr_assert_eq(c->sense[15] & 0xc0, 0xc0, "SKSV and C/D: 0x%02x",
+		     c->sense[15]);
+	cr_assert_eq(be16(c->sense + 16), byte, "field pointer %u, expected %u",
+		     be16(c->sense + 16), byte);
+}
+
+static void fill(uint8_t *buf, size_t len, unsigned int seed)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
+}
+
+static struct kern_cmd *rw(unsigned int cdb_len, bool write, uint64_t lba,
+			   uint32_t nb, const void *out, uint64_t len)
+{
+	uint8_t cdb[16];
+
+	cdb_rw(cdb, cdb_len, write, lba, nb);
+	return harness_run(&h, cdb, cdb_len,
+			   write ? KERN_TO_DEV : KERN_FROM_DEV, out, len);
+}
+
+/* ---------------------------------------------------------------- basics */
+
+Test(tcmu_scsi, test_unit_ready_is_good)
+{
+	uint8_t cdb[6] = { 0 };
+
+	expect_good(harness_run(&h, cdb, 6, KERN_NONE, NULL, 0));
+}
+
+Test(tcmu_scsi, request_sense_reports_no_sense)
+{
+	uint8_t cdb[6] = { 0x03, 0, 0, 0, 252, 0 };
+	struct kern_cmd *c = harness_run(&h, cdb, 6, KERN_FROM_DEV, NULL, 252);
+
+	expect_good(c);
+	cr_assert_eq(c->read_len, 18);
+	cr_assert_eq(c->in[0], 0x70);
+	cr_assert_eq(c->in[2], 0);
+	cr_assert_eq(c->in[7], 10);
+	cdb[1] = 0x01; /* DESC */
+	expect_field(harness_run(&h, cdb, 6, KERN_FROM_DEV, NULL, 252), 1);
+}
+
+Test(tcmu_scsi, unsupported_opcodes_are_invalid_command_operation_code)
+{
+	/* START STOP UNIT, MODE SELECT (10), VERIFY (16), a 32-byte
+	 * variable length CDB, a vendor-specific opcode. */
+	static const uint8_t ops[] = { 0x1b, 0x55, 0x8f, 0x7f, 0xc0 };
+
+	for (size_t i = 0; i < sizeof(ops); i++) {
+		uint8_t cdb[16] = { ops[i] };
+
+		expect_sense(harness_run(&h, cdb, 16, KERN_NONE, NULL, 0),
+			     TCMU_SK_ILLEGAL_REQUEST,
+			     TCMU_ASC_INVALID_COMMAND_OPERATION_CODE);
+	}
+}
+
+Test(tcmu_scsi, naca_in_the_control_byte_is_an_invalid_field)
+{
+	uint8_t cdb[10] = { 0x35 };
+
+	cdb[9] = 0x04;
+	expect_field(harness_run(&h, cdb, 10, KERN_NONE, NULL, 0), 9);
+}
+
+/* ---------------------------------------------------------------- INQUIRY */
+
+Test(tcmu_scsi, inquiry_standard_data)
+{
+	struct kern_cmd *c = inquiry(0, 0, 255, 255);
+
+	expect_good(c);
+	/* 36 bytes, and the kernel told that the rest is residual. */
+	cr_assert(c->uflags & TCMU_UFLAG_READ_LEN);
+	cr_assert_eq(c->read_len, 36);
+	cr_assert_eq(c->in[0], 0x00, "peripheral device type: disk");
+	cr_assert_eq(c->in[1] & 0x80, 0, "not removable");
+	cr_assert_eq(c->in[2], 0x06, "SPC-4");
+	cr_assert_eq(c->in[3] & 0x0f, 2, "response data format 2");
+	cr_assert_eq(c->in[4], 31, "additional length");
+	cr_assert(c->in[7] & 0x02, "CMDQUE");
+	cr_assert_arr_eq(c->in + 8, "IOFLUSHR", 8);
+	cr_assert_arr_eq(c->in + 16, "ioflusher-tcmu  ", 16);
+}
+
+Test(tcmu_scsi, inquiry_is_cut_to_the_allocation_length)
+{
+	struct kern_cmd *c = inquiry(0, 0, 5, 5);
+
+	expect_good(c);
+	cr_assert_eq(c->read_len, 5);
+	cr_assert_eq(c->in[4], 31, "the length says what there is");
+}
+
+Test(tcmu_scsi, inquiry_zeroes_the_rest_of_a_larger_buffer)
+{
+	/* Without READ_LEN the kernel returns the whole buffer: what is
+	 * past the answer must not be what a previous command left. */
+	uint8_t junk[4096];
+	struct kern_cmd *c;
+
+	memset(junk, 0xa5, sizeof(junk));
+	expect_good(rw(10, true, 0, 8, junk, sizeof(junk)));
+	c = inquiry(0, 0, 4096, 4096);
+	expect_good(c);
+	for (size_t i = 36; i < 4096; i++)
+		cr_assert_eq(c->in[i], 0, "byte %zu left over", i);
+	/* and read_len told, so that only 36 bytes count. */
+	cr_assert_eq(c->read_len, 36);
+}
+
+Test(tcmu_scsi, vpd_supported_pages)
+{
+	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+	struct kern_cmd *c = inquiry(1, 0x00, 255, 255);
+
+	expect_good(c);
+	cr_assert_eq(c->in[1], 0x00);
+	cr_assert_eq(be16(c->in + 2), sizeof(pages));
+	cr_assert_arr_eq(c->in + 4, pages, sizeof(pages));
+	/* and every page listed answers */
+	for (size_t i = 0; i < sizeof(pages); i++) {
+		c = inquiry(1, pages[i], 255, 255);
+		expect_good(c);
+		cr_assert_eq(c->in[1], pages[i]);
+		cr_assert_eq(c->read_len, 4u + be16(c->in + 2));
+	}
+}
+
+Test(tcmu_scsi, vpd_unit_serial_number)
+{
+	struct kern_cmd *c = inquiry(1, 0x80, 255, 255);
+
+	expect_good(c);
+	cr_assert_eq(be16(c->in + 2), 16);
+	cr_assert_arr_eq(c->in + 4, h.lun.serial, 16);
+	for (int i = 0; i < 16; i++)
+		cr_assert(c->in[4 + i] > 0x20 && c->in[4 + i] < 0x7f,
+			  "serial numbers are printable ASCII");
+}
+
+Test(tcmu_scsi, vpd_device_identification)
+{
+	struct kern_cmd *c = inquiry(1, 0x83, 255, 255);
+	const uint8_t *d;
+	uint64_t naa;
+
+	expect_good(c);
+	/* NAA: binary code set, LU association, type 3, 8 bytes. */
+	d = c->in + 4;
+	cr_assert_eq(d[0] & 0x0f, 1);
+	cr_assert_eq(d[1] & 0x3f, 0x03);
+	cr_assert_eq(d[3], 8);
+	naa = be64(d + 4);
+	cr_assert_eq(naa >> 60, 3, "NAA 3, locally assigned");
+	cr_assert_eq(naa & 0x0fffffffffffffffull, h.lun.naa);
+	/* T10 vendor ID: ASCII, type 1: vendor then serial number. */
+	d += 4 + 8;
+	cr_assert_eq(d[0] & 0x0f, 2);
+	cr_assert_eq(d[1] & 0x3f, 0x01);
+	cr_assert_eq(d[3], 8 + 16);
+	cr_assert_arr_eq(d + 4, "IOFLUSHR", 8);
+	cr_assert_arr_eq(d + 12, h.lun.serial, 16);
+	cr_assert_eq(be16(c->in + 2), 12 + 4 + 24);
+}
+
+Test(tcmu_scsi, vpd_block_limits)
+{
+	struct kern_cmd *c = inquiry(1, 0xb0, 255, 255);
+
+	expect_good(c);
+	cr_assert_eq(be16(c->in + 2), 0x3c);
+	cr_assert_eq(c->in[4] & 0x01, 1, "WSNZ");
+	cr_assert_eq(be32(c->in + 8), (1u << 20) / BS,
+		     "maximum transfer length: 1 MiB");
+	cr_assert_eq(be32(c->in + 20), (1u << 30) / BS,
+		     "maximum unmap LBA count");
+	cr_assert_eq(be32(c->in + 24), TCMU_UNMAP_DESC_MAX);
+	cr_assert_eq(be32(c->in + 28), 4096 / BS, "optimal unmap granularity");
+	cr_assert_eq(be32(c->in + 32), 0x80000000u, "UGAVALID, alignment 0");
+	cr_assert_eq(be64(c->in + 36), (1u << 30) / BS,
+		     "maximum write same length");
+}
+
+Test(tcmu_scsi, vpd_block_limits_follow_a_small_data_area)
+{
+	const struct kern_cfg cfg = { .cmd_area = 64 * 1024,
+				      .data_area = 256 * 1024,
+				      .guard = 1 << 20 };
+	struct kern_cmd *c;
+
+	harness_fini(&h);
+	harness_init(&h, &cfg, LUN_SIZE, 4096);
+	c = inquiry(1, 0xb0, 255, 255);
+	expect_good(c);
+	cr_assert_eq(be32(c->in + 8), 128 * 1024 / 4096,
+		     "half the data area, in blocks of 4096");
+	cr_assert_eq(be32(c->in + 28), 1);
+}
+
+Test(tcmu_scsi, vpd_block_device_characteristics)
+{
+	struct kern_cmd *c = inquiry(1, 0xb1, 255, 255);
+
+	expect_good(c);
+	cr_assert_eq(be16(c->in + 2), 0x3c);
+	cr_assert_eq(be16(c->in + 4), 1, "non-rotating medium");
+}
+
+Test(tcmu_scsi, vpd_logical_block_provisioning)
+{
+	struct kern_cmd *c = inquiry(1, 0xb2, 255, 255);
+
+	expect_good(c);
+	cr_assert_eq(be16(c->in + 2), 4);
+	cr_assert(c->in[5] & 0x80, "LBPU: UNMAP");
+	cr_assert(c->in[5] & 0x40, "LBPWS: WRITE SAME (16) with UNMAP");
+	cr_assert_eq(c->in[5] & 0x20, 0, "no WRITE SAME (10)");
+	cr_assert_eq((c->in[5] >> 2) & 7, 1, "LBPRZ: unmapped reads zeros");
+	cr_assert_eq(c->in[6] & 7, 2, "thin provisioned");
+}
+
+Test(tcmu_scsi, inquiry_invalid_fields)
+{
+	expect_field(inquiry(1, 0x99, 255, 255), 2);
+	expect_field(inquiry(0, 0x80, 255, 255), 2); /* page without EVPD */
+	expect_field(inquiry(2, 0, 255, 255), 1); /* CMDDT */
+}
+
+/* ---------------------------------------------------------------- capacity */
+
+Test(tcmu_scsi, read_capacity_10)
+{
+	uint8_t cdb[10] = { 0x25 };
+	struct kern_cmd *c = harness_run(&h, cdb, 10, KERN_FROM_DEV, NULL, 8);
+
+	expect_good(c);
+	cr_assert_eq(be32(c->in), LUN_SIZE / BS - 1, "last LBA");
+	cr_assert_eq(be32(c->in + 4), BS);
+	/* SBC-3: a LOGICAL BLOCK ADDRESS without PMI is an error. */
+	cdb[5] = 1;
+	expect_field(harness_run(&h, cdb, 10, KERN_FROM_DEV, NULL, 8), 2);
+	cdb[8] = 1; /* PMI: allowed, and obsolete */
+	expect_good(harness_run(&h, cdb, 10, KERN_FROM_DEV, NULL, 8));
+}
+
+Test(tcmu_scsi, read_capacity_10_of_a_large_lun_points_to_16)
+{
+	struct kern_cmd *c;
+	uint8_t cdb[10] = { 0x25 };
+
+	/* 2^32 blocks and more: thin, so nothing is committed. */
+	harness_fini(&h);
+	harness_init(&h, &harness_small, (1ull << 32) * BS + 4096, BS);
+	c = harness_run(&h, cdb, 10, KERN_FROM_DEV, NULL, 8);
+	expect_good(c);
+	cr_assert_eq(be32(c->in), 0xffffffffu);
+}
+
+Test(tcmu_scsi, read_capacity_16)
+{
+	uint8_t cdb[16] = { 0x9e, 0x10 };
+	struct kern_cmd *c;
+
+	put_be32(cdb + 10, 32);
+	c = harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32);
+	expect_good(c);
+	cr_assert_eq(be64(c->in), LUN_SIZE / BS - 1);
+	cr_assert_eq(be32(c->in + 8), BS);
+	cr_assert_eq(c->in[12] & 0x01, 0, "no protection");
+	cr_assert_eq(c->in[13], 0, "one logical block per physical block");
+	cr_assert_eq(c->in[14] & 0xc0, 0xc0, "LBPME and LBPRZ");
+	/* cut to the allocation length */
+	put_be32(cdb + 10, 12);
+	c = harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32);
+	expect_good(c);
+	cr_assert_eq(c->read_len, 12);
+	/* another service action of the opcode */
+	cdb[1] = 0x12;
+	expect_field(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32), 1);
+}
+
+/* ---------------------------------------------------------------- READ, WRITE */
+
+static void round_trip(unsigned int cdb_len, uint64_t lba, uint32_t nb)
+{
+	uint64_t len = (uint64_t)(nb ? nb : 256) * BS;
+	uint8_t *out = malloc(len);
+	struct kern_cmd *c;
+
+	fill(out, len, cdb_len + (unsigned int)lba);
+	expect_good(rw(cdb_len, true, lba, nb, out, len));
+	c = rw(cdb_len, false, lba, nb, NULL, len);
+	expect_good(c);
+	cr_assert_eq(c->read_len, len);
+	cr_assert_arr_eq(c->in, out, len,
+			 "READ (%u) returns what WRITE (%u) "
+			 "wrote",
+			 cdb_len, cdb_len);
+	free(out);
+}
+
+Test(tcmu_scsi, read_and_write_6_10_12_16)
+{
+	round_trip(6, 0x1fff8, 8); /* the last blocks, 17 bits of LBA */
+	round_trip(10, 1000, 16);
+	round_trip(12, 77777, 24);
+	round_trip(16, LUN_SIZE / BS - 32, 32); /* the last blocks */
+}
+
+Test(tcmu_scsi, transfer_length_0_of_read_6_means_256_blocks)
+{
+	round_trip(6, 4096, 0);
+}
+
+Test(tcmu_scsi, transfers_of_many_iovecs)
+{
+	/* Every data block apart from the last: one iovec per page. */
+	const struct kern_cfg cfg = { .cmd_area = 64 * 1024,
+				      .data_area = 4 << 20,
+				      .guard = 4ull << 30,
+				      .scatter = true };
+	uint64_t len = 1 << 20;
+	uint8_t *out = malloc(len);
+	struct kern_cmd *c;
+
+	harness_fini(&h);
+	harness_init(&h, &cfg, LUN_SIZE, BS);
+	fill(out, len, 9);
+	c = rw(16, true, 12345, (uint32_t)(len / BS), out, len);
+	expect_good(c);
+	cr_assert_eq(c->iov_cnt, 256);
+	c = rw(16, false, 12345, (uint32_t)(len / BS), NULL, len);
+	expect_good(c);
+	cr_assert_eq(c->iov_cnt, 256);
+	cr_assert_arr_eq(c->in, out, len);
+	free(out);
+}
+
+Test(tcmu_scsi, writes_with_fua_and_zero_blocks)
+{
+	uint8_t cdb[10], buf[BS] = { 1, 2, 3 };
+
+	cdb_rw(cdb, 10, true, 5, 1);
+	cdb[1] = 0x08 | 0x10; /* FUA, DPO */
+	expect_good(harness_run(&h, cdb, 10, KERN_TO_DEV, buf, BS));
+	/* transfer length 0: nothing moves, no error (SBC-3 5.28) */
+	expect_good(rw(10, true, 7, 0, NULL, 0));
+	expect_good(rw(16, false, LUN_SIZE / BS, 0, NULL, 0));
+}
+
+Test(tcmu_scsi, lba_out_of_range)
+{
+	uint64_t last = LUN_SIZE / BS - 1;
+	uint8_t buf[2 * BS] = { 0 };
+
+	expect_sense(rw(10, false, last, 2, NULL, 2 * BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	expect_sense(rw(12, true, last + 1, 1, buf, BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	expect_sense(rw(6, true, 0x1fffff, 1, buf, BS), TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_LBA_OUT_OF_RANGE);
+	/* lba + blocks wraps around 2^64: still out of range */
+	expect_sense(rw(16, false, UINT64_MAX - 1, 2, NULL, 2 * BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	expect_sense(rw(16, true, UINT64_MAX, 1, buf, BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+}
+
+Test(tcmu_scsi, a_buffer_that_is_not_the_transfer_length_is_refused)
+{
+	uint8_t buf[4 * BS];
+	struct kern_cmd *c;
+
+	fill(buf, sizeof(buf), 3);
+	expect_good(rw(10, true, 100, 4, buf, sizeof(buf)));
+	/* 8 blocks asked, 4 blocks of buffer, either way */
+	expect_field(rw(10, false, 100, 8, NULL, 4 * BS), 7);
+	expect_field(rw(10, true, 100, 2, buf, 4 * BS), 7);
+	expect_field(rw(16, true, 100, 8, buf, 4 * BS), 10);
+	/* and the refused write wrote nothing */
+	c = rw(10, false, 100, 4, NULL, 4 * BS);
+	expect_good(c);
+	cr_assert_arr_eq(c->in, buf, sizeof(buf));
+}
+
+Test(tcmu_scsi, more_than_the_maximum_transfer_length_is_refused)
+{
+	uint32_t nb = (1u << 20) / BS + 1;
+
+	expect_field(rw(16, false, 0, nb, NULL, (uint64_t)nb * BS), 10);
+}
+
+Test(tcmu_scsi, protection_information_is_refused)
+{
+	uint8_t cdb[16], buf[BS] = { 0 };
+
+	cdb_rw(cdb, 16, false, 0, 1);
+	cdb[1] = 0x20; /* RDPROTECT 1 */
+	expect_field(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, BS), 1);
+	cdb_rw(cdb, 10, true, 0, 1);
+	cdb[1] = 0x60; /* WRPROTECT 3 */
+	expect_field(harness_run(&h, cdb, 10, KERN_TO_DEV, buf, BS), 1);
+}
+
+/* ---------------------------------------------------------------- SYNCHRONIZE CACHE */
+
+Test(tcmu_scsi, synchronize_cache_10_and_16)
+{
+	uint8_t c10[10] = { 0x35, 0x02 /* IMMED */ }, c16[16] = { 0x91 };
+
+	expect_good(harness_run(&h, c10, 10, KERN_NONE, NULL, 0));
+	put_be64(c16 + 2, 100);
+	put_be32(c16 + 10, 100);
+	expect_good(harness_run(&h, c16, 16, KERN_NONE, NULL, 0));
+	put_be64(c16 + 2, LUN_SIZE / BS - 1);
+	expect_sense(harness_run(&h, c16, 16, KERN_NONE, NULL, 0),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	put_be32(c10 + 2, (uint32_t)(LUN_SIZE / BS + 1));
+	expect_sense(harness_run(&h, c10, 10, KERN_NONE, NULL, 0),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+}
+
+/* ---------------------------------------------------------------- MODE SENSE */
+
+static struct kern_cmd *mode_sense(bool ten, uint8_t byte1, uint8_t page,
+				   uint8_t subpage, uint16_t alloc)
+{
+	uint8_t cdb[10] = { 0 };
+
+	if (ten) {
+		cdb[0] = 0x5a;
+		cdb[7] = (uint8_t)(alloc >> 8);
+		cdb[8] = (uint8_t)alloc;
+	} else {
+		cdb[0] = 0x1a;
+		cdb[4] = (uint8_t)alloc;
+	}
+	cdb[1] = byte1;
+	cdb[2] = page;
+	cdb[3] = subpage;
+	return harness_run(&h, cdb, ten ? 10 : 6, KERN_FROM_DEV, NULL, alloc);
+}
+
+Test(tcmu_scsi, mode_sense_6_caching_page)
+{
+	struct kern_cmd *c = mode_sense(false, 0, 0x08, 0, 255);
+	const uint8_t *p;
+
+	expect_good(c);
+	cr_assert_eq(c->read_len, 4 + 8 + 20);
+	cr_assert_eq(c->in[0], 4 + 8 + 20 - 1, "mode data length");
+	cr_assert_eq(c->in[2] & 0x80, 0, "not write protected");
+	cr_assert(c->in[2] & 0x10, "DPOFUA");
+	cr_assert_eq(c->in[3], 8, "one short block descriptor");
+	cr_assert_eq(be32(c->in + 4) & 0xffffff, LUN_SIZE / BS);
+	cr_assert_eq(be32(c->in + 8) & 0xffffff, BS);
+	p = c->in + 12;
+	cr_assert_eq(p[0] & 0x3f, 0x08);
+	cr_assert_eq(p[1], 0x12);
+	cr_assert_eq(p[2] & 0x04, 0, "memory: no volatile cache, WCE 0");
+	cr_assert_eq(p[2] & 0x01, 0, "RCD 0");
+}
+
+Test(tcmu_scsi, mode_sense_10_long_lba_descriptor)
+{
+	struct kern_cmd *c = mode_sense(true, 0x10, 0x08, 0, 512);
+
+	expect_good(c);
+	cr_assert_eq(c->read_len, 8 + 16 + 20);
+	cr_assert_eq(be16(c->in), 8 + 16 + 20 - 2);
+	cr_assert(c->in[3] & 0x10, "DPOFUA");
+	cr_assert_eq(c->in[4] & 0x01, 1, "LONGLBA");
+	cr_assert_eq(be16(c->in + 6), 16);
+	cr_assert_eq(be64(c->in + 8), LUN_SIZE / BS);
+	cr_assert_eq(be32(c->in + 20), BS);
+	cr_assert_eq(c->in[24] & 0x3f, 0x08);
+}
+
+Test(tcmu_scsi, mode_sense_all_pages_without_block_descriptors)
+{
+	struct kern_cmd *c = mode_sense(false, 0x08, 0x3f, 0, 255);
+
+	expect_good(c);
+	cr_assert_eq(c->in[3], 0, "DBD: no descriptor");
+	cr_assert_eq(c->read_len, 4 + 20 + 12);
+	cr_assert_eq(c->in[4] & 0x3f, 0x08);
+	cr_assert_eq(c->in[24] & 0x3f, 0x0a);
+	cr_assert_eq(c->in[25], 0x0a);
+	/* all pages and subpages: the same, there are no subpages */
+	c = mode_sense(true, 0x08, 0x3f, 0xff, 255);
+	expect_good(c);
+	cr_assert_eq(c->read_len, 8 + 20 + 12);
+}
+
+Test(tcmu_scsi, mode_sense_changeable_values_are_none)
+{
+	struct kern_cmd *c = mode_sense(false, 0x08, 0x40 | 0x08, 0, 255);
+
+	expect_good(c);
+	cr_assert_eq(c->in[4] & 0x3f, 0x08);
+	for (int i = 2; i < 20; i++)
+		cr_assert_eq(c->in[4 + i], 0, "byte %d changeable", i);
+}
+
+Test(tcmu_scsi, mode_sense_errors)
+{
+	expect_sense(mode_sense(false, 0, 0xc0 | 0x08, 0, 255),
+		     TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_SAVING_PARAMETERS_NOT_SUPPORTED);
+	expect_field(mode_sense(true, 0, 0x19, 0, 255), 2);
+	expect_field(mode_sense(false, 0, 0x08, 0x01, 255), 3);
+}
+
+Test(tcmu_scsi, mode_sense_6_is_cut_to_the_allocation_length)
+{
+	struct kern_cmd *c = mode_sense(false, 0, 0x3f, 0, 4);
+
+	expect_good(c);
+	cr_assert_eq(c->read_len, 4);
+	cr_assert_eq(c->in[0], 4 + 8 + 32 - 1, "the full length is told");
+}
+
+/* ---------------------------------------------------------------- UNMAP */
+
+static struct kern_cmd *unmap(const uint64_t *lba, const uint32_t *nb,
+			      unsigned int n, uint16_t plen_override)
+{
+	uint8_t cdb[10] = { 0x42 };
+	size_t len = 8 + 16 * (size_t)n;
+	uint8_t *p = calloc(1, len);
+	struct kern_cmd *c;
+	uint16_t plen = plen_override ? plen_override : (uint16_t)len;
+
+	p[0] = (uint8_t)((len - 2) >> 8);
+	p[1] = (uint8_t)(len - 2);
+	p[2] = (uint8_t)((16 * n) >> 8);
+	p[3] = (uint8_t)(16 * n);
+	for (unsigned int i = 0; i < n; i++) {
+		put_be64(p + 8 + 16 * i, lba[i]);
+		put_be32(p + 16 + 16 * i, nb[i]);
+	}
+	cdb[7] = (uint8_t)(plen >> 8);
+	cdb[8] = (uint8_t)plen;
+	c = harness_run(&h, cdb, 10, KERN_TO_DEV, p, plen < len ? plen : len);
+	free(p);
+	return c;
+}
+
+static void write_pattern(uint64_t lba, uint32_t nb, unsigned int seed)
+{
+	uint8_t *buf = malloc((size_t)nb * BS);
+
+	fill(buf, (size_t)nb * BS, seed);
+	expect_good(rw(16, true, lba, nb, buf, (uint64_t)nb * BS));
+	free(buf);
+}
+
+static bool blocks_are_zero(uint64_t lba, uint32_t nb)
+{
+	struct kern_cmd *c = rw(16, false, lba, nb, NULL, (uint64_t)nb * BS);
+
+	expect_good(c);
+	for (size_t i = 0; i < (size_t)nb * BS; i++)
+		if (c->in[i])
+			return false;
+	return true;
+}
+
+Test(tcmu_scsi, unmap_deallocates_and_reads_zeros)
+{
+	uint64_t lba[2] = { 9, 100 };
+	uint32_t nb[2] = { 20, 64 };
+
+	write_pattern(0, 256, 1);
+	expect_good(unmap(lba, nb, 2, 0));
+	cr_assert(blocks_are_zero(9, 20));
+	cr_assert(blocks_are_zero(100, 64));
+	cr_assert_not(blocks_are_zero(8, 1), "the block before stays");
+	cr_assert_not(blocks_are_zero(29, 1), "the block after stays");
+	cr_assert_not(blocks_are_zero(164, 1));
+}
+
+Test(tcmu_scsi, unmap_checks_every_descriptor_before_any)
+{
+	uint64_t lba[2] = { 0, LUN_SIZE / BS - 1 };
+	uint32_t nb[2] = { 8, 2 };
+
+	write_pattern(0, 8, 2);
+	expect_sense(unmap(lba, nb, 2, 0), TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_LBA_OUT_OF_RANGE);
+	cr_assert_not(blocks_are_zero(0, 8), "nothing was unmapped");
+}
+
+Test(tcmu_scsi, unmap_parameter_list_errors)
+{
+	uint64_t lba[TCMU_UNMAP_DESC_MAX + 1] = { 0 };
+	uint32_t nb[TCMU_UNMAP_DESC_MAX + 1] = { 0 };
+	uint8_t cdb[10] = { 0x42, 0x01 /* ANCHOR */ };
+
+	expect_sense(unmap(lba, nb, 1, 4), TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_PARAMETER_LIST_LENGTH_ERROR);
+	expect_sense(unmap(lba, nb, TCMU_UNMAP_DESC_MAX + 1, 0),
+		     TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_INVALID_FIELD_IN_PARAMETER_LIST);
+	/* More blocks than the MAXIMUM UNMAP LBA COUNT in all: the same
+	 * whole LUN, 17 times. */
+	for (int i = 0; i < 17; i++)
+		nb[i] = LUN_SIZE / BS;
+	expect_sense(unmap(lba, nb, 17, 0), TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_INVALID_FIELD_IN_PARAMETER_LIST);
+	expect_field(harness_run(&h, cdb, 10, KERN_NONE, NULL, 0), 1);
+	/* No parameter data at all: nothing to do, and no error. */
+	cdb[1] = 0;
+	expect_good(harness_run(&h, cdb, 10, KERN_NONE, NULL, 0));
+}
+
+Test(tcmu_scsi, unmap_ignores_a_truncated_descriptor)
+{
+	uint64_t lba[2] = { 0, 16 };
+	uint32_t nb[2] = { 8, 8 };
+
+	write_pattern(0, 24, 3);
+	/* 8 + 16 + 10: the second descriptor is cut short */
+	expect_good(unmap(lba, nb, 2, 8 + 16 + 10));
+	cr_assert(blocks_are_zero(0, 8));
+	cr_assert_not(blocks_are_zero(16, 8));
+}
+
+/* ---------------------------------------------------------------- WRITE SAME */
+
+static struct kern_cmd *write_same(uint8_t flags, uint64_t lba, uint32_t nb,
+				   const uint8_t *block, uint64_t len)
+{
+	uint8_t cdb[16] = { 0x93, flags };
+
+	put_be64(cdb + 2, lba);
+	put_be32(cdb + 10, nb);
+	return harness_run(&h, cdb, 16, len ? KERN_TO_DEV : KERN_NONE, block,
+			   len);
+}
+
+Test(tcmu_scsi, write_same_16_repeats_the_block)
+{
+	uint8_t block[BS];
+	struct kern_cmd *c;
+
+	fill(block, BS, 77);
+	expect_good(write_same(0, 1000, 300, block, BS));
+	c = rw(16, false, 999, 302, NULL, 302 * BS);
+	expect_good(c);
+	for (int i = 1; i <= 300; i++)
+		cr_assert_arr_eq(c->in + i * BS, block, BS, "block %d", i);
+	cr_assert_arr_neq(c->in, block, BS);
+	cr_assert_arr_neq(c->in + 301 * BS, block, BS);
+}
+
+Test(tcmu_scsi, write_same_16_with_unmap_deallocates)
+{
+	uint8_t zero[BS] = { 0 }, one[BS];
+
+	write_pattern(2000, 64, 4);
+	expect_good(write_same(0x08, 2000, 32, zero, BS));
+	cr_assert(blocks_are_zero(2000, 32));
+	cr_assert_not(blocks_are_zero(2032, 1));
+	/* UNMAP with data that is not zeros: written, not unmapped */
+	memset(one, 0x11, sizeof(one));
+	expect_good(write_same(0x08, 2032, 2, one, BS));
+	cr_assert_not(blocks_are_zero(2032, 1));
+	/* NDOB: no Data-Out buffer, zeros */
+	expect_good(write_same(0x08 | 0x01, 2032, 32, NULL, 0));
+	cr_assert(blocks_are_zero(2032, 32));
+}
+
+Test(tcmu_scsi, write_same_16_errors)
+{
+	uint8_t block[BS] = { 0 };
+
+	expect_field(write_same(0, 0, 0, block, BS), 10); /* WSNZ */
+	expect_field(write_same(0, 0, (1u << 30) / BS + 1, block, BS), 10);
+	expect_sense(write_same(0, LUN_SIZE / BS - 1, 2, block, BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	expect_field(write_same(0, 0, 1, block, BS / 2), 10);
+	expect_field(write_same(0x10, 0, 1, block, BS), 1); /* ANCHOR */
+	expect_field(write_same(0x20, 0, 1, block, BS), 1); /* WRPROTECT */
+}
+
+/* ---------------------------------------------------------------- file backend */
+
+static char file_path[64];
+
+static void file_lun(uint64_t size)
+{
+	struct tcmu_backend *be;
+	int fd, r;
+
+	harness_fini(&h);
+	strcpy(file_path, "/tmp/tcmu-test-XXXXXX");
+	fd = mkstemp(file_path);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	r = tcmu_backend_file_open(file_path, size, &be);
+	cr_assert_eq(r, 0, "file backend: %s", strerror(-r));
+	harness_init_be(&h, &harness_small, be, BS);
+}
+
+static void file_done(void)
+{
+	unlink(file_path);
+}
+
+Test(tcmu_scsi, file_backend_round_trip_fua_and_flush)
+{
+	uint8_t buf[8 * BS], back[8 * BS], cdb[16];
+	struct kern_cmd *c;
+	int fd;
+
+	file_lun(LUN_SIZE);
+	fill(buf, sizeof(buf), 5);
+	cdb_rw(cdb, 16, true, 64, 8);
+	cdb[1] = 0x08; /* FUA */
+	expect_good(harness_run(&h, cdb, 16, KERN_TO_DEV, buf, sizeof(buf)));
+	c = rw(10, false, 64, 8, NULL, sizeof(buf));
+	expect_good(c);
+	cr_assert_arr_eq(c->in, buf, sizeof(buf));
+	/* the bytes are the file's */
+	fd = open(file_path, O_RDONLY);
+	cr_assert_eq(pread(fd, back, sizeof(back), 64 * BS), sizeof(back));
+	close(fd);
+	cr_assert_arr_eq(back, buf, sizeof(buf));
+	cdb[0] = 0x91;
+	memset(cdb + 1, 0, 15);
+	expect_good(harness_run(&h, cdb, 16, KERN_NONE, NULL, 0));
+	file_done();
+}
+
+Test(tcmu_scsi, file_backend_has_a_write_cache)
+{
+	struct kern_cmd *c;
+
+	file_lun(LUN_SIZE);
+	c = mode_sense(false, 0x08, 0x08, 0, 255);
+	expect_good(c);
+	cr_assert(c->in[4 + 2] & 0x04, "WCE");
+	file_done();
+}
+
+Test(tcmu_scsi, file_backend_unmap_punches_holes)
+{
+	uint64_t lba = 0;
+	uint32_t nb = (1 << 20) / BS;
+	struct stat before, after;
+
+	file_lun(LUN_SIZE);
+	write_pattern(0, 2048, 6);
+	cr_assert_eq(stat(file_path, &before), 0);
+	expect_good(unmap(&lba, &nb, 1, 0));
+	cr_assert_eq(stat(file_path, &after), 0);
+	cr_assert(blocks_are_zero(0, 2048));
+	cr_assert_lt(after.st_blocks, before.st_blocks,
+		     "the file gave its blocks back (%lld -> %lld)",
+		     (long long)before.st_blocks, (long long)after.st_blocks);
+	file_done();
+}
+
+Test(tcmu_scsi, file_backend_write_error_is_a_medium_error)
+{
+	uint8_t buf[8 * BS];
+	struct rlimit lim = { 4096, RLIM_INFINITY };
+
+	/* The file exists at its full size; a lower RLIMIT_FSIZE makes
+	 * writes past 4 KiB fail with EFBIG, for real. */
+	file_lun(LUN_SIZE);
+	signal(SIGXFSZ, SIG_IGN);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	fill(buf, sizeof(buf), 7);
+	expect_sense(rw(10, true, 1024, 8, buf, sizeof(buf)),
+		     TCMU_SK_MEDIUM_ERROR, TCMU_ASC_WRITE_ERROR);
+	expect_good(rw(10, true, 0, 8, buf, 8 * BS));
+	file_done();
+}
+
+/* A full filesystem: a tmpfs of 1 MiB in a mount namespace of a child
+ * process (a single-threaded one: unshare needs it).  No Criterion
+ * assertion in the child: it answers with its exit status. */
+static int enospc_child(void)
+{
+	char dir[] = "/tmp/tcmu-enospc-XXXXXX", path[64];
+	struct ioflusher_mempool *pool;
+	struct tcmu_backend *be;
+	struct tcmu_port port;
+	struct tcmu_ring ring;
+	struct tcmu_lun lun;
+	struct kern_cmd *c = NULL;
+	struct kern k;
+	uint8_t *buf = malloc(1 << 20), cdb[16];
+
+	if (!buf || !mkdtemp(dir))
+		return 2;
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
+		rmdir(dir);
+		return 77;
+	}
+	snprintf(path, sizeof(path), "%s/lun", dir);
+	if (kern_init(&k, &harness_small) < 0 ||
+	    tcmu_backend_file_open(path, 16 << 20, &be) < 0 ||
+	    tcmu_port_pool_new(NULL, 1, true, &pool) < 0)
+		return 3;
+	port = (struct tcmu_port){ pool, k.sock[1], "enospc" };
+	if (tcmu_ring_init(&ring, k.u, k.map_size, &lun, &tcmu_port_ops,
+			   &port) < 0 ||
+	    tcmu_lun_init(&lun, be, 4096, k.data_size, "enospc") < 0)
+		return 4;
+	memset(buf, 1, 1 << 20);
+	/* 2 MiB into 1 MiB: the first or the second write fails. */
+	for (int i = 0; i < 2; i++) {
+		int id;
+
+		cdb_rw(cdb, 16, true, 256 * (uint64_t)i, 256);
+		id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 1 << 20);
+		if (id < 0 || tcmu_ring_process(&ring) != 1 ||
+		    kern_complete(&k) != 1)
+			return 5;
+		c = kern_cmd(&k, id);
+		if (c->status != TCMU_STATUS_GOOD)
+			break;
+	}
+	if (c->status != TCMU_STATUS_CHECK_CONDITION)
+		return 6;
+	return (c->sense[2] & 0xf) == TCMU_SK_DATA_PROTECT &&
+			       c->sense[12] == 0x27 && c->sense[13] == 0x07 ?
+		       0 :
+		       7;
+}
+
+Test(tcmu_scsi, a_full_filesystem_is_space_allocation_failed)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(enospc_child());
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "the child died: status 0x%x", status);
+	if (WEXITSTATUS(status) == 77)
+		cr_skip("no mount namespace with a tmpfs here");
+	cr_assert_eq(WEXITSTATUS(status), 0,
+		     "DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT "
+		     "expected (child status %d)",
+		     WEXITSTATUS(status));
+}

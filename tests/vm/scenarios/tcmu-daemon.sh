@@ -1,0 +1,281 @@
+#!/bin/sh
+# TCMU: ioflusher-tcmu serves tcm_loop SCSI disks: ext4 and fio verify on them, flagged.
+#
+# Two target_core_user backstores, dev_config=ioflusher/mem and
+# ioflusher/file//tmp/lun1.img, exported through tcm_loop, are SCSI disks
+# of this VM whose every command crosses the daemon's rings (one thread
+# each).  The daemon runs as root with every capability, so the
+# flag is required (no --best-effort): its report must say that every
+# protection applied, its audit and ioflusher status that every thread
+# carries the flag.  sd must take the disk as the daemon describes it
+# (size, vendor, thin provisioning, no rotation), a filesystem must hold
+# what is written to it across a remount with the caches dropped, fio must
+# verify its own writes (crc32c), and a daemon started again after SIGTERM
+# must take the ring up where the first left it.
+#
+# ext4 asks for the crc32c hash by its alias, which names no module file.
+# vm-modules: @tcmu ext4 crc32c_generic
+# vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio
+# vm-memory: 512
+# vm-timeout: 240
+. /vm/lib.sh
+
+size=67108864 # 64 MiB: /sys/block/sdX/size is 131072 sectors
+size1=33554432 # the file disk: 32 MiB, 65536 sectors
+img=/tmp/lun1.img
+mnt=/mnt/tcmu
+mkdir -p "$mnt"
+
+alive() {
+	_st=$(sed -n 's/.*) \(.\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -n "$_st" ] && [ "$_st" != Z ]
+}
+
+# tcmu_start LOG: the daemon in the background, until it says it serves.
+tcmu_start() {
+	: >"$1"
+	ioflusher-tcmu --verbose >"$1" 2>&1 &
+	pid=$!
+	_i=0
+	until grep -q '^serving: ' "$1"; do
+		if [ $_i -ge 200 ] || ! alive "$pid"; then
+			vm_diag "ioflusher-tcmu did not start:"
+			vm_diag_lines <"$1"
+			return 1
+		fi
+		usleep 100000
+		_i=$((_i + 1))
+	done
+}
+
+# tcmu_stop: SIGTERM; its exit status (137 if it had to be killed).
+tcmu_stop() {
+	kill -TERM "$pid"
+	_i=0
+	while alive "$pid"; do
+		if [ $_i -ge 200 ]; then
+			vm_diag "ioflusher-tcmu still runs 20 s after SIGTERM"
+			kill -9 "$pid"
+			break
+		fi
+		usleep 100000
+		_i=$((_i + 1))
+	done
+	wait "$pid"
+}
+
+status_flagged() {
+	ioflusher status "$1" >/tmp/status 2>&1
+	_rc=$?
+	cat /tmp/status
+	[ "$_rc" = 0 ] &&
+		grep -qx 'verdict: *every thread carries the flag' /tmp/status
+}
+
+# find_disk SECTORS: the SCSI disk tcm_loop made of one of our LUNs, by
+# its size: its sdX, once sd has it.
+find_disk() {
+	_i=0
+	while [ $_i -lt 300 ]; do
+		for _d in /sys/block/sd*; do
+			[ -e "$_d/device/model" ] || continue
+			case $(cat "$_d/device/model") in
+			ioflusher-tcmu*)
+				[ "$(cat "$_d/size")" = "$1" ] &&
+					vm_wait_for "/dev/${_d##*/}" 5 &&
+					echo "${_d##*/}" && return 0
+				;;
+			esac
+		done
+		usleep 100000
+		_i=$((_i + 1))
+	done
+	return 1
+}
+
+# export BACKSTORE N: LUN N of a tcm_loop target, made in the order that
+# lets the kernel's scan find it: the portal group, its nexus, then the
+# LUN (with no nexus yet, tcm_loop fails the scan's commands).
+export_lun() {
+	_tpg=$VM_TARGET/loopback/naa.5001405000000011/tpgt_1
+	if [ ! -d "$_tpg" ]; then
+		mkdir -p "$_tpg" &&
+			echo naa.5001405000000012 >"$_tpg/nexus" || return 1
+	fi
+	mkdir "$_tpg/lun/lun_$2" &&
+		ln -s "$VM_TARGET/core/user_1/$1" "$_tpg/lun/lun_$2/$1"
+}
+
+write_files() {
+	_i=0
+	while [ $_i -lt "$2" ]; do
+		dd if=/dev/urandom of="$mnt/$1$_i" bs=64k count=16 2>/dev/null ||
+			return 1
+		_i=$((_i + 1))
+	done
+	(cd "$mnt" && sha256sum "$1"*) >>/tmp/sums && sync
+}
+
+# new_fs DISK PREFIX N: ext4 on DISK with N files of 1 MiB, unmounted.
+new_fs() {
+	mkfs.ext4 -q -F "/dev/$1" && mount -t ext4 "/dev/$1" "$mnt" &&
+		write_files "$2" "$3" && umount "$mnt"
+}
+
+remount_verify() { # [DISK]
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	mount -t ext4 "/dev/${1:-$disk}" "$mnt" || return 1
+	(cd "$mnt" && sha256sum -c /tmp/sums) || return 1
+	umount "$mnt"
+}
+
+if uio=$(vm_tcmu_backstore disk0 "$size" ioflusher/mem); then
+	vm_ok "a user backstore with dev_config=ioflusher/mem makes $uio"
+else
+	vm_not_ok "a user backstore with dev_config=ioflusher/mem makes /dev/uioN"
+	dmesg | tail -n 20 | vm_diag_lines
+	vm_exit
+fi
+vm_diag "$(cat /sys/class/uio/${uio#/dev/}/name), map0 $(cat /sys/class/uio/${uio#/dev/}/maps/map0/size)"
+if uio1=$(vm_tcmu_backstore disk1 "$size1" "ioflusher/file/$img"); then
+	vm_ok "and one with dev_config=ioflusher/file/$img makes $uio1"
+else
+	vm_not_ok "and one with dev_config=ioflusher/file/$img makes /dev/uioN"
+	vm_exit
+fi
+
+if ! tcmu_start /tmp/tcmu.log; then
+	vm_not_ok "ioflusher-tcmu serves $uio"
+	vm_exit
+fi
+vm_check "ioflusher-tcmu serves tcm-user/1/disk0/ioflusher/mem on $uio" \
+	grep -q "^device: tcm-user/1/disk0/ioflusher/mem on $uio: mem backend, 131072 blocks of 512 bytes" /tmp/tcmu.log
+vm_check "and tcm-user/1/disk1/ioflusher/file/$img on $uio1, made" \
+	sh -c "grep -q '^device: tcm-user/1/disk1/ioflusher/file/$img on $uio1: file backend, 65536 blocks of 512 bytes' /tmp/tcmu.log &&
+		test \$(stat -c %s $img) = $size1"
+if [ "$(grep -c '^setup: .*: applied' /tmp/tcmu.log)" = 4 ]; then
+	vm_ok "its start-up report says every protection applied"
+else
+	vm_not_ok "its start-up report says every protection applied"
+	grep '^setup' /tmp/tcmu.log | vm_diag_lines
+fi
+n=$(sed -n 's/^audit: \([0-9]*\) of \1 threads carry the io-flusher flag$/\1/p' /tmp/tcmu.log)
+if [ "$n" = 3 ] && ! grep -q MISSING /tmp/tcmu.log; then
+	vm_ok "its audit says all 3 threads (main, two rings) carry the flag"
+else
+	vm_not_ok "its audit says every thread carries the flag"
+	grep '^audit' /tmp/tcmu.log | vm_diag_lines
+fi
+vm_check "ioflusher status $pid: every thread carries the flag" \
+	status_flagged "$pid"
+
+# ------------------------------------------------------------ the disk
+
+if export_lun disk0 0 && disk=$(find_disk 131072); then
+	vm_ok "tcm_loop exports the LUN: sd makes /dev/$disk"
+else
+	vm_not_ok "tcm_loop exports the LUN as a SCSI disk"
+	dmesg | tail -n 30 | vm_diag_lines
+	vm_diag_lines </tmp/tcmu.log
+	tcmu_stop
+	vm_exit
+fi
+q=/sys/block/$disk/queue
+vm_diag "$disk: $(cat /sys/block/$disk/device/vendor) $(cat /sys/block/$disk/device/model) $(cat /sys/block/$disk/device/rev), wwid $(cat /sys/block/$disk/device/wwid 2>/dev/null)"
+vm_diag "$disk: max_hw_sectors_kb $(cat $q/max_hw_sectors_kb), discard_max_bytes $(cat $q/discard_max_bytes), discard_granularity $(cat $q/discard_granularity), write_cache $(cat $q/write_cache), provisioning_mode $(cat /sys/block/$disk/device/scsi_disk/*/provisioning_mode)"
+vm_check "sd reads the size: 131072 sectors of 512 bytes" \
+	test "$(cat /sys/block/$disk/size)" = 131072 -a \
+	"$(cat $q/logical_block_size)" = 512
+vm_check "sd reads the vendor: IOFLUSHR" \
+	test "$(cat /sys/block/$disk/device/vendor)" = IOFLUSHR
+# Linux ranks a locally assigned NAA and a T10 vendor ID alike, and
+# names the disk by one of them.
+vm_check "sd reads a designator of VPD page 0x83 as the disk's wwid" \
+	grep -Eqx 't10\.IOFLUSHR[0-9a-f]{16}|naa\.3[0-9a-f]{15}' \
+	/sys/block/$disk/device/wwid
+vm_check "sd reads the thin provisioning pages: UNMAP (discard) enabled" \
+	sh -c "[ \$(cat $q/discard_max_bytes) -gt 0 ] &&
+		grep -qx unmap /sys/block/$disk/device/scsi_disk/*/provisioning_mode"
+vm_check "sd reads the block device characteristics: not rotational" \
+	test "$(cat $q/rotational)" = 0
+vm_check "sd reads the caching mode page: no volatile cache (memory)" \
+	test "$(cat $q/write_cache)" = "write through"
+
+# ------------------------------------------------------------ a filesystem
+
+vm_check "mkfs.ext4 on /dev/$disk" mkfs.ext4 -q -F "/dev/$disk"
+vm_check "mount" mount -t ext4 "/dev/$disk" "$mnt"
+: >/tmp/sums
+vm_check "write 16 files of 1 MiB, sync" write_files f 16
+vm_check "fstrim: UNMAP through the ring" fstrim "$mnt"
+vm_check "umount" umount "$mnt"
+vm_check "e2fsck finds the filesystem clean" e2fsck -fn "/dev/$disk"
+vm_check "mount again with the caches dropped: every checksum matches" \
+	remount_verify
+
+# ------------------------------------------------------------ the file disk
+
+if export_lun disk1 1 && disk1=$(find_disk 65536); then
+	vm_ok "the file LUN: sd makes /dev/$disk1"
+else
+	vm_not_ok "the file LUN is exported as a SCSI disk"
+	dmesg | tail -n 30 | vm_diag_lines
+	tcmu_stop
+	vm_exit
+fi
+vm_check "sd reads the caching mode page: a volatile cache (file)" \
+	test "$(cat /sys/block/$disk1/queue/write_cache)" = "write back"
+: >/tmp/sums
+vm_check "file: mkfs.ext4, mount, write 8 files of 1 MiB, sync, umount" \
+	new_fs "$disk1" g 8
+vm_check "file: mount again with the caches dropped: every checksum matches" \
+	remount_verify "$disk1"
+vm_check "file: what the disk reads is the file's bytes" \
+	cmp "/dev/$disk1" "$img"
+
+# ------------------------------------------------------------ fio verify
+
+vm_check "fio: 4k random writes, 16 in flight, verified (crc32c)" \
+	fio --name=verify --filename="/dev/$disk" --direct=1 --ioengine=libaio \
+	--iodepth=16 --rw=randwrite --bs=4k --size=16M --verify=crc32c \
+	--do_verify=1 --verify_fatal=1 --output=/tmp/fio.out
+vm_check "fio: 256k sequential writes, verified (crc32c)" \
+	fio --name=seq --filename="/dev/$disk" --direct=1 --ioengine=libaio \
+	--iodepth=4 --rw=write --bs=256k --size=32M --offset=16M \
+	--verify=crc32c --do_verify=1 --verify_fatal=1 --output=/tmp/fio.out
+vm_check "the daemon still serves" alive "$pid"
+
+# ------------------------------------------------------------ restart
+
+tcmu_stop
+vm_check "SIGTERM: the daemon exits 0" test $? = 0
+grep '^stats: ' /tmp/tcmu.log | vm_diag_lines
+vm_check "it counted the commands, and no malformed entry or break" \
+	grep -Eq '^stats: .*: [1-9][0-9]* commands, .* 0 malformed, .* 0 breaks' \
+	/tmp/tcmu.log
+# Commands sent while no daemon serves wait in the ring for the next one.
+dd if="/dev/$disk" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null &
+reader=$!
+usleep 500000
+if tcmu_start /tmp/tcmu2.log; then
+	vm_ok "a second daemon attaches to the same ring"
+else
+	vm_not_ok "a second daemon attaches to the same ring"
+fi
+_i=0
+while alive "$reader" && [ $_i -lt 100 ]; do
+	usleep 100000
+	_i=$((_i + 1))
+done
+wait "$reader"
+vm_check "the read queued while no daemon ran is answered by the second" \
+	test $? = 0
+vm_check "and it serves the disk: write and read 1 MiB" \
+	sh -c "dd if=/dev/urandom of=/tmp/mb bs=64k count=16 2>/dev/null &&
+		dd if=/tmp/mb of=/dev/$disk bs=64k oflag=direct 2>/dev/null &&
+		dd if=/dev/$disk of=/tmp/mb2 bs=64k count=16 iflag=direct 2>/dev/null &&
+		cmp /tmp/mb /tmp/mb2"
+tcmu_stop
+vm_check "SIGTERM: the second daemon exits 0" test $? = 0
+vm_exit
