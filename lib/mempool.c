@@ -21,8 +21,13 @@
  * the waiters in FIFO order before anyone else may take them, so a bulk
  * request is not starved by single ones and no wake-up is lost: the grant
  * is made under the lock the waiter queued under.  While anyone waits,
- * frees bypass the per-thread caches, so a waiter never starves while
- * other threads pile elements into their caches.
+ * frees bypass the per-thread caches, so other threads do not pile up
+ * elements out of the waiter's reach.  The fast path of a free sees that
+ * someone waits through one relaxed load, without the lock: a free racing
+ * with the arrival of a waiter may still go into the freeing thread's
+ * cache, like the elements that were there before.  Those are what the
+ * sizing rule of ioflusher(7) reserves for caches (T x cache_nr); a pool
+ * with no caches (cache_nr 0) has no such elements.
  */
 #include <errno.h>
 #include <linux/capability.h>
@@ -139,6 +144,9 @@ struct ioflusher_mempool {
 	uint64_t timeouts;
 	_Atomic uint32_t resize_lock;
 	_Atomic unsigned int nchunks;
+	/* Bumped when a thread gives its cache slot back: a thread that
+	 * found every slot taken looks again only then. */
+	_Atomic uintptr_t slot_gen;
 	struct mp_chunk chunks[MP_CHUNKS];
 };
 
@@ -152,6 +160,9 @@ struct mp_tls {
 	uint64_t serial;
 	struct mp_cache *cache;
 };
+/* An entry serial | MP_NO_SLOT says "no slot was free at slot_gen",
+ * cache holding that generation; the fast path never matches it. */
+#define MP_NO_SLOT (1ull << 63)
 static __thread struct mp_tls mp_tls[MP_TLS_WAYS]
 	__attribute__((tls_model("initial-exec")));
 static _Atomic uint64_t mp_next_serial = 1;
@@ -223,6 +234,15 @@ static size_t round_up(size_t x, size_t a)
 	return (x + a - 1) & ~(a - 1);
 }
 
+/* round_up() of sizes that come from the caller: false on overflow. */
+static bool round_up_checked(size_t x, size_t a, size_t *out)
+{
+	if (x > SIZE_MAX - (a - 1))
+		return false;
+	*out = round_up(x, a);
+	return true;
+}
+
 /* ------------------------------------------------------------ memory */
 
 static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
@@ -254,15 +274,19 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 		    unsigned int flags, bool *locked, int *errp)
 {
 	size_t page = page_size();
-	size_t slack = align > page ? align : 0;
+	size_t slack = align > page ? align : 0, total;
 	char *map, *p;
 	size_t i;
 
-	map = mmap(NULL, len + slack, PROT_READ | PROT_WRITE,
+	if (__builtin_add_overflow(len, slack, &total)) {
+		*errp = -EINVAL;
+		return NULL;
+	}
+	map = mmap(NULL, total, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED) {
 		*errp = -errno;
-		log_err(ctx, "mempool: cannot map %zu bytes: %s", len + slack,
+		log_err(ctx, "mempool: cannot map %zu bytes: %s", total,
 			strerror(-*errp));
 		return NULL;
 	}
@@ -472,7 +496,7 @@ static int depot_wait(struct ioflusher_mempool *pool, void **elems, size_t n,
 {
 	struct mp_waiter w = { .elems = elems, .n = n };
 	uint64_t start = now_ns();
-	int ret = 0;
+	int ret = 0, err = 0;
 
 	*pool->wait_tail = &w;
 	pool->wait_tail = &w.next;
@@ -485,20 +509,35 @@ static int depot_wait(struct ioflusher_mempool *pool, void **elems, size_t n,
 	while (!atomic_load_explicit(&w.granted, memory_order_acquire)) {
 		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
 		if (futex(&w.granted, FUTEX_WAIT_BITSET_PRIVATE, 0, deadline,
-			  FUTEX_BITSET_MATCH_ANY) < 0 &&
-		    errno == ETIMEDOUT)
-			break;
+			  FUTEX_BITSET_MATCH_ANY) == 0 ||
+		    errno == EINTR || errno == EAGAIN)
+			continue;
+		/* ETIMEDOUT; anything else is a futex(2) refused, by a
+		 * seccomp filter say: looping on it would spin. */
+		err = errno;
+		break;
 	}
 
+	/* Taken again even when granted: the granter still holds it while
+	 * it wakes us, and w, on this stack, must outlive that. */
 	mp_lock(&pool->lock);
 	if (!atomic_load_explicit(&w.granted, memory_order_acquire)) {
 		unlink_waiter(pool, &w);
-		pool->timeouts++;
-		ret = -ETIMEDOUT;
+		if (err == ETIMEDOUT) {
+			pool->timeouts++;
+			ret = -ETIMEDOUT;
+		} else {
+			ret = -ENOSYS;
+		}
 		grant(pool); /* those behind may fit now */
 	}
 	pool->wait_ns += now_ns() - start;
 	mp_unlock(&pool->lock);
+	if (ret == -ENOSYS)
+		log_err(pool->ctx,
+			"mempool: cannot wait for an element: "
+			"futex: %s",
+			strerror(err));
 	return ret;
 }
 
@@ -524,6 +563,26 @@ static inline unsigned int cache_count(const struct mp_cache *c)
 	       atomic_load_explicit(&c->head, RELAXED);
 }
 
+/*
+ * The count of another thread's cache, for statistics.  Its owner moves
+ * head and tail without the lock, so the two loads may see different
+ * moments: head first, then tail, and the difference is kept within what
+ * a cache can hold, never negative.
+ */
+static unsigned int cache_count_racy(const struct ioflusher_mempool *pool,
+				     const struct mp_cache *c)
+{
+	unsigned int head =
+		atomic_load_explicit(&c->head, memory_order_acquire);
+	int d = (int)(atomic_load_explicit(&c->tail, memory_order_acquire) -
+		      head);
+
+	if (d < 0)
+		return 0;
+	return (unsigned int)d > pool->cache_nr ? pool->cache_nr :
+						  (unsigned int)d;
+}
+
 /* The n oldest elements of the cache; n <= cache_count(). */
 static void cache_take(const struct ioflusher_mempool *pool, struct mp_cache *c,
 		       void **out, unsigned int n)
@@ -533,6 +592,17 @@ static void cache_take(const struct ioflusher_mempool *pool, struct mp_cache *c,
 	for (i = 0; i < n; i++)
 		out[i] = c->elems[(head + i) & pool->cache_mask];
 	atomic_store_explicit(&c->head, head + n, RELAXED);
+}
+
+/* The n most recently freed elements, still warm; n <= cache_count(). */
+static void cache_pop(const struct ioflusher_mempool *pool, struct mp_cache *c,
+		      void **out, unsigned int n)
+{
+	unsigned int tail = atomic_load_explicit(&c->tail, RELAXED), i;
+
+	for (i = 0; i < n; i++)
+		out[i] = c->elems[(tail - 1 - i) & pool->cache_mask];
+	atomic_store_explicit(&c->tail, tail - n, RELAXED);
 }
 
 /* Room for n is known to be there. */
@@ -547,13 +617,31 @@ static void cache_put(const struct ioflusher_mempool *pool, struct mp_cache *c,
 	atomic_store_explicit(&c->tail, tail + (unsigned int)n, RELAXED);
 }
 
-/* Give every element of the cache back to the depot; lock held. */
-static void cache_drain(struct ioflusher_mempool *pool, struct mp_cache *c)
+/*
+ * The depot has room for every element of the pool, so more than that
+ * coming back means an element was freed twice (a build without
+ * IOFLUSHER_DEBUG cannot tell earlier).  Lock held.
+ */
+static bool depot_room(struct ioflusher_mempool *pool, size_t n)
+{
+	if (n <= pool->depot_cap - pool->depot_count)
+		return true;
+	log_err(pool->ctx, "mempool: more elements freed than the pool holds: "
+			   "double free");
+	return false;
+}
+
+/* Give every element of the cache back to the depot; lock held.  On a
+ * double free the cache is left as it is and -EINVAL returned. */
+static int cache_drain(struct ioflusher_mempool *pool, struct mp_cache *c)
 {
 	unsigned int n = cache_count(c);
 
+	if (!depot_room(pool, n))
+		return -EINVAL;
 	cache_take(pool, c, pool->depot + pool->depot_count, n);
 	pool->depot_count += n;
+	return 0;
 }
 
 /* pthread key destructor: a thread that exits gives its cache back. */
@@ -564,52 +652,70 @@ static void cache_release(void *arg)
 	struct mp_tls *t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
 
 	mp_lock(&pool->lock);
-	cache_drain(pool, c);
+	if (cache_drain(pool, c) < 0) {
+		/* What cannot go back was freed twice: forget it. */
+		atomic_store_explicit(&c->head,
+				      atomic_load_explicit(&c->tail, RELAXED),
+				      RELAXED);
+	}
 	grant(pool);
 	mp_unlock(&pool->lock);
-	if (t->cache == c)
+	if ((t->serial & ~MP_NO_SLOT) == pool->serial)
 		t->serial = 0;
 	atomic_store_explicit(&c->owner, 0, memory_order_release);
+	atomic_fetch_add_explicit(&pool->slot_gen, 1, memory_order_release);
 }
 
-/* The calling thread's cache, claimed on its first call; NULL when the
- * pool has none or all are taken. */
+/*
+ * The calling thread's cache, claimed on its first call; NULL when the
+ * pool has none or all are taken.  The TLS table is a cache of
+ * pthread_getspecific(): two pools in the same way of it evict each other,
+ * and then each call of theirs takes this path, which touches no memory
+ * that other threads write.
+ */
 static struct mp_cache *cache_get(struct ioflusher_mempool *pool)
 {
-	uintptr_t self = (uintptr_t)mp_tls;
-	struct mp_tls *t;
-	struct mp_cache *c, *found = NULL;
+	struct mp_tls *t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	uintptr_t gen;
+	struct mp_cache *c;
 	unsigned int i;
 
 	c = cache_lookup(pool);
 	if (c || !pool->slots)
 		return c;
-	/* Evicted from the table by another pool: find the slot again. */
-	for (i = 0; i < MP_CACHE_SLOTS && !found; i++) {
-		c = slot(pool, i);
-		if (atomic_load_explicit(&c->owner, memory_order_relaxed) ==
-		    self)
-			found = c;
-	}
-	for (i = 0; i < MP_CACHE_SLOTS && !found; i++) {
+	c = pthread_getspecific(pool->key);
+	if (c)
+		goto found;
+	gen = atomic_load_explicit(&pool->slot_gen, memory_order_acquire);
+	if (t->serial == (pool->serial | MP_NO_SLOT) &&
+	    (uintptr_t)t->cache == gen)
+		return NULL;
+	for (i = 0; i < MP_CACHE_SLOTS; i++) {
 		uintptr_t none = 0;
 
 		c = slot(pool, i);
-		if (atomic_compare_exchange_strong(&c->owner, &none, self)) {
-			c->pool = pool;
-			if (pthread_setspecific(pool->key, c) != 0) {
-				atomic_store(&c->owner, 0);
-				return NULL;
-			}
-			found = c;
+		/* Load first: a failed compare-and-swap would take the
+		 * line, on which its owner's head and tail are, away from
+		 * the owner. */
+		if (atomic_load_explicit(&c->owner, memory_order_relaxed) ||
+		    !atomic_compare_exchange_strong(&c->owner, &none,
+						    (uintptr_t)mp_tls))
+			continue;
+		c->pool = pool;
+		if (pthread_setspecific(pool->key, c) != 0) {
+			atomic_store(&c->owner, 0);
+			return NULL;
 		}
+		goto found;
 	}
-	if (!found)
-		return NULL;
-	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	t->serial = pool->serial | MP_NO_SLOT;
+	t->cache = (struct mp_cache *)gen;
+	return NULL;
+
+found:
 	t->serial = pool->serial;
-	t->cache = found;
-	return found;
+	t->cache = c;
+	return c;
 }
 
 /* ------------------------------------------------------------ create */
@@ -620,12 +726,13 @@ static int add_chunk(struct ioflusher_mempool *pool, size_t nr,
 	size_t bytes, states = 0, page = page_size();
 	int err = 0;
 
-	if (__builtin_mul_overflow(nr, pool->stride, &bytes))
+	if (__builtin_mul_overflow(nr, pool->stride, &bytes) ||
+	    !round_up_checked(bytes, page, &bytes))
 		return -EINVAL;
 #ifdef IOFLUSHER_DEBUG
-	states = round_up(nr, page);
+	if (!round_up_checked(nr, page, &states))
+		return -EINVAL;
 #endif
-	bytes = round_up(bytes, page);
 	if (bytes + states < bytes)
 		return -EINVAL;
 	ch->map = mp_map(pool->ctx, bytes + states,
@@ -649,11 +756,11 @@ static void **depot_map(struct ioflusher_mempool *pool, size_t cap,
 {
 	size_t len;
 
-	if (__builtin_mul_overflow(cap, sizeof(void *), &len)) {
+	if (__builtin_mul_overflow(cap, sizeof(void *), &len) ||
+	    !round_up_checked(len, page_size(), &len)) {
 		*errp = -EINVAL;
 		return NULL;
 	}
-	len = round_up(len, page_size());
 	*map_size = len;
 	return mp_map(pool->ctx, len, page_size(), pool->flags, locked, errp);
 }
@@ -882,7 +989,8 @@ alloc_slow(struct ioflusher_mempool *pool, unsigned int flags)
 		mp_unlock(&pool->lock);
 		return NULL;
 	}
-	depot_wait(pool, &elem, 1, NULL);
+	if (depot_wait(pool, &elem, 1, NULL) < 0)
+		return NULL;
 out:
 	debug_alloc(pool, elem);
 	return elem;
@@ -917,15 +1025,18 @@ _public_ void *ioflusher_mempool_alloc(struct ioflusher_mempool *pool,
 	return alloc_slow(pool, flags);
 }
 
-static void deadline_of(int64_t timeout_ns, struct timespec *ts)
+/* The absolute deadline; false when it is beyond what time_t holds,
+ * which is as good as waiting forever. */
+static bool deadline_of(int64_t timeout_ns, struct timespec *ts)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += timeout_ns / 1000000000;
 	ts->tv_nsec += timeout_ns % 1000000000;
 	if (ts->tv_nsec >= 1000000000) {
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000;
 	}
+	return !__builtin_add_overflow(ts->tv_sec, timeout_ns / 1000000000,
+				       &ts->tv_sec);
 }
 
 _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
@@ -933,6 +1044,7 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 					  int64_t timeout_ns)
 {
 	struct timespec deadline;
+	bool has_deadline = false;
 	struct mp_cache *c;
 	size_t k = 0, i;
 	int ret = 0;
@@ -943,11 +1055,11 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 	if (c)
 		k = cache_count(c);
 	if (k >= n) {
-		cache_take(pool, c, elems, (unsigned int)n);
+		cache_pop(pool, c, elems, (unsigned int)n);
 		goto out;
 	}
 	if (timeout_ns > 0)
-		deadline_of(timeout_ns, &deadline);
+		has_deadline = deadline_of(timeout_ns, &deadline);
 
 	mp_lock(&pool->lock);
 	if (n > pool->total) {
@@ -969,10 +1081,13 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 	/* All or nothing: wait holding no partial set, or two requests
 	 * each holding half of what the other needs would wait forever. */
 	if (k) {
-		cache_drain(pool, c);
+		if (cache_drain(pool, c) < 0) {
+			mp_unlock(&pool->lock);
+			return -EINVAL;
+		}
 		grant(pool);
 	}
-	ret = depot_wait(pool, elems, n, timeout_ns > 0 ? &deadline : NULL);
+	ret = depot_wait(pool, elems, n, has_deadline ? &deadline : NULL);
 	if (ret < 0)
 		return ret;
 out:
@@ -989,61 +1104,64 @@ _public_ int ioflusher_mempool_alloc_timeout(struct ioflusher_mempool *pool,
 
 /* ------------------------------------------------------------ free */
 
-/* Elements validated; push them to the cache if it has room and no one
- * waits, else to the depot. */
+/*
+ * Elements validated: to the cache if it has room and no one waits, else
+ * to the depot.  What is checked without the lock (free_limit) is checked
+ * again under it: an element must not go into a cache once a waiter has
+ * queued, or it could wait for it forever.
+ */
 static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
 		     size_t n)
 {
 	struct mp_cache *c = cache_get(pool);
-	unsigned int count = 0, half;
+	unsigned int count = 0, spill;
 	size_t i;
 
+	for (i = 0; i < n; i++)
+		debug_free_end(pool, elems[i]);
 	if (c)
 		count = cache_count(c);
 	if (c && n <= atomic_load_explicit(&pool->free_limit, RELAXED)) {
-		if (count + n > pool->cache_nr) {
-			/* Full: the older three quarters go back, so that
-			 * a thread that only frees (a completion thread)
-			 * takes the lock once per 3/4 cache_nr frees, and
-			 * one that alternates does not bounce at the edge. */
-			half = pool->cache_nr - pool->cache_nr / 4;
-			if (half < count + n - pool->cache_nr)
-				half = (unsigned int)(count + n -
-						      pool->cache_nr);
-			if (half > count)
-				half = count;
-			mp_lock(&pool->lock);
-			if (pool->depot_count + half > pool->depot_cap)
-				goto overflow;
-			cache_take(pool, c, pool->depot + pool->depot_count,
-				   half);
-			pool->depot_count += half;
-			grant(pool);
-			mp_unlock(&pool->lock);
+		if (count + n <= pool->cache_nr) {
+			cache_put(pool, c, elems, n);
+			return 0;
 		}
-		for (i = 0; i < n; i++)
-			debug_free_end(pool, elems[i]);
+		/* Full: the older three quarters go back, so that a thread
+		 * that only frees (a completion thread) takes the lock once
+		 * per 3/4 cache_nr frees, and one that alternates does not
+		 * bounce at the edge. */
+		spill = pool->cache_nr - pool->cache_nr / 4;
+		if (spill < count + n - pool->cache_nr)
+			spill = (unsigned int)(count + n - pool->cache_nr);
+		if (spill > count)
+			spill = count;
+		mp_lock(&pool->lock);
+		if (pool->wait_head)
+			goto to_depot;
+		if (!depot_room(pool, spill))
+			goto overflow;
+		cache_take(pool, c, pool->depot + pool->depot_count, spill);
+		pool->depot_count += spill;
+		mp_unlock(&pool->lock);
 		cache_put(pool, c, elems, n);
 		return 0;
 	}
 
-	for (i = 0; i < n; i++)
-		debug_free_end(pool, elems[i]);
 	mp_lock(&pool->lock);
-	if (pool->depot_count + n > pool->depot_cap)
+to_depot:
+	if (!depot_room(pool, n))
 		goto overflow;
 	depot_push(pool, elems, n);
 	/* Someone waits: what this thread cached must not strand them. */
-	if (c && count)
-		cache_drain(pool, c);
+	if (c && pool->wait_head && cache_drain(pool, c) < 0)
+		goto overflow;
 	grant(pool);
 	mp_unlock(&pool->lock);
 	return 0;
 
 overflow:
+	grant(pool);
 	mp_unlock(&pool->lock);
-	log_err(pool->ctx, "mempool: more elements freed than the pool holds: "
-			   "double free");
 	return -EINVAL;
 }
 
@@ -1129,6 +1247,7 @@ _public_ int ioflusher_mempool_free_bulk(struct ioflusher_mempool *pool,
 _public_ int ioflusher_mempool_flush(struct ioflusher_mempool *pool)
 {
 	struct mp_cache *c;
+	int r;
 
 	if (!pool)
 		return -EINVAL;
@@ -1137,10 +1256,10 @@ _public_ int ioflusher_mempool_flush(struct ioflusher_mempool *pool)
 	if (!c)
 		return 0;
 	mp_lock(&pool->lock);
-	cache_drain(pool, c);
+	r = cache_drain(pool, c);
 	grant(pool);
 	mp_unlock(&pool->lock);
-	return 0;
+	return r;
 }
 
 _public_ int ioflusher_mempool_stats(const struct ioflusher_mempool *cpool,
@@ -1159,10 +1278,13 @@ _public_ int ioflusher_mempool_stats(const struct ioflusher_mempool *cpool,
 	st.cache_nr = pool->cache_nr;
 	mp_lock(&pool->lock);
 	for (i = 0; pool->slots && i < MP_CACHE_SLOTS; i++)
-		st.cached += cache_count(slot(pool, i));
+		st.cached += cache_count_racy(pool, slot(pool, i));
 	st.min_nr = pool->total;
+	/* Racy reads of the caches may add up to more than there is. */
+	if (st.cached > pool->total - pool->depot_count)
+		st.cached = pool->total - pool->depot_count;
 	st.free = pool->depot_count + st.cached;
-	st.in_use = st.free <= st.min_nr ? st.min_nr - st.free : 0;
+	st.in_use = st.min_nr - st.free;
 	st.high_water = pool->high_water;
 	st.waits = pool->waits;
 	st.wait_ns = pool->wait_ns;

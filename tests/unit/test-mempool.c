@@ -16,6 +16,7 @@
 #include <sys/capability.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -587,16 +588,16 @@ Test(mempool, resize_grows_and_wakes_waiters, .timeout = 60)
 	struct ioflusher_mempool *pool = make(2, 4096, 4096, 0);
 	struct waiter_arg a = {
 	    .pool = pool, .n = 3, .timeout = IOFLUSHER_MEMPOOL_FOREVER};
-	void *e[2];
+	void *e[2], *b[3];
 	pthread_t t;
 	int i;
 
 	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
-	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, a.elems, 3, 0), -EINVAL,
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, b, 3, 0), -EINVAL,
 		     "more than the pool holds");
 	cr_assert_eq(ioflusher_mempool_resize(pool, 5), 0);
 	cr_assert_eq(stats_of(pool).min_nr, 5);
-	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, a.elems, 3, 0), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, b, 3, 0), 0);
 	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
 	wait_for_waiters(pool, 1);
 	cr_assert_eq(ioflusher_mempool_resize(pool, 8), 0);
@@ -608,9 +609,14 @@ Test(mempool, resize_grows_and_wakes_waiters, .timeout = 60)
 	}
 	cr_assert_eq(ioflusher_mempool_resize(pool, 8), 0, "same size");
 	cr_assert_eq(ioflusher_mempool_resize(pool, 7), -EINVAL);
+	cr_assert_eq(stats_of(pool).in_use, 8);
 	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 3), 0);
 	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 2), 0);
-	cr_assert_eq(stats_of(pool).in_use, 3, "the first waiter's three");
+	cr_assert_eq(stats_of(pool).in_use, 3, "the main thread's three");
+	/* Those of the grown chunks are freed like those of the first. */
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, b, 3), 0);
+	cr_assert_eq(stats_of(pool).in_use, 0);
+	cr_assert_eq(stats_of(pool).free, 8);
 	ioflusher_mempool_free(pool);
 }
 
@@ -748,6 +754,181 @@ Test(mempool, lock_failure_is_reported)
 	cr_assert_not_null(strstr(logbuf, "not locked"), "%s", logbuf);
 	ioflusher_mempool_free(pool);
 	ioflusher_ctx_unref(ctx);
+}
+
+/*
+ * Without the debug checks a double free is not seen when it happens; it
+ * must be refused when the pool would hold more than it has, and never
+ * write past the depot.  With them, it is refused at once.
+ */
+Test(mempool, double_free_never_overflows_the_depot)
+{
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	void *x;
+
+	cr_assert_eq(ioflusher_mempool_new(ctx, 16, 64, 0, 8, 0, &pool), 0);
+	x = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), 0);
+#ifdef IOFLUSHER_DEBUG
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), -EINVAL);
+	cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+#else
+	/* The cache has room: the second free is not seen yet. */
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), 0);
+	cr_assert_eq(ioflusher_mempool_flush(pool), -EINVAL);
+	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	cr_assert_leq(stats_of(pool).free, 17);
+#endif
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+struct churn_arg {
+	struct ioflusher_mempool *pool;
+	_Atomic bool stop;
+};
+
+static void *churn(void *p)
+{
+	struct churn_arg *a = p;
+	void *e[2];
+
+	while (!atomic_load(&a->stop)) {
+		if (ioflusher_mempool_alloc_bulk(a->pool, e, 2, 0) == 0)
+			ioflusher_mempool_free_bulk(a->pool, e, 2);
+	}
+	return NULL;
+}
+
+/* Another thread's cache is read while its owner moves both ends. */
+Test(mempool, stats_while_another_thread_churns, .timeout = 60)
+{
+	struct churn_arg a = {.pool = make(64, 64, 0, 8)};
+	pthread_t t;
+	int i;
+
+	cr_assert_eq(pthread_create(&t, NULL, churn, &a), 0);
+	for (i = 0; i < 200000; i++) {
+		struct ioflusher_mempool_stats st = stats_of(a.pool);
+
+		if (st.cached > st.cache_nr || st.free > st.min_nr)
+			break;
+	}
+	atomic_store(&a.stop, true);
+	pthread_join(t, NULL);
+	cr_assert_eq(i, 200000, "a snapshot counted more than a cache holds");
+	cr_assert_eq(stats_of(a.pool).free, 64);
+	ioflusher_mempool_free(a.pool);
+}
+
+static void *alloc_free_some(void *p)
+{
+	struct ioflusher_mempool *pool = p;
+	void *e[4];
+	int r, i;
+
+	for (r = 0; r < 100; r++) {
+		for (i = 0; i < 4; i++)
+			e[i] = ioflusher_mempool_alloc(pool, 0);
+		for (i = 0; i < 4; i++)
+			if (ioflusher_mempool_free_elem(pool, e[i]) < 0)
+				return (void *)1;
+	}
+	return NULL;
+}
+
+/* 64 threads get a cache; the others work on the depot. */
+Test(mempool, more_threads_than_caches, .timeout = 120)
+{
+	enum { N = 80 };
+	struct ioflusher_mempool *pool = make(N * 4 + 64 * 4, 64, 0, 4);
+	pthread_t t[N];
+	void *ret;
+	int i;
+
+	for (i = 0; i < N; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, alloc_free_some, pool),
+			     0);
+	for (i = 0; i < N; i++) {
+		pthread_join(t[i], &ret);
+		cr_assert_null(ret);
+	}
+	cr_assert_eq(stats_of(pool).cached, 0, "exiting threads gave back");
+	cr_assert_eq(stats_of(pool).free, N * 4 + 64 * 4);
+	ioflusher_mempool_free(pool);
+}
+
+/* More pools than ways in the thread's lookup table, used in turn. */
+Test(mempool, many_pools_in_turn)
+{
+	enum { P = 12 };
+	struct ioflusher_mempool *pool[P];
+	void *e[P];
+	int i, r;
+
+	for (i = 0; i < P; i++)
+		pool[i] = make(8, 64, 0, 4);
+	for (r = 0; r < 1000; r++) {
+		for (i = 0; i < P; i++) {
+			e[i] = ioflusher_mempool_alloc(pool[i], 0);
+			cr_assert_not_null(e[i]);
+		}
+		for (i = 0; i < P; i++)
+			cr_assert_eq(ioflusher_mempool_free_elem(pool[i], e[i]),
+				     0);
+		/* Each element goes back to its own pool. */
+		cr_assert_eq(ioflusher_mempool_free_elem(pool[(r + 1) % P],
+							 e[r % P]),
+			     -EINVAL);
+	}
+	for (i = 0; i < P; i++) {
+		cr_assert_eq(stats_of(pool[i]).free, 8);
+		cr_assert_gt(stats_of(pool[i]).cached, 0, "each has a cache");
+		ioflusher_mempool_free(pool[i]);
+	}
+}
+
+static int wait_without_futex(void *arg, int *out)
+{
+	struct ioflusher_mempool *pool = make(1, 64, 0, 0);
+
+	/* The only element, taken: the next allocation must wait. */
+	if (!ioflusher_mempool_alloc(pool, 0))
+		return 3;
+	void *f;
+
+	if (install_syscall_filter(SYS_futex, EPERM) < 0)
+		return 2;
+	out[0] = ioflusher_mempool_alloc_timeout(pool, &f,
+						 IOFLUSHER_MEMPOOL_FOREVER);
+	out[1] = ioflusher_mempool_alloc(pool, 0) == NULL;
+	return 0;
+}
+
+/* A sandbox that refuses futex(2): a wait fails, it does not spin. */
+Test(mempool, a_refused_futex_fails_the_wait, .timeout = 30)
+{
+	int out[2];
+
+	cr_assert_eq(run_in_child(wait_without_futex, NULL, out, 2), 0);
+	cr_assert_eq(out[0], -ENOSYS);
+	cr_assert_eq(out[1], 1, "alloc returns NULL");
+}
+
+/* Sizes whose rounding overflows are refused, not wrapped. */
+Test(mempool, sizes_that_overflow_when_rounded)
+{
+	struct ioflusher_mempool *pool = NULL;
+	size_t huge = 2u << 20;
+
+	cr_assert_eq(ioflusher_mempool_new(NULL, SIZE_MAX / huge, 1, huge, 0,
+					   0, &pool),
+		     -EINVAL);
+	cr_assert_eq(ioflusher_mempool_new(NULL, SIZE_MAX / 64 - 1, 64, 64, 0,
+					   0, &pool),
+		     -EINVAL);
+	cr_assert_null(pool);
 }
 
 Test(mempool, pointer_from_another_pool_is_refused)
