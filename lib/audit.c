@@ -87,15 +87,30 @@ _public_ int ioflusher_audit_new(pid_t pid, struct ioflusher_audit **auditp)
 		closedir(dir);
 		return -ENOMEM;
 	}
-	while (r == 0 && (de = readdir(dir))) {
+	for (;;) {
 		char *end;
-		long tid = strtol(de->d_name, &end, 10);
+		long tid;
 
+		/* NULL is the end, or an error: a process that exits while
+		 * it is listed can cut the listing short. */
+		errno = 0;
+		de = readdir(dir);
+		if (!de) {
+			r = -errno;
+			break;
+		}
+		tid = strtol(de->d_name, &end, 10);
 		if (*end || tid <= 0)
 			continue;
 		r = audit_add(&a, &cap, pid, (pid_t)tid);
+		if (r < 0)
+			break;
 	}
 	closedir(dir);
+	/* No thread left to look at: the process is gone, or a zombie.
+	 * Never an empty audit, which would read as "all flagged". */
+	if (r == 0 && a->count == 0)
+		r = -ESRCH;
 	if (r < 0) {
 		free(a);
 		return r;

@@ -52,8 +52,16 @@ _public_ int ioflusher_caps_initial_userns(void)
 {
 	struct stat st;
 
-	if (stat("/proc/self/ns/user", &st) < 0)
-		return -errno;
+	if (stat("/proc/self/ns/user", &st) < 0) {
+		int err = errno;
+
+		/* /proc is there but not the file: a kernel built without
+		 * user namespaces (CONFIG_USER_NS), where every process is
+		 * in the initial one. */
+		if (err == ENOENT && stat("/proc/self/status", &st) == 0)
+			return 1;
+		return -err;
+	}
 	return st.st_ino == PROC_USER_INIT_INO;
 }
 

@@ -63,14 +63,19 @@ _public_ const char *ioflusher_risk_string(int protection)
 	return risk_text[protection];
 }
 
-/* EPERM and friends for a capability checked with capable(). */
+/*
+ * EPERM and friends for a capability checked with capable().  Not held at
+ * all is a missing capability, wherever the process sits; held, but in a
+ * child user namespace, is one that does not count; held where it counts
+ * and refused all the same is a filter or a security module.
+ */
 static int diagnose_capability(int cap)
 {
+	if (ioflusher_caps_have(cap) != 1)
+		return IOFLUSHER_REASON_CAPABILITY;
 	if (ioflusher_caps_initial_userns() == 0)
 		return IOFLUSHER_REASON_USER_NAMESPACE;
-	if (ioflusher_caps_have(cap) == 1)
-		return IOFLUSHER_REASON_SANDBOX;
-	return IOFLUSHER_REASON_CAPABILITY;
+	return IOFLUSHER_REASON_SANDBOX;
 }
 
 static int diagnose_flag(int err)
@@ -121,10 +126,10 @@ static int diagnose_memlock(int err)
 	case -ENOMEM:
 		/* mm/mlock.c: without CAP_IPC_LOCK, RLIMIT_MEMLOCK of 0 gives
 		 * EPERM and a limit smaller than the process gives ENOMEM. */
-		if (ioflusher_caps_initial_userns() == 0)
-			return IOFLUSHER_REASON_USER_NAMESPACE;
 		if (ioflusher_caps_have(CAP_IPC_LOCK) != 1)
 			return IOFLUSHER_REASON_LIMIT;
+		if (ioflusher_caps_initial_userns() == 0)
+			return IOFLUSHER_REASON_USER_NAMESPACE;
 		if (err == -EPERM)
 			return IOFLUSHER_REASON_SANDBOX;
 		return IOFLUSHER_REASON_NO_MEMORY;

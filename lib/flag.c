@@ -50,6 +50,12 @@ static int flag_set_verified(unsigned long value)
 {
 	int r;
 
+	/* Already so: nothing to ask the kernel, which would want
+	 * CAP_SYS_RESOURCE even for that (a worker that inherited the flag
+	 * after the capability was dropped). */
+	r = ioflusher_flag_get();
+	if (r >= 0 && (unsigned long)r == value)
+		return 0;
 	r = flag_prctl(value);
 	if (r < 0)
 		return r;
@@ -111,14 +117,15 @@ _public_ int ioflusher_flag_supported(void)
 {
 	int err;
 
+	/* A seccomp filter can answer anything, success included (ERRNO
+	 * with 0 on an old kernel): trust the release instead.  (Kernels
+	 * with the option backported and an older release number then read
+	 * as unsupported; without a filter they are found.) */
+	if (proc_seccomp_mode() == 2)
+		return kernel_at_least(5, 6);
 	if (prctl(PR_GET_IO_FLUSHER, 0UL, 0UL, 0UL, 0UL) >= 0)
 		return 1;
 	err = errno;
-	/* A seccomp filter can answer anything: trust the release instead.
-	 * (Kernels with the option backported and an older release number
-	 * then read as unsupported; without a filter they are found.) */
-	if (proc_seccomp_mode() == 2)
-		return kernel_at_least(5, 6);
 	if (err == EPERM)
 		return 1;
 	if (err == EINVAL)

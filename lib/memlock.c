@@ -125,13 +125,15 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 	if (flags & IOFLUSHER_MEMLOCK_ONFAULT)
 		mcl |= MCL_ONFAULT;
 	/* Without CAP_IPC_LOCK the soft limit is all we may lock: take what
-	 * the hard limit allows.  With it, the limit does not apply. */
-	if (!caps_counted(CAP_IPC_LOCK)) {
+	 * the hard limit allows.  With it, the limit does not apply now, but
+	 * it does to every mapping made under MCL_FUTURE once the daemon has
+	 * dropped CAP_IPC_LOCK: raise it either way. */
+	{
 		int r = ioflusher_memlock_limit(NULL, &hard);
 
 		if (r == 0)
 			r = ioflusher_memlock_raise_limit(hard);
-		if (r < 0)
+		if (r < 0 && !caps_counted(CAP_IPC_LOCK))
 			return r;
 	}
 	if (mlockall(mcl) < 0)

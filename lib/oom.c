@@ -39,10 +39,13 @@ static int legacy_from_score(int adj)
 	return v;
 }
 
+/* As fs/proc/base.c reads oom_adj back: its maximum is the score's. */
 static int score_from_legacy(int v)
 {
 	if (v == OOM_DISABLE)
 		return -1000;
+	if (v == OOM_ADJUST_MAX)
+		return 1000;
 	return v * 1000 / -OOM_DISABLE;
 }
 

@@ -72,12 +72,15 @@ struct ioflusher_ctx {
 bool caps_counted(int cap);
 
 /* /proc readers (lib/proc.c). */
-/* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process, tid 0 the calling thread. */
+/* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process,
+ * tid 0 the calling thread.  -ESRCH for a thread that is gone or a zombie
+ * (whose flags, never cleared at exit, would still read as protected). */
 int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 		    size_t comm_size);
-/* Parse a stat line: comm (field 2, may hold spaces and parentheses) and flags. */
-int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
-		    size_t comm_size);
+/* Parse a stat line: comm (field 2, may hold spaces and parentheses),
+ * state (field 3) and flags (field 9); any output may be NULL. */
+int proc_parse_stat(const char *line, char *state, unsigned long *flags,
+		    char *comm, size_t comm_size);
 /* A "Key:\tvalue" line of /proc/PID/status as an unsigned number (base 10 or 16). */
 int proc_status_u64(pid_t pid, const char *key, int base, uint64_t *value);
 /* Read a small file whole, NUL-terminated; returns its length or -errno. */

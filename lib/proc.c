@@ -64,12 +64,13 @@ int proc_write_file(const char *path, const char *text)
 	return r;
 }
 
-int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
-		    size_t comm_size)
+int proc_parse_stat(const char *line, char *state, unsigned long *flags,
+		    char *comm, size_t comm_size)
 {
 	const char *open_paren, *close_paren, *p;
 	unsigned long v;
 	char *end;
+	int field;
 
 	/* comm may contain spaces and ')': it runs to the last ')'. */
 	open_paren = strchr(line, '(');
@@ -84,18 +85,23 @@ int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
 		memcpy(comm, open_paren + 1, n);
 		comm[n] = '\0';
 	}
-	/* Fields after comm: 3 state, 4 ppid, 5 pgrp, 6 session, 7 tty_nr,
-	 * 8 tpgid, 9 flags. */
+	/* Fields after comm, each after one space: 3 state, 4 ppid, 5 pgrp,
+	 * 6 session, 7 tty_nr, 8 tpgid, 9 flags.  A line cut short anywhere
+	 * is refused without reading past its end. */
 	p = close_paren + 1;
-	for (int field = 3; field < 9; field++) {
-		p = strchr(p + 1, ' ');
-		if (!p)
+	for (field = 3;; field++) {
+		if (*p != ' ' || p[1] == '\0' || p[1] == ' ')
 			return -EBADMSG;
+		p++;
+		if (field == 3 && state)
+			*state = *p;
+		if (field == 9)
+			break;
+		p += strcspn(p, " ");
 	}
 	errno = 0;
-	v = strtoul(p + 1, &end, 10);
-	if (errno || end == p + 1 ||
-	    (*end != ' ' && *end != '\0' && *end != '\n'))
+	v = strtoul(p, &end, 10);
+	if (errno || end == p || (*end != ' ' && *end != '\0' && *end != '\n'))
 		return -EBADMSG;
 	if (flags)
 		*flags = v;
@@ -105,8 +111,9 @@ int proc_parse_stat(const char *line, unsigned long *flags, char *comm,
 int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 		    size_t comm_size)
 {
-	char path[64], buf[1024];
+	char path[64], buf[1024], state;
 	ssize_t n;
+	int r;
 
 	if (pid == 0 && tid == 0)
 		/* /proc/thread-self exists since Linux 3.17. */
@@ -125,7 +132,10 @@ int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 	}
 	if (n < 0)
 		return (int)n;
-	return proc_parse_stat(buf, flags, comm, comm_size);
+	r = proc_parse_stat(buf, &state, flags, comm, comm_size);
+	if (r == 0 && (state == 'Z' || state == 'X'))
+		return -ESRCH;
+	return r;
 }
 
 int proc_status_u64(pid_t pid, const char *key, int base, uint64_t *value)

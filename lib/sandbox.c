@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <seccomp.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 
 #include "private.h"
@@ -50,6 +51,12 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 	if (r < 0)
 		return r;
 	r = seccomp_rule_add(f, deny, SCMP_SYS(munlock), 0);
+	if (r < 0)
+		return r;
+	/* mlockall() without MCL_FUTURE ends the locking of what is mapped
+	 * from now on (mm/mlock.c clears VM_LOCKED from the default flags). */
+	r = seccomp_rule_add(f, deny, SCMP_SYS(mlockall), 1,
+			     SCMP_A0(SCMP_CMP_MASKED_EQ, MCL_FUTURE, 0));
 	if (r < 0)
 		return r;
 	return seccomp_load(f);

@@ -255,6 +255,11 @@ static int cmd_status(int argc, char **argv)
 	char buf[64];
 	int supported, adj, r, have_resource, initial, missing = 0;
 
+	if (argc == 2 &&
+	    (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		usage(stdout);
+		return EXIT_READY;
+	}
 	if (argc > 2) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -368,6 +373,26 @@ static int parse_caps(const char *list, int *caps, size_t *n)
 	return 0;
 }
 
+/*
+ * For a command run as root (euid 0), execve makes the permitted set the
+ * whole bounding set: a drop holds only where the bounding set shrank.
+ * The first capability dropped but still bounded, or -1.
+ */
+static int check_bounding(const int *keep, size_t nkeep)
+{
+	if (geteuid() != 0)
+		return -1;
+	for (int cap = 0; cap < (int)cap_max_bits(); cap++) {
+		bool kept = false;
+
+		for (size_t i = 0; i < nkeep; i++)
+			kept |= keep[i] == cap;
+		if (!kept && cap_get_bound((cap_value_t)cap) == 1)
+			return cap;
+	}
+	return -1;
+}
+
 static void print_report(const struct ioflusher_report *report, int p,
 			 bool verbose)
 {
@@ -406,15 +431,22 @@ static int cmd_run(int argc, char **argv)
 		case 'b':
 			policy = IOFLUSHER_POLICY_BEST_EFFORT;
 			break;
-		case 'o':
+		case 'o': {
+			long v;
+
+			/* Range-checked before the cast: "4294966296" is not
+			 * -1000, nor "" 0. */
 			errno = 0;
-			adj = (int)strtol(optarg, &end, 10);
-			if (errno || *end || adj < -1000 || adj > 1000) {
+			v = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < -1000 ||
+			    v > 1000) {
 				errorx("--oom-score-adj takes -1000 to 1000, not '%s'",
 				       optarg);
 				return EXIT_USAGE;
 			}
+			adj = (int)v;
 			break;
+		}
 		case 'l':
 			no_limit = true;
 			break;
@@ -490,14 +522,24 @@ static int cmd_run(int argc, char **argv)
 			errorx("cannot drop capabilities: %s", strerror(-r));
 			return EXIT_NOT_READY;
 		}
+		r = check_bounding(keep, nkeep);
+		if (r >= 0) {
+			/* execve gives root every capability of the bounding
+			 * set back: the drop would not hold for CMD. */
+			errorx("not running %s as root: --keep-caps cannot hold, "
+			       "%s is still in the bounding set (shrinking it "
+			       "needs CAP_SETPCAP)",
+			       argv[optind], cap_to_name((cap_value_t)r));
+			return EXIT_NOT_READY;
+		}
 		/* For a command that is not run as root, kept capabilities
 		 * survive execve only as ambient ones. */
-		for (size_t i = 0; i < nkeep && CAP_AMBIENT_SUPPORTED(); i++)
-			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) <
-				    0 &&
-			    errno != EPERM)
-				errorx("warning: %s cannot be kept across execve for a "
-				       "non-root command: %s",
+		for (size_t i = 0;
+		     geteuid() != 0 && i < nkeep && CAP_AMBIENT_SUPPORTED();
+		     i++)
+			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) < 0)
+				errorx("warning: %s is not kept across execve: "
+				       "it cannot be made ambient: %s",
 				       cap_to_name((cap_value_t)keep[i]),
 				       strerror(errno));
 	}

@@ -37,11 +37,9 @@ static int request_pipe[2];
 
 static void *worker(void *arg)
 {
-	char name[16];
 	char req;
 
-	snprintf(name, sizeof(name), "worker-%ld", (long)(intptr_t)arg);
-	pthread_setname_np(pthread_self(), name);
+	(void)arg;
 	/* The IO path: no malloc here; buffers come from a mempool set up at
 	 * start (see ioflusher_mempool_new(3)). */
 	while (read(request_pipe[0], &req, 1) == 1 && req != 'q')
@@ -115,6 +113,7 @@ int main(int argc, char **argv)
 	bool sandbox = false;
 	sigset_t sigs;
 	int c, r, sig, started = 0;
+	char name[16];
 
 	while ((c = getopt_long(argc, argv, "bt:d:sh", opts, NULL)) != -1) {
 		switch (c) {
@@ -194,11 +193,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "worker %d: %s\n", i, strerror(-r));
 			break;
 		}
+		/* Named by its creator, so that the audit right below sees
+		 * the name whether or not the thread has run yet. */
+		snprintf(name, sizeof(name), "worker-%d", i);
+		pthread_setname_np(threads[i], name);
 		started++;
 	}
 
 	/* 5. The audit, now that everything runs. */
-	usleep(10000); /* let the workers name themselves */
 	audit_threads();
 
 	/* And keep the protections: no thread may undo them from now on. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -159,6 +160,35 @@ Test(audit, no_such_process)
 	cr_assert(gt(int, gone, 0));
 	cr_assert(eq(int, ioflusher_audit_new(gone, &a), -ESRCH));
 	cr_assert(zero(ptr, a));
+}
+
+/* A zombie's stat still shows the flags it ran with (exit does not clear
+ * them): a dead daemon must not read as protected, nor as "0 of 0". */
+Test(audit, a_zombie_is_no_process)
+{
+	struct ioflusher_audit *a = NULL;
+	char path[64], buf[512], *p;
+	pid_t child = fork();
+	int status, i;
+
+	cr_assert(ge(int, child, 0));
+	if (child == 0)
+		_exit(0);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)child);
+	for (i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "re");
+
+		cr_assert_not_null(f);
+		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		if (p && p[2] == 'Z')
+			break;
+		usleep(1000);
+	}
+	cr_assert(lt(int, i, 1000), "the child became a zombie");
+	cr_assert(eq(int, ioflusher_audit_new(child, &a), -ESRCH));
+	cr_assert(zero(ptr, a));
+	cr_assert(eq(int, waitpid(child, &status, 0), child));
 }
 
 Test(audit, index_out_of_range)
