@@ -56,7 +56,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 				      .data_area = 256 * 1024,
 				      .guard = 1ull << 30 };
 
-	if (kern_init(&k, &cfg) < 0 || tcmu_backend_mem_open(8 << 20, &be) < 0)
+	if (tcmu_ring_guard_init() < 0 || kern_init(&k, &cfg) < 0 ||
+	    tcmu_backend_mem_open(8 << 20, &be) < 0)
 		abort();
 	return 0;
 }
@@ -151,7 +152,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct input in = { data, size };
 	bool strict = true;
 
-	kern_clear(&k);
+	if (kern_clear(&k) < 0)
+		abort();
 	attach();
 	while (in.n) {
 		uint8_t op = byte(&in);

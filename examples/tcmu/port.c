@@ -43,8 +43,10 @@ static int port_notify(void *data)
 	do
 		n = write(port->fd, &one, sizeof(one));
 	while (n < 0 && errno == EINTR);
+	/* uio_write() answers EIO once the device is unregistered
+	 * (drivers/uio/uio.c): a removed device, as poll's POLLERR is. */
 	if (n < 0)
-		return -errno;
+		return errno == EIO ? -ENODEV : -errno;
 	return n == sizeof(one) ? 0 : -EIO;
 }
 

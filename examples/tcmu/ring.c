@@ -17,16 +17,23 @@
  *  - every field of an entry is read once, checked, and only the checked
  *    copy is used: offsets, lengths, iovecs, the CDB;
  *  - an entry that does not fit between cmd_tail and cmd_head, or past
- *    the ring's end, breaks the ring: nothing more is read or written
- *    until the kernel resets it (reset_ring moves cmd_tail);
+ *    the ring's end, breaks the ring: nothing is completed while it is
+ *    so, and each pass looks again at the entry at cmd_tail, which the
+ *    kernel's reset_ring (or whoever wrote it) may have made whole;
  *  - a CMD entry whose CDB lies outside the entry, or whose iovecs leave
  *    the data area, is completed with HARDWARE ERROR, INTERNAL TARGET
- *    FAILURE, and none of its data is touched.
+ *    FAILURE, and none of its data is touched;
+ *  - an iovec inside the data area may still name a page the kernel never
+ *    allocated: tcmu_vma_fault() answers a touch of it with SIGBUS.  The
+ *    command runs under a per-thread guard that turns such a SIGBUS into
+ *    the same HARDWARE ERROR (tcmu_ring_guard_init()).
  * The response overlays the request in the entry (rsp and req share a
  * union), so the request is copied out before anything is written.
  */
 #include <errno.h>
 #include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
@@ -68,18 +75,95 @@ static uint32_t load_head(struct tcmu_ring *ring)
 			       __ATOMIC_ACQUIRE);
 }
 
-static void store_tail(struct tcmu_ring *ring)
+static uint32_t *tail_field(struct tcmu_ring *ring)
 {
-	/* The responses are written before the tail that hands them back. */
-	__atomic_store_n((uint32_t *)(void *)mailbox_field(
-				 ring, offsetof(struct tcmu_mailbox, cmd_tail)),
-			 ring->tail, __ATOMIC_RELEASE);
+	return (uint32_t *)(void *)mailbox_field(
+		ring, offsetof(struct tcmu_mailbox, cmd_tail));
 }
 
 static bool valid_offset(const struct tcmu_ring *ring, uint32_t off)
 {
 	return off < ring->cmdr_size && off % TCMU_OP_ALIGN_SIZE == 0;
 }
+
+/* ---------------------------------------------------------------- SIGBUS */
+
+/*
+ * The guard of the thread running a command: where its jump goes, and
+ * the data area whose faults it takes.  Thread-local, so that each ring
+ * thread guards its own command; set and cleared with signal fences so
+ * that the handler, which runs on this thread, sees it as the code does.
+ */
+struct guard {
+	sigjmp_buf env;
+	const uint8_t *lo, *hi;
+};
+
+static __thread struct guard *guard_active;
+static struct sigaction guard_previous;
+static bool guard_installed;
+
+static void guard_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct guard *g = guard_active;
+	const uint8_t *addr = si->si_addr;
+
+	/* A fault (si_code > 0, not a kill) on a data-area page of the
+	 * command this thread runs: the page the kernel never allocated. */
+	if (g && si->si_code > 0 && addr >= g->lo && addr < g->hi)
+		siglongjmp(g->env, 1);
+	/* Anything else is not ours: give it to whoever had SIGBUS before
+	 * (the default, a sanitizer), by faulting again on return, or by
+	 * raising again a signal that was sent. */
+	sigaction(SIGBUS, &guard_previous, NULL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+int tcmu_ring_guard_init(void)
+{
+	/* SA_NODEFER and an empty sa_mask: the handler changes no signal
+	 * mask, so the jump out of it needs none restored (sigsetjmp with
+	 * savemask 0: no system call per command). */
+	struct sigaction sa = { .sa_sigaction = guard_handler,
+				.sa_flags = SA_SIGINFO | SA_NODEFER };
+
+	if (guard_installed)
+		return 0;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &guard_previous) < 0)
+		return -errno;
+	guard_installed = true;
+	return 0;
+}
+
+/*
+ * Execute a command under the guard.  Returns false when a data page of
+ * it faulted.  What runs here (the SCSI layer, the backends) takes no lock
+ * and allocates nothing, so that leaving it half-way, from the handler,
+ * leaves nothing held: a memcpy to or from the data area stops where it
+ * faulted, and the command is answered as failed.
+ */
+static bool execute_guarded(struct tcmu_ring *ring, struct tcmu_cmd *cmd)
+{
+	struct guard g;
+
+	g.lo = ring->map + ring->data_off;
+	g.hi = ring->map + ring->map_size;
+	if (sigsetjmp(g.env, 0)) {
+		guard_active = NULL;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		return false;
+	}
+	guard_active = &g;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	tcmu_scsi_execute(ring->lun, cmd);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	guard_active = NULL;
+	return true;
+}
+
+/* ---------------------------------------------------------------- attach */
 
 int tcmu_ring_init(struct tcmu_ring *ring, void *map, uint64_t map_size,
 		   const struct tcmu_lun *lun, const struct tcmu_ring_ops *ops,
@@ -120,11 +204,14 @@ int tcmu_ring_init(struct tcmu_ring *ring, void *map, uint64_t map_size,
 
 	/* A restarted daemon resumes where the last one stopped. */
 	ring->tail = load32(m + offsetof(struct tcmu_mailbox, cmd_tail));
+	ring->mb_tail = ring->tail;
 	head = load_head(ring);
 	if (!valid_offset(ring, ring->tail) || !valid_offset(ring, head))
 		return -EUCLEAN;
 	return 0;
 }
+
+/* ---------------------------------------------------------------- resets */
 
 static int set_broken(struct tcmu_ring *ring, const char *why)
 {
@@ -138,30 +225,79 @@ static int set_broken(struct tcmu_ring *ring, const char *why)
 	return -EUCLEAN;
 }
 
-/*
- * Nobody but us writes cmd_tail, except the kernel when it resets the
- * ring (the device's reset_ring attribute, tcmu_reset_ring(): cmd_tail
- * set to cmd_head, the commands in flight aborted).  So a cmd_tail that
- * is a ring offset and not the one we wrote is where we go on from; one
- * that is not an offset was scribbled over, is ignored, and is rewritten
- * at the next completion.  A broken ring waits for such a reset, or for
- * the ring to be empty again.  A reset racing with a pass of ours may be
- * undone by our store of cmd_tail: reset a ring whose handler is stuck.
- * Returns false while the ring stays broken.
- */
-static bool follow_reset(struct tcmu_ring *ring)
+/* A broken ring whose entry at cmd_tail fits again. */
+static void mend(struct tcmu_ring *ring)
 {
-	uint32_t tail = load32(
-		mailbox_field(ring, offsetof(struct tcmu_mailbox, cmd_tail)));
-
-	if (!valid_offset(ring, tail))
-		return !ring->broken;
-	if (tail == ring->tail && !(ring->broken && tail == load_head(ring)))
-		return !ring->broken;
-	ring->tail = tail;
+	if (!ring->broken)
+		return;
 	ring->broken = false;
 	ring->why = NULL;
 	ring->stats.resets++;
+}
+
+static void adopt(struct tcmu_ring *ring, uint32_t tail)
+{
+	ring->tail = ring->mb_tail = tail;
+	ring->broken = false;
+	ring->why = NULL;
+	ring->stats.resets++;
+}
+
+/*
+ * Nobody but us writes cmd_tail, except the kernel when it resets the
+ * ring (the device's reset_ring attribute, tcmu_reset_ring(): cmd_head,
+ * cmd_tail and its own last-cleaned offset set to 0, the commands in
+ * flight aborted, and no notification; commands waiting for room are
+ * queued at once from 0).  So a cmd_tail that is a ring offset and not
+ * the one we last wrote is a reset, and where we go on from; one that is
+ * not an offset was scribbled over, is ignored, and is rewritten at the
+ * next completion.  Returns true when a reset was taken.
+ *
+ * A reset to the very offset we last wrote cannot be seen: the kernel
+ * resets to 0, so one that comes while our last cmd_tail was 0 (a ring
+ * never used, or one whose last pass ended at the ring's start) looks like
+ * nothing happened (the ABA problem; see tcmu_ring_process()).
+ */
+static bool follow_reset(struct tcmu_ring *ring)
+{
+	uint32_t tail = load32((const uint8_t *)tail_field(ring));
+
+	if (!valid_offset(ring, tail) || tail == ring->mb_tail)
+		return false;
+	adopt(ring, tail);
+	return true;
+}
+
+/*
+ * Hand the completions back: cmd_tail moves from what we last wrote to
+ * ring->tail, by compare-and-swap, so that a reset the kernel made during
+ * the pass (its plain store of 0 comes before or after ours, never in
+ * the middle) is not overwritten by a stale tail, which would have the
+ * kernel complete, unrun, the commands it queued after the reset.  The
+ * responses are written before the tail (release).  Returns false when
+ * the ring was reset: the reset is adopted and the pass counts for
+ * nothing, since the commands it completed were aborted.
+ */
+static bool publish_tail(struct tcmu_ring *ring)
+{
+	uint32_t seen = ring->mb_tail;
+
+	/* A cmd_tail scribbled over (not an offset) is overwritten; give up
+	 * on a writer who keeps at it, and store plainly. */
+	for (int i = 0; i < 8; i++) {
+		if (__atomic_compare_exchange_n(
+			    tail_field(ring), &seen, ring->tail, false,
+			    __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+			ring->mb_tail = ring->tail;
+			return true;
+		}
+		if (valid_offset(ring, seen)) {
+			adopt(ring, seen);
+			return false;
+		}
+	}
+	__atomic_store_n(tail_field(ring), ring->tail, __ATOMIC_RELEASE);
+	ring->mb_tail = ring->tail;
 	return true;
 }
 
@@ -240,9 +376,14 @@ static void respond(struct tcmu_ring *ring, uint8_t *e,
 		memcpy(ent->rsp.sense_buffer, cmd->sense, TCMU_SENSE_LEN);
 		memset(ent->rsp.sense_buffer + TCMU_SENSE_LEN, 0,
 		       TCMU_SENSE_BUFFERSIZE - TCMU_SENSE_LEN);
-	} else if (cmd->xfer_len < cmd->data_len &&
+	} else if (cmd->xfer_len && cmd->xfer_len < cmd->data_len &&
 		   (ring->mb_flags & TCMU_MAILBOX_FLAG_CAP_READ_LEN)) {
-		/* A short Data-In answer: the initiator gets the residual. */
+		/* A short Data-In answer: the initiator gets the residual.
+		 * Only Data-In commands have an xfer_len: the kernel takes
+		 * READ_LEN as the length of any command, and a write given
+		 * read_len 0 would complete as not written at all.  A
+		 * Data-In answer of no bytes returns the whole (zeroed)
+		 * buffer instead. */
 		ent->rsp.read_len = (uint32_t)cmd->xfer_len;
 		uflags |= TCMU_UFLAG_READ_LEN;
 	}
@@ -257,7 +398,9 @@ static void set_uflags(uint8_t *e, uint8_t flags)
 	__atomic_store_n(&hdr->uflags, flags, __ATOMIC_RELAXED);
 }
 
-/* Complete one CMD entry of len bytes (len >= ENTRY_MIN). */
+/* Complete one CMD entry of len bytes (len >= ENTRY_MIN).  Returns 0,
+ * -ENOMEM without command state, -ERESTART when the ring was reset while
+ * the command ran: its entry may be a new command's now, and is left. */
 static int do_cmd(struct tcmu_ring *ring, uint8_t *e, uint32_t off,
 		  uint32_t len)
 {
@@ -280,8 +423,18 @@ static int do_cmd(struct tcmu_ring *ring, uint8_t *e, uint32_t off,
 		cmd->data_len = 0;
 		tcmu_scsi_sense(cmd, TCMU_SK_ILLEGAL_REQUEST,
 				TCMU_ASC_INVALID_FIELD_IN_CDB);
-	} else {
-		tcmu_scsi_execute(ring->lun, cmd);
+	} else if (!execute_guarded(ring, cmd)) {
+		/* A data page the kernel never allocated. */
+		ring->stats.malformed++;
+		tcmu_scsi_sense(cmd, TCMU_SK_HARDWARE_ERROR,
+				TCMU_ASC_INTERNAL_TARGET_FAILURE);
+	}
+	/* A reset while the command ran: its entry may have been given to
+	 * a new command already, which the response would overwrite.  This
+	 * narrows the window to the next few stores; it does not close it. */
+	if (follow_reset(ring)) {
+		ring->ops->cmd_put(ring->data, cmd);
+		return -ERESTART;
 	}
 	respond(ring, e, cmd);
 	ring->stats.cmds++;
@@ -294,12 +447,13 @@ int tcmu_ring_process(struct tcmu_ring *ring)
 	int done = 0, r = 0;
 	uint32_t head;
 
-	if (!follow_reset(ring))
-		return -EUCLEAN;
+	follow_reset(ring);
 	head = load_head(ring);
 	if (!valid_offset(ring, head))
 		return set_broken(ring,
 				  "cmd_head is not an offset in the ring");
+	if (ring->tail == head)
+		mend(ring);
 
 	while (ring->tail != head) {
 		uint32_t off = ring->tail, used, len, len_op;
@@ -316,6 +470,7 @@ int tcmu_ring_process(struct tcmu_ring *ring)
 				       "an entry does not fit in the ring");
 			break;
 		}
+		mend(ring);
 		switch (tcmu_hdr_get_op(len_op)) {
 		case TCMU_OP_PAD:
 			ring->stats.pads++;
@@ -339,16 +494,22 @@ int tcmu_ring_process(struct tcmu_ring *ring)
 			set_uflags(e, TCMU_UFLAG_UNKNOWN_OP);
 			break;
 		}
+		if (r == -ERESTART)
+			return 0; /* reset and adopted: the pass is void */
 		if (r < 0)
 			break;
 		ring->tail = (off + len) % ring->cmdr_size;
 		done++;
 	}
 	if (done) {
-		store_tail(ring);
+		int n;
+
+		if (!publish_tail(ring))
+			return 0;
 		ring->stats.notifies++;
-		if (ring->ops->notify(ring->data) < 0 && !r)
-			r = -EIO;
+		n = ring->ops->notify(ring->data);
+		if (n < 0 && (!r || r == -EUCLEAN))
+			r = n;
 	}
 	if (r == -ENOMEM)
 		r = 0; /* the rest at the next pass */
@@ -384,11 +545,24 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		{ .fd = fd, .events = POLLIN },
 		{ .fd = stop_fd, .events = POLLIN },
 	};
+	int backoff_ms = 0, r;
 
+	/*
+	 * Tell the kernel once before anything else: a daemon that died
+	 * between its store of cmd_tail and its 4-byte write left
+	 * completions the kernel has not reaped (its last-cleaned offset,
+	 * which we cannot see, lags cmd_tail), and an empty ring would
+	 * never make us write again.  tcmu_irqcontrol() with nothing to
+	 * reap only runs the queue of commands waiting for room.
+	 */
+	ring->stats.notifies++;
+	r = ring->ops->notify(ring->data);
+	if (r < 0)
+		return r;
 	for (;;) {
 		uint32_t events;
+		int timeout = -1;
 		ssize_t n;
-		int r;
 
 		r = tcmu_ring_process(ring);
 		if (r < 0 && r != -EUCLEAN)
@@ -403,11 +577,26 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 			if (ring_pending(ring))
 				continue;
 		}
-		if (poll(pfd, 2, -1) < 0) {
+		/* Entries left after the pass: cmd_get found no command
+		 * state for them.  The kernel, which notified once, will not
+		 * again for them: look again soon, less often the longer it
+		 * lasts (1 to 128 ms). */
+		if (ring_pending(ring)) {
+			backoff_ms = backoff_ms ? backoff_ms * 2 : 1;
+			if (backoff_ms > 128)
+				backoff_ms = 128;
+			timeout = backoff_ms;
+		} else {
+			backoff_ms = 0;
+		}
+		r = poll(pfd, 2, timeout);
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
+		if (r == 0)
+			continue;
 		if (pfd[1].revents)
 			return 0;
 		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))

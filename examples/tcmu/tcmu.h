@@ -151,7 +151,8 @@ struct tcmu_ring_ops {
 	 * entries left are taken at the next one). */
 	struct tcmu_cmd *(*cmd_get)(void *data);
 	void (*cmd_put)(void *data, struct tcmu_cmd *cmd);
-	/* Tell the kernel that cmd_tail moved: a 4-byte write to the uio fd. */
+	/* Tell the kernel that cmd_tail moved: a 4-byte write to the uio fd.
+	 * 0, -ENODEV when the device is gone, or another negative errno. */
 	int (*notify)(void *data);
 	/* Optional: the ring was found broken (once per breakage). */
 	void (*broken)(void *data, const char *why);
@@ -162,9 +163,13 @@ struct tcmu_ring_stats {
 	uint64_t pads; /* PAD entries passed */
 	uint64_t tmrs; /* TMR notifications passed */
 	uint64_t unknown; /* entries completed with UNKNOWN_OP */
-	uint64_t malformed; /* CMD entries failed for offsets outside */
+	/* CMD entries failed for offsets outside, or for a data page that
+	 * faulted (one the kernel never allocated) */
+	uint64_t malformed;
 	uint64_t notifies;
 	uint64_t breaks;
+	/* cmd_tail moved by the kernel's reset_ring, or a broken ring whose
+	 * entry at cmd_tail fits again */
 	uint64_t resets;
 };
 
@@ -177,7 +182,8 @@ struct tcmu_ring {
 	uint32_t cmdr_size;
 	uint64_t data_off; /* the data area: [data_off, map_size) */
 	uint16_t mb_flags;
-	uint32_t tail; /* ours; the mailbox's copy is only written */
+	uint32_t tail; /* ours: where the next entry is */
+	uint32_t mb_tail; /* the cmd_tail we last wrote (or took up) */
 	bool broken;
 	const char *why;
 	const struct tcmu_lun *lun;
@@ -196,19 +202,32 @@ int tcmu_ring_init(struct tcmu_ring *ring, void *map, uint64_t map_size,
 		   const struct tcmu_lun *lun, const struct tcmu_ring_ops *ops,
 		   void *data);
 /*
+ * Once per process, before any ring is processed: a SIGBUS handler that
+ * fails, with HARDWARE ERROR, a command whose data page faults (an iovec
+ * naming a data-area page the kernel never allocated), rather than let
+ * the signal kill the daemon.  A SIGBUS anywhere else goes to the handler
+ * that was there before.  0, or a negative errno from sigaction().
+ */
+int tcmu_ring_guard_init(void);
+/*
  * Complete every entry between cmd_tail and cmd_head, then tell the
  * kernel.  Returns the entries completed, or -EUCLEAN when the ring is
- * broken (an entry that does not fit, a cmd_head outside the ring): it
- * stays untouched until the kernel resets it (reset_ring moves cmd_tail,
- * which is followed whenever it moves).
+ * broken (an entry that does not fit, a cmd_head outside the ring):
+ * nothing is completed while it is so, and every pass looks again at the
+ * entry at cmd_tail, which a reset_ring (cmd_tail moved, or the ring
+ * started again at 0) makes whole.  A reset seen during the pass voids it
+ * (0): cmd_tail is the kernel's 0, not our stale one.  Another negative
+ * errno is what the notify callback returned.
  */
 int tcmu_ring_process(struct tcmu_ring *ring);
 /*
- * Serve until stop_fd is readable: wait on fd (the uio fd, or anything
- * that reads 4 bytes per event), process, and spin up to poll_us
- * microseconds for more before sleeping again.  Returns 0 when stopped,
- * -ENODEV when fd reports the device gone, another negative errno on
- * error.
+ * Serve until stop_fd is readable: tell the kernel once (completions a
+ * dead predecessor left unreaped), then wait on fd (the uio fd, or
+ * anything that reads 4 bytes per event), process, and spin up to poll_us
+ * microseconds for more before sleeping again; entries left for want of
+ * command state are tried again after 1 to 128 ms.  Returns 0 when
+ * stopped, -ENODEV when fd reports the device gone (or notify does),
+ * another negative errno on error.
  */
 int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		    unsigned int poll_us);

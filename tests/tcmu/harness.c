@@ -16,6 +16,9 @@ void harness_init_be(struct harness *h, const struct kern_cfg *cfg,
 	int r;
 
 	memset(h, 0, sizeof(*h));
+	/* As the daemon does: data pages the kernel never allocated fault. */
+	r = tcmu_ring_guard_init();
+	cr_assert_eq(r, 0, "tcmu_ring_guard_init: %s", strerror(-r));
 	r = kern_init(&h->k, cfg);
 	cr_assert_eq(r, 0, "kern_init: %s", strerror(-r));
 	h->be = be;

@@ -2,7 +2,8 @@
 /*
  * The kernel's side of target_core_user, for the harness and the fuzzer:
  * see kernel.h.  Written from the 6.1 driver's behaviour, read to learn:
- * queue_cmd_ring(), tcmu_handle_completions(), tcmu_handle_completion().
+ * queue_cmd_ring(), tcmu_get_empty_block(), tcmu_vma_fault(),
+ * tcmu_handle_completions(), tcmu_handle_completion(), tcmu_reset_ring().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kernel.h"
@@ -53,7 +55,7 @@ int kern_init(struct kern *k, const struct kern_cfg *cfg)
 	uint8_t *at;
 
 	memset(k, 0, sizeof(*k));
-	k->memfd = -1;
+	k->memfd = k->nopage_fd = -1;
 	k->sock[0] = k->sock[1] = -1;
 	if (cfg->cmd_area % page || cfg->data_area % page ||
 	    cfg->guard % page || cfg->cmd_area < 2 * page)
@@ -67,8 +69,9 @@ int kern_init(struct kern *k, const struct kern_cfg *cfg)
 	k->nblk = (uint32_t)(cfg->data_area / page);
 	k->scatter = cfg->scatter;
 	k->bitmap = calloc(k->nblk ? k->nblk : 1, 1);
+	k->page = calloc(k->nblk ? k->nblk : 1, 1);
 	k->cmds = calloc(KERN_CMDS, sizeof(*k->cmds));
-	if (!k->bitmap || !k->cmds)
+	if (!k->bitmap || !k->page || !k->cmds)
 		goto fail;
 
 	k->memfd = memfd_create("tcmu-map0", MFD_CLOEXEC);
@@ -78,6 +81,10 @@ int kern_init(struct kern *k, const struct kern_cfg *cfg)
 		    k->memfd, 0);
 	if (k->k == MAP_FAILED)
 		goto fail;
+	/* An empty file: its pages, past its end, fault with SIGBUS. */
+	k->nopage_fd = memfd_create("tcmu-no-page", MFD_CLOEXEC);
+	if (k->nopage_fd < 0)
+		goto fail;
 	/* The daemon's view: guard, map0, guard.  An access that strays
 	 * up to cfg->guard bytes either way faults. */
 	k->reserve_len = k->map_size + 2 * cfg->guard;
@@ -85,7 +92,7 @@ int kern_init(struct kern *k, const struct kern_cfg *cfg)
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (k->reserve == MAP_FAILED)
 		goto fail;
-	at = mmap(k->reserve + cfg->guard, k->map_size, PROT_READ | PROT_WRITE,
+	at = mmap(k->reserve + cfg->guard, k->data_off, PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_FIXED, k->memfd, 0);
 	if (at == MAP_FAILED)
 		goto fail;
@@ -99,22 +106,46 @@ int kern_init(struct kern *k, const struct kern_cfg *cfg)
 					      TCMU_MAILBOX_FLAG_CAP_READ_LEN |
 					      TCMU_MAILBOX_FLAG_CAP_TMR |
 					      TCMU_MAILBOX_FLAG_CAP_KEEP_BUF;
-	kern_clear(k);
+	if (kern_clear(k) < 0)
+		goto fail;
 	return 0;
 fail:
 	kern_fini(k);
 	return -ENOMEM;
 }
 
-void kern_clear(struct kern *k)
+/* The daemon's view of data block i: the kernel's page, or none. */
+static int map_block(struct kern *k, uint32_t i, bool page)
+{
+	uint64_t off = k->data_off + (uint64_t)i * k->blk_size;
+	void *at;
+
+	at = mmap(k->u + off, k->blk_size, PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_FIXED, page ? k->memfd : k->nopage_fd,
+		  page ? (off_t)off : 0);
+	return at == MAP_FAILED ? -errno : 0;
+}
+
+int kern_clear(struct kern *k)
 {
 	uint32_t v;
+	void *at;
 
 	/* Zeros without touching every page of a 1 GiB data area. */
 	if (fallocate(k->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
 		      (off_t)k->map_size) < 0)
 		memset(k->k, 0, k->map_size);
 	memset(k->bitmap, 0, k->nblk ? k->nblk : 1);
+	/* No data page yet: tcmu_vma_fault() answers VM_FAULT_SIGBUS for a
+	 * page that tcmu_get_empty_block() has not allocated. */
+	memset(k->page, 0, k->nblk ? k->nblk : 1);
+	if (k->data_size) {
+		at = mmap(k->u + k->data_off, k->data_size,
+			  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			  k->nopage_fd, 0);
+		if (at == MAP_FAILED)
+			return -errno;
+	}
 	for (int i = 0; i < KERN_CMDS; i++) {
 		free(k->cmds[i].in);
 		k->cmds[i].in = NULL;
@@ -134,6 +165,7 @@ void kern_clear(struct kern *k)
 	mb(k)->flags = k->mb_flags;
 	mb(k)->cmdr_off = k->cmdr_off;
 	mb(k)->cmdr_size = k->cmdr_size;
+	return 0;
 }
 
 void kern_fini(struct kern *k)
@@ -147,14 +179,17 @@ void kern_fini(struct kern *k)
 		munmap(k->reserve, k->reserve_len);
 	if (k->memfd >= 0)
 		close(k->memfd);
+	if (k->nopage_fd >= 0)
+		close(k->nopage_fd);
 	for (int i = 0; i < 2; i++)
 		if (k->sock[i] >= 0)
 			close(k->sock[i]);
 	free(k->bitmap);
+	free(k->page);
 	free(k->cmds);
 	free(k->snap);
 	memset(k, 0, sizeof(*k));
-	k->memfd = k->sock[0] = k->sock[1] = -1;
+	k->memfd = k->nopage_fd = k->sock[0] = k->sock[1] = -1;
 }
 
 static uint32_t spc_used(uint32_t head, uint32_t tail, uint32_t size)
@@ -208,13 +243,20 @@ static int reserve_entry(struct kern *k, uint32_t len)
 	return 0;
 }
 
+static void free_blocks(struct kern *k, struct kern_cmd *c)
+{
+	for (uint32_t i = 0; i < c->nblk; i++)
+		k->bitmap[c->dbi[i]] = 0;
+	c->nblk = 0;
+}
+
 static int alloc_blocks(struct kern *k, struct kern_cmd *c, uint32_t n)
 {
-	uint32_t free_blocks = 0, last = UINT32_MAX;
+	uint32_t avail = 0, last = UINT32_MAX;
 
 	for (uint32_t i = 0; i < k->nblk; i++)
-		free_blocks += !k->bitmap[i];
-	if (free_blocks < n)
+		avail += !k->bitmap[i];
+	if (avail < n)
 		return -EAGAIN;
 	c->nblk = 0;
 	while (c->nblk < n) {
@@ -230,18 +272,22 @@ static int alloc_blocks(struct kern *k, struct kern_cmd *c, uint32_t n)
 				break;
 			}
 		}
+		/* A block's page is allocated when the block is first
+		 * used, and kept when it is freed. */
+		if (!k->page[pick]) {
+			int r = map_block(k, pick, true);
+
+			if (r < 0) {
+				free_blocks(k, c);
+				return r;
+			}
+			k->page[pick] = 1;
+		}
 		k->bitmap[pick] = 1;
 		c->dbi[c->nblk++] = pick;
 		last = pick;
 	}
 	return 0;
-}
-
-static void free_blocks(struct kern *k, struct kern_cmd *c)
-{
-	for (uint32_t i = 0; i < c->nblk; i++)
-		k->bitmap[c->dbi[i]] = 0;
-	c->nblk = 0;
 }
 
 /* iovecs over the blocks, merged where contiguous (new_block_to_iov). */
@@ -479,10 +525,12 @@ int kern_complete(struct kern *k)
 			if (c->status == TCMU_STATUS_CHECK_CONDITION)
 				memcpy(c->sense, ent->rsp.sense_buffer,
 				       sizeof(c->sense));
+			/* READ_LEN, whatever the direction, becomes the
+			 * command's length (target_complete_cmd_with_length):
+			 * a residual for the initiator, even of a write. */
 			c->read_len = (uint32_t)c->data_len;
 			if ((c->uflags & TCMU_UFLAG_READ_LEN) &&
-			    ent->rsp.read_len &&
-			    ent->rsp.read_len < c->data_len)
+			    ent->rsp.read_len < c->read_len)
 				c->read_len = ent->rsp.read_len;
 			if (c->dir == KERN_FROM_DEV &&
 			    c->status == TCMU_STATUS_GOOD)
@@ -503,9 +551,12 @@ broken:
 
 void kern_reset_ring(struct kern *k)
 {
-	mb(k)->cmd_tail = k->head;
-	kern_set_head(k, k->head);
-	k->last_cleaned = k->head;
+	/* tcmu_reset_ring(): the ring starts again at 0, head and tail
+	 * alike, and nobody is told (only commands queued afterwards, from
+	 * the qfull queue, notify).  The data pages stay allocated. */
+	k->head = k->last_cleaned = 0;
+	__atomic_store_n(&mb(k)->cmd_tail, 0, __ATOMIC_RELAXED);
+	kern_set_head(k, 0);
 	for (int id = 1; id < KERN_CMDS; id++)
 		if (k->cmds[id].inflight) {
 			free_blocks(k, &k->cmds[id]);

@@ -12,11 +12,17 @@
  * the CDB right after the iovecs, cmd_head moved with a release store and
  * a 4-byte "interrupt" on the notification socket.  It reaps completions
  * as tcmu_handle_completions() does, from its own last-cleaned offset up
- * to the cmd_tail the daemon wrote, looking entries up by cmd_id.
+ * to the cmd_tail the daemon wrote, looking entries up by cmd_id, and
+ * takes READ_LEN as the command's length whatever its direction.  Its
+ * reset_ring sets cmd_head, cmd_tail and its last-cleaned offset to 0.
  *
  * The memfd is mapped twice: the kernel's view, and the daemon's view in
  * the middle of a large PROT_NONE reservation, so that any access by the
- * daemon outside its mapping faults.  A snapshot of the mapping taken
+ * daemon outside its mapping faults.  In the daemon's view a data block
+ * is backed only once the kernel has used it (the 6.1 driver allocates a
+ * data page when a command first needs the block, and keeps it); until
+ * then it is a page past the end of an empty file, and touching it is a
+ * SIGBUS, as tcmu_vma_fault() makes it.  A snapshot of the mapping taken
  * before the daemon runs tells afterwards whether it wrote anywhere but
  * cmd_tail, the responses of queued entries and the data blocks of
  * queued commands.
@@ -85,7 +91,9 @@ struct kern {
 	uint64_t data_size;
 	uint32_t blk_size;
 	uint32_t nblk;
-	uint8_t *bitmap;
+	uint8_t *bitmap; /* blocks in use */
+	uint8_t *page; /* blocks whose page was ever allocated */
+	int nopage_fd; /* what the daemon sees of the others */
 	uint32_t head; /* the kernel's copy, like mb->cmd_head */
 	uint32_t last_cleaned; /* cmdr_last_cleaned */
 	uint16_t mb_flags;
@@ -103,8 +111,9 @@ struct kern {
 
 int kern_init(struct kern *k, const struct kern_cfg *cfg);
 void kern_fini(struct kern *k);
-/* Back to a device just enabled: map zeroed, mailbox set, nothing queued. */
-void kern_clear(struct kern *k);
+/* Back to a device just enabled: map zeroed, mailbox set, nothing queued,
+ * no data page allocated.  0 or a negative errno. */
+int kern_clear(struct kern *k);
 
 /* Queue a command: its id, -EAGAIN when the ring or the data area is
  * full, -E2BIG when it could never fit. */
@@ -137,8 +146,8 @@ uint64_t kern_stray_writes(struct kern *k, uint64_t *first);
 
 uint32_t kern_mb_tail(struct kern *k);
 void kern_set_head(struct kern *k, uint32_t head);
-/* The device's reset_ring attribute: cmd_tail = cmd_head, commands in
- * flight aborted. */
+/* The device's reset_ring attribute: cmd_head = cmd_tail = 0, commands
+ * in flight aborted, no notification. */
 void kern_reset_ring(struct kern *k);
 /* An empty ring whose head and tail are at off (before attaching). */
 void kern_move_to(struct kern *k, uint32_t off);

@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -77,6 +78,8 @@ static struct tcmu_cmd_entry *entry_of(int id)
 {
 	return (void *)kern_entry(&h.k, kern_cmd(&h.k, id)->entry_off);
 }
+
+static void expect_broken(void);
 
 /* Process, expecting r, and reap what the daemon completed. */
 static void pass(int expect)
@@ -274,6 +277,131 @@ Test(tcmu_ring, follows_a_reset_of_the_ring)
 		      kern_cmd(&h.k, aborted[1])->entry_off);
 	cr_assert_eq(h.ring.stats.resets, 1);
 	cr_assert_eq(h.ring.stats.cmds, 2);
+}
+
+Test(tcmu_ring, a_ring_broken_at_offset_0_is_taken_up_after_reset_ring)
+{
+	int bad = queue(tur, 6, KERN_NONE, NULL, 0), ids[3];
+
+	/* The first entry of a fresh ring breaks it: cmd_tail is 0, ours
+	 * and the kernel's. */
+	cr_assert_eq(kern_cmd(&h.k, bad)->entry_off, 0);
+	kern_set_len_op(entry_of(bad), 0, TCMU_OP_CMD);
+	expect_broken();
+	/* reset_ring: head and tail back to 0, which is where cmd_tail
+	 * already was, and commands that waited for room queued at once
+	 * from 0, so that cmd_head is not 0 either. */
+	kern_reset_ring(&h.k);
+	for (int i = 0; i < 3; i++)
+		ids[i] = queue_read((uint64_t)i * 8, 8);
+	cr_assert_neq(h.k.head, 0);
+	pass(3);
+	for (int i = 0; i < 3; i++)
+		expect_good(kern_cmd(&h.k, ids[i]));
+	cr_assert_not(h.ring.broken);
+	cr_assert_eq(h.ring.stats.breaks, 1);
+	cr_assert_eq(h.ring.stats.resets, 1);
+}
+
+Test(tcmu_ring, a_broken_ring_whose_entry_is_whole_again_goes_on)
+{
+	int id = queue(tur, 6, KERN_NONE, NULL, 0);
+	uint32_t len = kern_cmd(&h.k, id)->entry_len;
+
+	kern_set_len_op(entry_of(id), 0, TCMU_OP_CMD);
+	expect_broken();
+	/* whoever scribbled over it wrote it back */
+	kern_set_len_op(entry_of(id), len, TCMU_OP_CMD);
+	pass(1);
+	expect_good(kern_cmd(&h.k, id));
+	cr_assert_not(h.ring.broken);
+}
+
+/*
+ * A kernel that resets the ring while the daemon is busy with a pass: in
+ * cmd_get (the daemon has taken the entry, not yet answered it) or in
+ * cmd_put (it has answered it, and is about to hand the tail back).
+ */
+static struct {
+	int at; /* the call that resets */
+	int calls;
+	bool in_put;
+	int fresh; /* the command queued after the reset */
+} busy;
+static struct tcmu_ring_ops busy_ops;
+
+static void busy_reset(void)
+{
+	if (++busy.calls != busy.at)
+		return;
+	kern_reset_ring(&h.k);
+	busy.fresh = queue_read(64, 8);
+}
+
+static struct tcmu_cmd *busy_get(void *data)
+{
+	if (!busy.in_put)
+		busy_reset();
+	return tcmu_port_ops.cmd_get(data);
+}
+
+static void busy_put(void *data, struct tcmu_cmd *cmd)
+{
+	tcmu_port_ops.cmd_put(data, cmd);
+	if (busy.in_put)
+		busy_reset();
+}
+
+static void reset_while_busy(bool in_put)
+{
+	int old[3];
+
+	/* Entries well after offset 0, so that the one queued at 0 after
+	 * the reset lies over none of them. */
+	for (int i = 0; i < 6; i++)
+		queue(tur, 6, KERN_NONE, NULL, 0);
+	pass(6);
+	busy_ops = tcmu_port_ops;
+	busy_ops.cmd_get = busy_get;
+	busy_ops.cmd_put = busy_put;
+	busy.at = in_put ? 3 : 2;
+	busy.calls = 0;
+	busy.in_put = in_put;
+	cr_assert_eq(tcmu_ring_init(&h.ring, h.k.u, h.k.map_size, &h.lun,
+				    &busy_ops, &h.port),
+		     0);
+	for (int i = 0; i < 3; i++)
+		old[i] = queue_read((uint64_t)i * 8, 8);
+	cr_assert_gt(kern_cmd(&h.k, old[0])->entry_off,
+		     kern_cmd(&h.k, old[0])->entry_len);
+	kern_notify(&h.k);
+	/* Not harness_process(): the reset took the old entries off the
+	 * kernel's books, so the responses written to them before it (in
+	 * cmd_put) would count as strays. */
+	cr_assert_eq(tcmu_ring_process(&h.ring), 0, "the pass is void");
+	cr_assert_eq(kern_mb_tail(&h.k), 0,
+		     "the kernel's reset stands: cmd_tail is 0, not the "
+		     "daemon's stale tail");
+	cr_assert_eq(kern_take_notify(&h.k), 0);
+	cr_assert_eq(kern_complete(&h.k), 0);
+	cr_assert_not(kern_cmd(&h.k, busy.fresh)->done,
+		      "the command queued after the reset was completed "
+		      "without being run");
+	/* and the next pass runs it, from 0 */
+	pass(1);
+	expect_good(kern_cmd(&h.k, busy.fresh));
+	cr_assert_eq(kern_cmd(&h.k, busy.fresh)->read_len, 8 * BS);
+	cr_assert_eq(h.ring.stats.resets, 1);
+}
+
+Test(tcmu_ring, a_reset_while_a_command_runs_voids_the_pass)
+{
+	reset_while_busy(false);
+}
+
+Test(tcmu_ring, a_reset_before_the_tail_is_handed_back_is_not_undone)
+{
+	reset_while_busy(true);
 }
 
 Test(tcmu_ring, a_restarted_daemon_resumes_at_cmd_tail)
@@ -475,6 +603,30 @@ Test(tcmu_ring, iovecs_outside_the_data_area_fail_the_command)
 	}
 }
 
+Test(tcmu_ring, an_iovec_on_a_data_page_never_allocated_is_a_hardware_error)
+{
+	/* Inside the data area, but a page the kernel never gave to any
+	 * command: the last one.  Touching it is a SIGBUS. */
+	const uint64_t never = h.k.map_size - 4096;
+	uint8_t buf[8 * BS];
+	int r, w, id;
+
+	cr_assert_not(h.k.page[h.k.nblk - 1]);
+	fill(buf, sizeof(buf), 6);
+	r = queue_read(0, 8);
+	w = queue_write(0, 8, buf);
+	entry_of(r)->req.iov[0].iov_base = (void *)(uintptr_t)never;
+	entry_of(w)->req.iov[0].iov_base = (void *)(uintptr_t)never;
+	pass(2);
+	expect_malformed(r);
+	expect_malformed(w);
+	cr_assert_eq(h.ring.stats.malformed, 2);
+	/* and the daemon goes on serving */
+	id = queue_read(0, 8);
+	pass(1);
+	expect_good(kern_cmd(&h.k, id));
+}
+
 Test(tcmu_ring, a_second_iovec_outside_fails_the_whole_command)
 {
 	const struct kern_cfg cfg = { .cmd_area = 64 * 1024,
@@ -667,6 +819,95 @@ Test(tcmu_ring, serving_ends_when_the_device_goes)
 	cr_assert_eq(s.result, -ENODEV);
 }
 
+static int notify_nothing(void *data)
+{
+	return 0;
+}
+
+Test(tcmu_ring,
+     a_daemon_started_again_hands_back_what_its_predecessor_completed)
+{
+	struct tcmu_ring_ops dying = tcmu_port_ops;
+	struct server s;
+	int ids[3];
+
+	/* The first daemon completes three commands and dies after its
+	 * store of cmd_tail, before its 4-byte write. */
+	dying.notify = notify_nothing;
+	cr_assert_eq(tcmu_ring_init(&h.ring, h.k.u, h.k.map_size, &h.lun,
+				    &dying, &h.port),
+		     0);
+	for (int i = 0; i < 3; i++)
+		ids[i] = queue_read((uint64_t)i, 1);
+	kern_notify(&h.k);
+	cr_assert_eq(harness_process(&h), 3);
+	cr_assert_eq(kern_take_notify(&h.k), 0);
+	/* The next one finds an empty ring: cmd_tail is cmd_head. */
+	cr_assert_eq(tcmu_ring_init(&h.ring, h.k.u, h.k.map_size, &h.lun,
+				    &tcmu_port_ops, &h.port),
+		     0);
+	start(&s, 0);
+	cr_assert(wait_notify(5000),
+		  "the kernel was never told of the completions");
+	cr_assert_eq(kern_complete(&h.k), 3);
+	for (int i = 0; i < 3; i++)
+		expect_good(kern_cmd(&h.k, ids[i]));
+	cr_assert_eq(stop(&s), 0);
+}
+
+static atomic_int get_failures;
+
+static struct tcmu_cmd *get_or_fail(void *data)
+{
+	if (atomic_fetch_sub(&get_failures, 1) > 0)
+		return NULL;
+	return tcmu_port_ops.cmd_get(data);
+}
+
+Test(tcmu_ring, entries_left_for_want_of_command_state_are_taken_later)
+{
+	static struct tcmu_ring_ops ops;
+	struct server s;
+	int id;
+
+	ops = tcmu_port_ops;
+	ops.cmd_get = get_or_fail;
+	cr_assert_eq(tcmu_ring_init(&h.ring, h.k.u, h.k.map_size, &h.lun, &ops,
+				    &h.port),
+		     0);
+	start(&s, 0);
+	cr_assert(wait_notify(5000), "the first notification");
+	/* One notification for the command, as the kernel sends it; the
+	 * first passes find no command state. */
+	atomic_store(&get_failures, 4);
+	id = queue(tur, 6, KERN_NONE, NULL, 0);
+	cr_assert_eq(kern_notify(&h.k), 0);
+	cr_assert(wait_notify(5000),
+		  "the command waits in the ring until the next notification");
+	cr_assert_eq(kern_complete(&h.k), 1);
+	expect_good(kern_cmd(&h.k, id));
+	cr_assert_eq(stop(&s), 0);
+}
+
+Test(tcmu_ring, a_device_removed_under_the_notification_is_enodev)
+{
+	int master, slave;
+
+	/* A hung-up terminal answers write() with EIO, as uio_write() does
+	 * for a device unregistered under an open fd. */
+	master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
+		cr_skip("no pseudo-terminal here: %s", strerror(errno));
+	slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+	cr_assert_geq(slave, 0, "%s", strerror(errno));
+	h.port.fd = slave;
+	queue(tur, 6, KERN_NONE, NULL, 0);
+	close(master);
+	cr_assert_eq(harness_process(&h), -ENODEV);
+	h.port.fd = h.k.sock[1];
+	close(slave);
+}
+
 struct scribbler {
 	atomic_bool stop;
 	unsigned int seed;
@@ -752,7 +993,7 @@ Test(tcmu_ring, survives_anyone_scribbling_over_the_ring)
 
 /* ---------------------------------------------------------------- the guard */
 
-static void touch_in_child(volatile uint8_t *p)
+static void touch_in_child(volatile uint8_t *p, int sig)
 {
 	struct sigaction sa = { .sa_handler = SIG_DFL };
 	pid_t pid;
@@ -769,9 +1010,9 @@ static void touch_in_child(volatile uint8_t *p)
 		_exit(0);
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
-		  "a read %p from the map did not fault (status 0x%x)",
-		  (void *)p, status);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+		  "a read %p from the map did not fault with %s (status 0x%x)",
+		  (void *)p, strsignal(sig), status);
 }
 
 Test(tcmu_ring, the_guard_pages_fault)
@@ -779,7 +1020,21 @@ Test(tcmu_ring, the_guard_pages_fault)
 	/* Proof that the harness would catch a stray access: what lies
 	 * right before, right after and gigabytes after the daemon's view
 	 * of the map faults. */
-	touch_in_child(h.k.u - 1);
-	touch_in_child(h.k.u + h.k.map_size);
-	touch_in_child(h.k.u + h.k.map_size + (3ull << 30));
+	touch_in_child(h.k.u - 1, SIGSEGV);
+	touch_in_child(h.k.u + h.k.map_size, SIGSEGV);
+	touch_in_child(h.k.u + h.k.map_size + (3ull << 30), SIGSEGV);
+}
+
+Test(tcmu_ring, data_pages_never_allocated_fault_with_sigbus)
+{
+	int id = queue_read(0, 8);
+
+	/* As tcmu_vma_fault() answers: a page the kernel gave a command
+	 * maps, any other is a SIGBUS, and one outside a command kills
+	 * whatever guard the process has. */
+	pass(1);
+	expect_good(kern_cmd(&h.k, id));
+	cr_assert_eq(((volatile uint8_t *)h.k.u)[h.k.data_off], 0);
+	touch_in_child(h.k.u + h.k.data_off + 4096, SIGBUS);
+	touch_in_child(h.k.u + h.k.map_size - 1, SIGBUS);
 }

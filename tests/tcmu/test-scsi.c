@@ -422,6 +422,23 @@ Test(tcmu_scsi, transfers_of_many_iovecs)
 	free(out);
 }
 
+Test(tcmu_scsi, a_write_completes_whole_with_no_residual)
+{
+	uint8_t buf[8 * BS];
+	struct kern_cmd *c;
+
+	/* READ_LEN would make the kernel take read_len as the length of a
+	 * write too: 0 bytes written, a residual of all of them. */
+	fill(buf, sizeof(buf), 8);
+	c = rw(10, true, 0, 8, buf, sizeof(buf));
+	expect_good(c);
+	cr_assert_eq(c->uflags & TCMU_UFLAG_READ_LEN, 0);
+	cr_assert_eq(c->read_len, sizeof(buf));
+	c = rw(10, false, 0, 8, NULL, sizeof(buf));
+	expect_good(c);
+	cr_assert_eq(c->read_len, sizeof(buf));
+}
+
 Test(tcmu_scsi, writes_with_fua_and_zero_blocks)
 {
 	uint8_t cdb[10], buf[BS] = { 1, 2, 3 };
