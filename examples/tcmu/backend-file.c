@@ -5,7 +5,10 @@
  * is fdatasync(), and a FUA write is a RWF_DSYNC write (pwritev2, Linux
  * 4.7), with a write and fdatasync() where that is refused.  UNMAP punches
  * holes (reads of a hole return zeros); where the filesystem cannot, the
- * range is written with zeros.
+ * range is written with zeros.  A WRITE SAME of zeros without UNMAP
+ * zeroes the range in place (FALLOC_FL_ZERO_RANGE, Linux 3.15: blocks
+ * kept allocated, no data written), or writes zeros 1 MiB a call where the
+ * filesystem cannot (tmpfs).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +30,7 @@ struct file_backend {
 	int fd;
 	bool no_dsync; /* pwritev2(RWF_DSYNC) refused: write, then fdatasync */
 	bool no_punch; /* FALLOC_FL_PUNCH_HOLE refused: write zeros */
+	bool no_zero_range; /* FALLOC_FL_ZERO_RANGE refused: write zeros */
 };
 
 static struct file_backend *to_file(struct tcmu_backend *be)
@@ -175,6 +179,24 @@ static int file_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
 	return write_zeros(f, off, len);
 }
 
+static int file_write_zeroes(struct tcmu_backend *be, uint64_t off,
+			     uint64_t len)
+{
+	struct file_backend *f = to_file(be);
+
+	if (!fits(be, off, len))
+		return -EINVAL;
+	if (!f->no_zero_range) {
+		if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)off, (off_t)len) == 0)
+			return 0;
+		if (errno != EOPNOTSUPP && errno != ENOSYS)
+			return -errno;
+		f->no_zero_range = true;
+	}
+	return write_zeros(f, off, len);
+}
+
 static void file_close(struct tcmu_backend *be)
 {
 	struct file_backend *f = to_file(be);
@@ -189,6 +211,7 @@ static const struct tcmu_backend_ops file_ops = {
 	.write = file_write,
 	.flush = file_flush,
 	.discard = file_discard,
+	.write_zeroes = file_write_zeroes,
 	.close = file_close,
 };
 

@@ -12,7 +12,10 @@
  * written data is never swapped out (swap may sit on this very disk), and
  * a 1 TiB thin disk costs only what was written.  Locked pages need
  * MADV_DONTNEED_LOCKED (Linux 5.18) to be dropped; before that, and for
- * partial pages, they are zeroed instead.
+ * partial pages, they are zeroed instead, and WRITE SAME of zeros zeroes
+ * too: each page only if it holds anything but zeros, so that zeroing
+ * never takes memory for a page never written (reading one maps the
+ * shared zero page; writing it, even zeros, would allocate it).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -84,6 +87,30 @@ static int mem_flush(struct tcmu_backend *be)
 	return 0;
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Zeros over [off, off + len), written page by page where there is
+ * something else. */
+static void zero_range(struct mem_backend *m, uint64_t off, uint64_t len)
+{
+	while (len) {
+		uint64_t n = m->page - (off & (m->page - 1));
+
+		if (n > len)
+			n = len;
+		if (!all_zero(m->mem + off, n))
+			memset(m->mem + off, 0, n);
+		off += n;
+		len -= n;
+	}
+}
+
 static int mem_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
 {
 	struct mem_backend *m = to_mem(be);
@@ -93,15 +120,25 @@ static int mem_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
 		return -EINVAL;
 	start = (off + m->page - 1) & ~(uint64_t)(m->page - 1);
 	end = (off + len) & ~(uint64_t)(m->page - 1);
+	/* Parts of pages cannot be given back: zeroed, since LBPRZ says an
+	 * unmapped block reads as zeros. */
 	if (start >= end) {
-		memset(m->mem + off, 0, len);
+		zero_range(m, off, len);
 		return 0;
 	}
-	memset(m->mem + off, 0, start - off);
-	memset(m->mem + end, 0, off + len - end);
+	zero_range(m, off, start - off);
+	zero_range(m, end, off + len - end);
 	if (madvise(m->mem + start, end - start, MADV_DONTNEED_LOCKED) < 0 &&
 	    madvise(m->mem + start, end - start, MADV_DONTNEED) < 0)
-		memset(m->mem + start, 0, end - start);
+		zero_range(m, start, end - start);
+	return 0;
+}
+
+static int mem_write_zeroes(struct tcmu_backend *be, uint64_t off, uint64_t len)
+{
+	if (!fits(be, off, len))
+		return -EINVAL;
+	zero_range(to_mem(be), off, len);
 	return 0;
 }
 
@@ -119,6 +156,7 @@ static const struct tcmu_backend_ops mem_ops = {
 	.write = mem_write,
 	.flush = mem_flush,
 	.discard = mem_discard,
+	.write_zeroes = mem_write_zeroes,
 	.close = mem_close,
 };
 

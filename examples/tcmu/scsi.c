@@ -26,6 +26,7 @@ enum {
 	OP_READ_10 = 0x28,
 	OP_WRITE_10 = 0x2a,
 	OP_SYNCHRONIZE_CACHE_10 = 0x35,
+	OP_WRITE_SAME_10 = 0x41,
 	OP_UNMAP = 0x42,
 	OP_MODE_SENSE_10 = 0x5a,
 	OP_READ_16 = 0x88,
@@ -344,8 +345,9 @@ static void inquiry(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 		n = 64;
 		break;
 	case 0xb2: /* logical block provisioning */
-		/* LBPU, LBPWS, LBPRZ 001b: unmapped blocks read as zeros. */
-		b[5] = 0x80 | 0x40 | 0x04;
+		/* LBPU, LBPWS, LBPWS10, LBPRZ 001b: unmapped blocks read as
+		 * zeros. */
+		b[5] = 0x80 | 0x40 | 0x20 | 0x04;
 		b[6] = 0x02; /* thin provisioned */
 		n = 8;
 		break;
@@ -429,11 +431,15 @@ static void mode_sense(const struct tcmu_lun *lun, struct tcmu_cmd *cmd,
 			put_be64(b + n, lun->nblocks);
 			put_be32(b + n + 12, lun->block_size);
 		} else {
-			uint32_t nb = lun->nblocks > 0xffffff ?
-					      0xffffff :
+			/* SBC-3 6.4.2, the short LBA block descriptor: NUMBER
+			 * OF LOGICAL BLOCKS in bytes 0-3, FFFFFFFFh when the
+			 * medium has more; byte 4 reserved, then the LOGICAL
+			 * BLOCK LENGTH in bytes 5-7.  (A density code in byte
+			 * 0 is the general descriptor of other device types.) */
+			uint32_t nb = lun->nblocks > 0xffffffffu ?
+					      0xffffffffu :
 					      (uint32_t)lun->nblocks;
 
-			/* density code 0 in the top byte */
 			put_be32(b + n, nb);
 			put_be32(b + n + 4, lun->block_size);
 		}
@@ -470,6 +476,12 @@ static void backend_error(struct tcmu_cmd *cmd, int err, bool write)
 	if (err == -ENOSPC)
 		return tcmu_scsi_sense(cmd, TCMU_SK_DATA_PROTECT,
 				       TCMU_ASC_SPACE_ALLOCATION_FAILED);
+	/* A system call given a data buffer it could not touch: a data
+	 * page the kernel never allocated, which the ring's SIGBUS guard
+	 * answers the same way where the backend touches it itself. */
+	if (err == -EFAULT)
+		return tcmu_scsi_sense(cmd, TCMU_SK_HARDWARE_ERROR,
+				       TCMU_ASC_INTERNAL_TARGET_FAILURE);
 	tcmu_scsi_sense(cmd, TCMU_SK_MEDIUM_ERROR,
 			write ? TCMU_ASC_WRITE_ERROR :
 				TCMU_ASC_UNRECOVERED_READ_ERROR);
@@ -581,48 +593,80 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-static void write_same_16(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
+/* The flags of byte 1 of WRITE SAME (10) and (16), SBC-3 5.42, 5.43. */
+enum {
+	WS_WRPROTECT = 0xe0,
+	WS_ANCHOR = 0x10,
+	WS_UNMAP = 0x08,
+	WS_PBDATA = 0x04, /* obsolete in SBC-4 */
+	WS_LBDATA = 0x02, /* obsolete in SBC-4 */
+	WS_NDOB = 0x01, /* (16) only, SBC-4; reserved in (10) */
+};
+
+/* Write one block again and again, TCMU_IOV_MAX at a time: at most 1 MiB
+ * (blocks of 4096) per system call, 8 KiB of stack. */
+static int write_pattern(const struct tcmu_lun *lun, const uint8_t *block,
+			 uint64_t off, uint32_t nb)
 {
-	const uint8_t *cdb = cmd->cdb;
-	bool unmap_bit = cdb[1] & 0x08, ndob = cdb[1] & 0x01;
-	uint64_t lba = be64(cdb + 2), off;
-	uint32_t nb = be32(cdb + 10), bs = lun->block_size;
-	struct iovec iov[64];
-	uint8_t block[4096];
+	struct iovec iov[TCMU_IOV_MAX];
 	int r = 0;
 
-	if (cdb[1] & 0xe0) /* WRPROTECT */
+	for (size_t i = 0; i < TCMU_IOV_MAX; i++) {
+		iov[i].iov_base = (void *)block;
+		iov[i].iov_len = lun->block_size;
+	}
+	while (nb && r >= 0) {
+		unsigned int n = nb < TCMU_IOV_MAX ? nb : TCMU_IOV_MAX;
+
+		r = lun->be->ops->write(lun->be, iov, n, off, false);
+		off += (uint64_t)n << lun->block_shift;
+		nb -= n;
+	}
+	return r;
+}
+
+static void write_same(const struct tcmu_lun *lun, struct tcmu_cmd *cmd,
+		       uint64_t lba, uint32_t nb, unsigned int len_byte)
+{
+	const uint8_t *cdb = cmd->cdb;
+	bool unmap_bit = cdb[1] & WS_UNMAP, ndob = cdb[1] & WS_NDOB;
+	uint32_t bs = lun->block_size;
+	uint8_t block[4096];
+	uint64_t off, len;
+	int r;
+
+	if (cdb[1] & WS_WRPROTECT) /* no protection information */
 		return invalid_cdb(cmd, 1, 7);
-	if (cdb[1] & 0x10) /* ANCHOR */
+	if (cdb[1] & WS_ANCHOR) /* ANC_SUP 0 */
 		return invalid_cdb(cmd, 1, 4);
+	/* One block of data, without the LBA or the physical sector number
+	 * written into it: this LUN has neither to write. */
+	if (cdb[1] & WS_PBDATA)
+		return invalid_cdb(cmd, 1, 2);
+	if (cdb[1] & WS_LBDATA)
+		return invalid_cdb(cmd, 1, 1);
+	if (cdb[0] == OP_WRITE_SAME_10 && ndob) /* reserved there */
+		return invalid_cdb(cmd, 1, 0);
 	if (!nb || nb > unmap_lba_max(lun)) /* WSNZ, MAXIMUM WRITE SAME */
-		return invalid_cdb(cmd, 10, NO_BIT);
+		return invalid_cdb(cmd, len_byte, NO_BIT);
 	if (!in_range(lun, lba, nb))
 		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
 	if (cmd->data_len != (ndob ? 0 : bs))
-		return invalid_cdb(cmd, 10, NO_BIT);
+		return invalid_cdb(cmd, len_byte, NO_BIT);
 	/* NDOB (SBC-4): no Data-Out buffer, the block is zeros. */
 	memset(block, 0, bs);
 	if (!ndob)
 		copy_iov(cmd, 0, block, bs, false);
 	off = lba << lun->block_shift;
-	if (unmap_bit && all_zero(block, bs)) {
-		r = lun->be->ops->discard(lun->be, off, (uint64_t)nb * bs);
-		if (r < 0)
-			backend_error(cmd, r, true);
-		return;
-	}
-	for (size_t i = 0; i < sizeof(iov) / sizeof(iov[0]); i++) {
-		iov[i].iov_base = block;
-		iov[i].iov_len = bs;
-	}
-	while (nb && r >= 0) {
-		unsigned int n = nb < 64 ? nb : 64;
-
-		r = lun->be->ops->write(lun->be, iov, n, off, false);
-		off += (uint64_t)n * bs;
-		nb -= n;
-	}
+	len = (uint64_t)nb << lun->block_shift;
+	/* Zeros (what Linux's write-zeroes sends): deallocated with UNMAP
+	 * (LBPRZ: they read as zeros), zeroed by the backend in one go
+	 * without, never block by block from the ring thread. */
+	if (all_zero(block, bs))
+		r = unmap_bit ? lun->be->ops->discard(lun->be, off, len) :
+				lun->be->ops->write_zeroes(lun->be, off, len);
+	else
+		r = write_pattern(lun, block, off, nb);
 	if (r < 0)
 		backend_error(cmd, r, true);
 }
@@ -669,6 +713,7 @@ void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	case OP_READ_10:
 	case OP_WRITE_10:
 	case OP_SYNCHRONIZE_CACHE_10:
+	case OP_WRITE_SAME_10:
 	case OP_UNMAP:
 	case OP_MODE_SENSE_10:
 	case OP_READ_16:
@@ -727,7 +772,13 @@ void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 		return synchronize_cache(lun, cmd, be64(c + 2), be32(c + 10));
 	case OP_UNMAP:
 		return unmap(lun, cmd);
+	case OP_WRITE_SAME_10:
+		/* What Linux's sd sends for write-zeroes of a small range when
+		 * REPORT SUPPORTED OPERATION CODES did not vouch for (16); an
+		 * INVALID COMMAND OPERATION CODE would have it give up
+		 * write-zeroes for the disk (sd_done(): no_write_same). */
+		return write_same(lun, cmd, be32(c + 2), be16(c + 7), 7);
 	case OP_WRITE_SAME_16:
-		return write_same_16(lun, cmd);
+		return write_same(lun, cmd, be64(c + 2), be32(c + 10), 10);
 	}
 }

@@ -126,6 +126,9 @@ struct tcmu_backend_ops {
 	int (*flush)(struct tcmu_backend *be);
 	/* Deallocate; the range reads back as zeros afterwards. */
 	int (*discard)(struct tcmu_backend *be, uint64_t off, uint64_t len);
+	/* Write zeros over the range, in as few calls as the backend can. */
+	int (*write_zeroes)(struct tcmu_backend *be, uint64_t off,
+			    uint64_t len);
 	void (*close)(struct tcmu_backend *be);
 };
 

@@ -300,7 +300,7 @@ Test(tcmu_scsi, vpd_logical_block_provisioning)
 	cr_assert_eq(be16(c->in + 2), 4);
 	cr_assert(c->in[5] & 0x80, "LBPU: UNMAP");
 	cr_assert(c->in[5] & 0x40, "LBPWS: WRITE SAME (16) with UNMAP");
-	cr_assert_eq(c->in[5] & 0x20, 0, "no WRITE SAME (10)");
+	cr_assert(c->in[5] & 0x20, "LBPWS10: WRITE SAME (10) with UNMAP");
 	cr_assert_eq((c->in[5] >> 2) & 7, 1, "LBPRZ: unmapped reads zeros");
 	cr_assert_eq(c->in[6] & 7, 2, "thin provisioned");
 }
@@ -555,13 +555,36 @@ Test(tcmu_scsi, mode_sense_6_caching_page)
 	cr_assert_eq(c->in[2] & 0x80, 0, "not write protected");
 	cr_assert(c->in[2] & 0x10, "DPOFUA");
 	cr_assert_eq(c->in[3], 8, "one short block descriptor");
-	cr_assert_eq(be32(c->in + 4) & 0xffffff, LUN_SIZE / BS);
-	cr_assert_eq(be32(c->in + 8) & 0xffffff, BS);
+	cr_assert_eq(be32(c->in + 4), LUN_SIZE / BS,
+		     "NUMBER OF LOGICAL BLOCKS");
+	cr_assert_eq(c->in[8], 0, "reserved");
+	cr_assert_eq(be32(c->in + 8), BS, "LOGICAL BLOCK LENGTH");
 	p = c->in + 12;
 	cr_assert_eq(p[0] & 0x3f, 0x08);
 	cr_assert_eq(p[1], 0x12);
 	cr_assert_eq(p[2] & 0x04, 0, "memory: no volatile cache, WCE 0");
 	cr_assert_eq(p[2] & 0x01, 0, "RCD 0");
+}
+
+Test(tcmu_scsi, mode_sense_short_descriptor_counts_32_bits_of_blocks)
+{
+	struct kern_cmd *c;
+
+	/* 2^24 + 8 blocks: the 4-byte field holds them (thin: nothing is
+	 * committed). */
+	harness_fini(&h);
+	harness_init(&h, &harness_small, ((1ull << 24) + 8) * BS, BS);
+	c = mode_sense(false, 0, 0x08, 0, 255);
+	expect_good(c);
+	cr_assert_eq(be32(c->in + 4), (1u << 24) + 8);
+	/* 2^32 + 8 blocks: more than it holds, FFFFFFFFh (SBC-3 6.4.2) */
+	harness_fini(&h);
+	harness_init(&h, &harness_small, ((1ull << 32) + 8) * BS, BS);
+	c = mode_sense(true, 0, 0x08, 0, 255);
+	expect_good(c);
+	cr_assert_eq(be16(c->in + 6), 8, "a short descriptor");
+	cr_assert_eq(be32(c->in + 8), 0xffffffffu);
+	cr_assert_eq(be32(c->in + 12), BS);
 }
 
 Test(tcmu_scsi, mode_sense_10_long_lba_descriptor)
@@ -785,6 +808,111 @@ Test(tcmu_scsi, write_same_16_errors)
 	expect_field(write_same(0, 0, 1, block, BS / 2), 10);
 	expect_field(write_same(0x10, 0, 1, block, BS), 1); /* ANCHOR */
 	expect_field(write_same(0x20, 0, 1, block, BS), 1); /* WRPROTECT */
+	expect_field(write_same(0x04, 0, 1, block, BS), 1); /* PBDATA */
+	expect_field(write_same(0x02, 0, 1, block, BS), 1); /* LBDATA */
+}
+
+static struct kern_cmd *write_same_10(uint8_t flags, uint32_t lba, uint16_t nb,
+				      const uint8_t *block, uint64_t len)
+{
+	uint8_t cdb[10] = { 0x41, flags };
+
+	put_be32(cdb + 2, lba);
+	cdb[7] = (uint8_t)(nb >> 8);
+	cdb[8] = (uint8_t)nb;
+	return harness_run(&h, cdb, 10, len ? KERN_TO_DEV : KERN_NONE, block,
+			   len);
+}
+
+Test(tcmu_scsi, write_same_10_repeats_the_block)
+{
+	uint8_t block[BS];
+	struct kern_cmd *c;
+
+	fill(block, BS, 78);
+	expect_good(write_same_10(0, 3000, 600, block, BS));
+	c = rw(16, false, 2999, 602, NULL, 602 * BS);
+	expect_good(c);
+	for (int i = 1; i <= 600; i++)
+		cr_assert_arr_eq(c->in + i * BS, block, BS, "block %d", i);
+	cr_assert_arr_neq(c->in, block, BS);
+	cr_assert_arr_neq(c->in + 601 * BS, block, BS);
+}
+
+Test(tcmu_scsi, write_same_10_of_zeros_with_and_without_unmap)
+{
+	uint8_t zero[BS] = { 0 };
+
+	/* What sd sends for write-zeroes: without UNMAP for BLKZEROOUT
+	 * (REQ_NOUNMAP), with it when LBPRZ and LBPWS10 allow. */
+	write_pattern(4000, 80, 9);
+	expect_good(write_same_10(0, 4001, 30, zero, BS));
+	cr_assert(blocks_are_zero(4001, 30));
+	cr_assert_not(blocks_are_zero(4000, 1));
+	cr_assert_not(blocks_are_zero(4031, 1));
+	expect_good(write_same_10(0x08, 4031, 33, zero, BS));
+	cr_assert(blocks_are_zero(4031, 33));
+	cr_assert_not(blocks_are_zero(4064, 1));
+}
+
+Test(tcmu_scsi, write_same_10_errors)
+{
+	uint8_t block[BS] = { 0 };
+
+	expect_field(write_same_10(0, 0, 0, block, BS), 7); /* WSNZ */
+	expect_sense(write_same_10(0, LUN_SIZE / BS - 1, 2, block, BS),
+		     TCMU_SK_ILLEGAL_REQUEST, TCMU_ASC_LBA_OUT_OF_RANGE);
+	expect_field(write_same_10(0, 0, 1, block, BS / 2), 7);
+	expect_field(write_same_10(0x01, 0, 1, NULL, 0), 1); /* no NDOB */
+	expect_field(write_same_10(0x02, 0, 1, block, BS), 1); /* LBDATA */
+	expect_field(write_same_10(0x04, 0, 1, block, BS), 1); /* PBDATA */
+	expect_field(write_same_10(0x10, 0, 1, block, BS), 1); /* ANCHOR */
+	expect_field(write_same_10(0x40, 0, 1, block, BS), 1); /* WRPROTECT */
+}
+
+/* The resident memory of this process, in KiB. */
+static long rss_kib(void)
+{
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+Test(tcmu_scsi, zeroing_pages_never_written_takes_no_memory)
+{
+	const uint64_t base = LUN_SIZE / BS / 2; /* never written */
+	uint64_t lba[256] = { 0 };
+	uint32_t nb[256];
+	uint8_t zero[BS] = { 0 };
+	long before;
+
+	/* Once, so that the harness has all it allocates. */
+	expect_good(unmap(lba, (uint32_t[1]){ 0 }, 1, 0));
+	before = rss_kib();
+	/* 1024 UNMAPs of one block, each in a page of its own: parts of
+	 * pages, which cannot be given back, and hold only zeros. */
+	for (int j = 0; j < 4; j++) {
+		for (int i = 0; i < 256; i++) {
+			lba[i] = base + 8 * (uint64_t)(256 * j + i) + 3;
+			nb[i] = 1;
+		}
+		expect_good(unmap(lba, nb, 256, 0));
+	}
+	/* and 8 MiB of WRITE SAME zeros without UNMAP */
+	expect_good(write_same(0, base + 16384, 16384, zero, BS));
+	cr_assert_lt(rss_kib() - before, 1024,
+		     "zeroing took %ld KiB (4 MiB of pages for the UNMAPs, 8 "
+		     "for WRITE SAME if each page was allocated)",
+		     rss_kib() - before);
+	cr_assert(blocks_are_zero(base + 3, 1));
+	cr_assert(blocks_are_zero(base + 16384, 64));
 }
 
 /* ---------------------------------------------------------------- file backend */
@@ -862,6 +990,54 @@ Test(tcmu_scsi, file_backend_unmap_punches_holes)
 	cr_assert_lt(after.st_blocks, before.st_blocks,
 		     "the file gave its blocks back (%lld -> %lld)",
 		     (long long)before.st_blocks, (long long)after.st_blocks);
+	file_done();
+}
+
+Test(tcmu_scsi, file_backend_write_same_of_zeros_zeroes_in_place)
+{
+	uint8_t zero[BS] = { 0 };
+	struct stat st;
+
+	/* FALLOC_FL_ZERO_RANGE, where the tests' /tmp allows it */
+	file_lun(LUN_SIZE);
+	write_pattern(0, 2048, 10);
+	expect_good(write_same(0, 8, 2000, zero, BS));
+	cr_assert(blocks_are_zero(8, 2000));
+	cr_assert_not(blocks_are_zero(7, 1));
+	cr_assert_not(blocks_are_zero(2008, 1));
+	cr_assert_eq(stat(file_path, &st), 0);
+	cr_assert_eq(st.st_size, LUN_SIZE);
+	file_done();
+}
+
+Test(tcmu_scsi,
+     file_backend_iovec_on_a_page_never_allocated_is_a_hardware_error)
+{
+	uint8_t buf[8 * BS], cdb[16];
+	struct tcmu_cmd_entry *e;
+	int r, w;
+
+	/* The file backend hands the iovecs to preadv and pwritev, which
+	 * fail with EFAULT where the daemon itself would take a SIGBUS. */
+	file_lun(LUN_SIZE);
+	fill(buf, sizeof(buf), 11);
+	cdb_rw(cdb, 16, false, 0, 8);
+	r = kern_queue(&h.k, cdb, 16, KERN_FROM_DEV, NULL, sizeof(buf));
+	cdb_rw(cdb, 16, true, 0, 8);
+	w = kern_queue(&h.k, cdb, 16, KERN_TO_DEV, buf, sizeof(buf));
+	cr_assert(r > 0 && w > 0);
+	for (int id = r; id <= w; id += w - r) {
+		e = (void *)kern_entry(&h.k, kern_cmd(&h.k, id)->entry_off);
+		e->req.iov[0].iov_base =
+			(void *)(uintptr_t)(h.k.map_size - 4096);
+	}
+	kern_notify(&h.k);
+	cr_assert_eq(harness_process(&h), 2);
+	cr_assert_eq(kern_complete(&h.k), 2);
+	expect_sense(kern_cmd(&h.k, r), TCMU_SK_HARDWARE_ERROR,
+		     TCMU_ASC_INTERNAL_TARGET_FAILURE);
+	expect_sense(kern_cmd(&h.k, w), TCMU_SK_HARDWARE_ERROR,
+		     TCMU_ASC_INTERNAL_TARGET_FAILURE);
 	file_done();
 }
 
@@ -954,5 +1130,75 @@ Test(tcmu_scsi, a_full_filesystem_is_space_allocation_failed)
 	cr_assert_eq(WEXITSTATUS(status), 0,
 		     "DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT "
 		     "expected (child status %d)",
+		     WEXITSTATUS(status));
+}
+
+/* WRITE SAME of zeros on a tmpfs file, which has no FALLOC_FL_ZERO_RANGE
+ * (EOPNOTSUPP): zeros are written instead.  A child, as above. */
+static int zero_range_child(void)
+{
+	char dir[] = "/tmp/tcmu-zero-XXXXXX", path[64];
+	struct ioflusher_mempool *pool;
+	uint8_t cdb[16] = { 0x93 }, *buf = malloc(1 << 20);
+	struct tcmu_backend *be;
+	struct tcmu_port port;
+	struct tcmu_ring ring;
+	struct tcmu_lun lun;
+	struct kern k;
+	int id;
+
+	if (!buf || !mkdtemp(dir))
+		return 2;
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=8m") < 0) {
+		rmdir(dir);
+		return 77;
+	}
+	snprintf(path, sizeof(path), "%s/lun", dir);
+	if (kern_init(&k, &harness_small) < 0 ||
+	    tcmu_backend_file_open(path, 4 << 20, &be) < 0 ||
+	    tcmu_port_pool_new(NULL, 1, true, &pool) < 0)
+		return 3;
+	port = (struct tcmu_port){ pool, k.sock[1], "zero-range" };
+	if (tcmu_ring_init(&ring, k.u, k.map_size, &lun, &tcmu_port_ops,
+			   &port) < 0 ||
+	    tcmu_lun_init(&lun, be, 4096, k.data_size, "zero-range") < 0)
+		return 4;
+	memset(buf, 0x5a, 1 << 20);
+	if (be->ops->write(be, &(struct iovec){ buf, 1 << 20 }, 1, 0, false))
+		return 5;
+	put_be32(cdb + 10, 200); /* blocks 0 to 199 of 4096 bytes */
+	memset(buf, 0, 4096);
+	id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 4096);
+	if (id < 0 || tcmu_ring_process(&ring) != 1 || kern_complete(&k) != 1)
+		return 6;
+	if (kern_cmd(&k, id)->status != TCMU_STATUS_GOOD)
+		return 7;
+	if (be->ops->read(be, &(struct iovec){ buf, 1 << 20 }, 1, 0))
+		return 8;
+	for (size_t i = 0; i < 1 << 20; i++)
+		if (buf[i] != (i < 200 * 4096 ? 0 : 0x5a))
+			return 9;
+	return 0;
+}
+
+Test(tcmu_scsi, write_same_of_zeros_where_zero_range_is_refused)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(zero_range_child());
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "the child died: status 0x%x", status);
+	if (WEXITSTATUS(status) == 77)
+		cr_skip("no mount namespace with a tmpfs here");
+	cr_assert_eq(WEXITSTATUS(status), 0,
+		     "zeros where WRITE SAME wrote them, the pattern after "
+		     "(child status %d)",
 		     WEXITSTATUS(status));
 }
