@@ -10,11 +10,15 @@
  *   2. the report, one line per protection;
  *   3. the devices found, their backends opened, their rings mapped, and
  *      one mempool for per-command state;
- *   4. one ring thread per device, started with ioflusher_thread_create(),
- *      which refuses a thread without the flag;
- *   5. every thread audited, capabilities dropped (the flag stays), and
- *      optionally the seccomp lock;
- *   6. serve until SIGTERM.
+ *   4. capabilities dropped (the flag stays): cap_set_proc() and the
+ *      bounding set are per thread, so this comes before any ring thread,
+ *      which inherits what its creator has then;
+ *   5. one ring thread per device, started with ioflusher_thread_create(),
+ *      which refuses a thread without the flag (inherited: it needs no
+ *      CAP_SYS_RESOURCE to have it); each pre-faults its stack;
+ *   6. every thread audited, and optionally the seccomp lock (TSYNC: it
+ *      reaches the running threads);
+ *   7. serve until SIGTERM.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +32,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <ioflusher.h>
@@ -36,6 +41,16 @@
 #include "tcmu.h"
 
 #define MAX_DEVICES 64
+
+/*
+ * What a ring thread's deepest path keeps on its stack: WRITE SAME's
+ * block and iovecs (8 KiB), UNMAP's descriptors (4 KiB), the file
+ * backend's copy of the iovecs (4 KiB), the SIGBUS guard's sigjmp_buf,
+ * and libc's system calls under them: under 24 KiB.  Pre-faulted (and so
+ * locked) with a margin when the thread starts, since a page first
+ * touched while serving is an allocation on the IO path.
+ */
+#define RING_STACK_RESERVE (64 * 1024)
 
 struct device {
 	struct tcmu_uio_dev uio;
@@ -68,9 +83,17 @@ static void *ring_thread(void *arg)
 {
 	struct device *d = arg;
 	char name[16];
+	int r;
 
 	snprintf(name, sizeof(name), "tcmu-%.10s", d->uio.uio);
 	pthread_setname_np(pthread_self(), name);
+	/* ioflusher_setup() pre-faulted the main thread's stack only. */
+	r = ioflusher_memlock_prefault_stack(RING_STACK_RESERVE);
+	if (r < 0)
+		fprintf(stderr,
+			"%s: ring thread stack: %s: not pre-faulted, its "
+			"pages are faulted in as they are first used\n",
+			d->uio.name, strerror(-r));
 	d->result = tcmu_ring_serve(&d->ring, d->port.fd, stop_fd, poll_us);
 	/* Wake the main thread, which ends when no ring is served. */
 	d->ended = true;
@@ -123,10 +146,11 @@ static int open_device(struct device *d, const struct options *o)
 
 	r = tcmu_backend_open(d->uio.config, d->uio.dev_size, &d->be);
 	if (r < 0) {
-		fprintf(stderr,
-			"%s: backend \"%s\": %s (expected \"mem\" or "
-			"\"file/\" and an absolute path)\n",
-			d->uio.name, d->uio.config, strerror(-r));
+		fprintf(stderr, "%s: backend \"%s\": %s%s\n", d->uio.name,
+			d->uio.config, strerror(-r),
+			r == -EINVAL ? " (expected \"mem\" or \"file/\" and "
+				       "an absolute path)" :
+				       "");
 		return r;
 	}
 	r = tcmu_uio_open(o->root, &d->uio, &d->port.fd, &d->map);
@@ -173,6 +197,12 @@ static void close_device(struct device *d)
 	tcmu_backend_close(d->be);
 }
 
+static void skipped(const struct tcmu_uio_dev *dev, int err, void *data)
+{
+	fprintf(stderr, "%s on /dev/%s: skipped: its sizes: %s\n", dev->name,
+		dev->uio, strerror(-err));
+}
+
 /* The devices found, into devs[].uio; the number, or a negative errno. */
 static int scan(const struct options *o, struct device *devs)
 {
@@ -182,7 +212,8 @@ static int scan(const struct options *o, struct device *devs)
 	found = calloc(MAX_DEVICES, sizeof(*found));
 	if (!found)
 		return -ENOMEM;
-	r = tcmu_uio_scan(o->root, o->handler, o->device, found, MAX_DEVICES);
+	r = tcmu_uio_scan(o->root, o->handler, o->device, found, MAX_DEVICES,
+			  skipped, NULL);
 	for (int i = 0; i < r; i++) {
 		devs[i].uio = found[i];
 		devs[i].port.fd = -1;
@@ -278,6 +309,36 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return -1;
 }
 
+/*
+ * mlockall(MCL_FUTURE) charges every later mapping, whole, to
+ * RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (mlock_future_ok()
+ * in mm/mmap.c, even under MCL_ONFAULT): map0 (1 GiB of data area by
+ * default), the memory backend (the whole LUN) and the ring threads'
+ * stacks would then fail with EAGAIN.  Without CAP_IPC_LOCK and under a
+ * finite limit, keep what is locked and lock nothing more: mlockall
+ * without MCL_FUTURE clears it.
+ */
+static void limit_future_locks(void)
+{
+	struct rlimit rl;
+
+	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
+	    ioflusher_caps_initial_userns() == 1)
+		return;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	if (mlockall(MCL_CURRENT | MCL_ONFAULT) < 0) {
+		fprintf(stderr, "setup: memory lock: mlockall: %s\n",
+			strerror(errno));
+		return;
+	}
+	printf("setup: memory lock: without CAP_IPC_LOCK, RLIMIT_MEMLOCK "
+	       "(%llu KiB) cannot hold what is mapped from now on: the rings, "
+	       "the memory backend and the ring threads' stacks are not "
+	       "locked; risk: those pages may be swapped out\n",
+	       (unsigned long long)rl.rlim_cur / 1024);
+}
+
 static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 {
 	struct ioflusher_report *report = NULL;
@@ -293,12 +354,16 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 	/* Lock pages as they are touched: the memory backend's mapping is
 	 * the whole LUN and must not be committed at once. */
 	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
-	/* The deepest IO path (UNMAP, WRITE SAME) keeps about 12 KiB on the
-	 * stack; pre-fault much more. */
+	/* The main thread's stack and the heap: what start-up and the
+	 * signal wait use.  The ring threads pre-fault their own stacks. */
 	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
 	r = ioflusher_setup(ctx, &report);
 	if (report) {
 		print_report(report);
+		if (r == 0 && ioflusher_report_outcome(
+				      report, IOFLUSHER_PROTECT_MEMLOCK) ==
+				      IOFLUSHER_OUTCOME_APPLIED)
+			limit_future_locks();
 		ioflusher_report_free(report);
 	}
 	if (r < 0) {
@@ -431,16 +496,23 @@ int main(int argc, char **argv)
 		goto out_pool;
 	}
 
-	/* 4: ring threads that carry the flag. */
-	if (start_threads(devs, n, o.policy) < 0)
-		goto out_stop;
-
-	/* 5: audit, then drop what is no longer needed. */
-	usleep(10000); /* let the threads name themselves */
-	audit_threads();
+	/* 4: drop what is no longer needed, before any thread inherits it. */
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
 	if (r < 0)
 		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+	r = tcmu_ring_guard_init();
+	if (r < 0) {
+		fprintf(stderr, "SIGBUS guard: %s\n", strerror(-r));
+		goto out_stop;
+	}
+
+	/* 5: ring threads that carry the flag. */
+	if (start_threads(devs, n, o.policy) < 0)
+		goto out_stop;
+
+	/* 6: audit, and the sandbox over every thread. */
+	usleep(10000); /* let the threads name themselves */
+	audit_threads();
 	if (o.sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0)
@@ -450,7 +522,7 @@ int main(int argc, char **argv)
 	       n, n == 1 ? "" : "s");
 	fflush(stdout);
 
-	/* 6: serve. */
+	/* 7: serve. */
 	sig = wait_for_stop(devs, n, &sigs);
 	if (sig)
 		printf("stopping on signal %d\n", sig);

@@ -254,10 +254,16 @@ struct tcmu_uio_dev {
 
 int tcmu_uio_parse_name(const char *name, struct tcmu_uio_dev *dev);
 /* Devices of this handler (and this configfs device name if not NULL),
- * under root ("" on a real system), with their sizes read.  Returns the
- * number found, at most max, or a negative errno. */
+ * under root ("" on a real system), with their sizes read.  One whose
+ * sizes cannot be read (its configfs directory gone, a file garbled) is
+ * skipped, and told to skipped() if not NULL, with the errno.  Returns
+ * the number found, at most max, or a negative errno for /sys/class/uio
+ * itself. */
 int tcmu_uio_scan(const char *root, const char *handler, const char *only,
-		  struct tcmu_uio_dev *devs, size_t max);
+		  struct tcmu_uio_dev *devs, size_t max,
+		  void (*skipped)(const struct tcmu_uio_dev *dev, int err,
+				  void *data),
+		  void *data);
 /* Open /dev/uioN read-write and map its map0. */
 int tcmu_uio_open(const char *root, const struct tcmu_uio_dev *dev, int *fdp,
 		  void **mapp);

@@ -147,13 +147,16 @@ static int by_uio(const void *a, const void *b)
 }
 
 int tcmu_uio_scan(const char *root, const char *handler, const char *only,
-		  struct tcmu_uio_dev *devs, size_t max)
+		  struct tcmu_uio_dev *devs, size_t max,
+		  void (*skipped)(const struct tcmu_uio_dev *dev, int err,
+				  void *data),
+		  void *data)
 {
 	char path[2 * TCMU_NAME_MAX], name[TCMU_NAME_MAX];
 	struct dirent *de;
 	size_t n = 0;
 	DIR *dir;
-	int r = 0;
+	int r;
 
 	snprintf(path, sizeof(path), "%s" UIO_CLASS, root);
 	dir = opendir(path);
@@ -175,14 +178,17 @@ int tcmu_uio_scan(const char *root, const char *handler, const char *only,
 		    (only && strcmp(dev->dev, only)))
 			continue;
 		strcpy(dev->uio, de->d_name);
+		/* One device being removed, or half made, must not keep the
+		 * others from being served. */
 		r = read_sizes(root, dev);
-		if (r < 0)
-			break;
+		if (r < 0) {
+			if (skipped)
+				skipped(dev, r, data);
+			continue;
+		}
 		n++;
 	}
 	closedir(dir);
-	if (r < 0)
-		return r;
 	qsort(devs, n, sizeof(*devs), by_uio);
 	return (int)n;
 }

@@ -3,14 +3,16 @@
 # the audit, capabilities dropped) and device discovery, over a sysfs,
 # configfs and /dev laid out in a directory (--root).  The fake /dev/uio0
 # is a regular file: mapped like map0, and its first read() ends the
-# ring thread as a removed device's would.
+# ring thread as a removed device's would.  The daemon's 4-byte write
+# lands at the start of the file, over the mailbox: each run gets a new
+# one.
 set -u
 builddir=${top_builddir:-.}
 daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..8"
+echo "1..10"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -72,6 +74,41 @@ check "serves a memory device: the report, the device, the audit, the end" \
 		has '^device: tcm-user/0/disk0/ioflusher/mem on /dev/uio0: mem backend, 32768 blocks of 512 bytes' &&
 		has '^audit: ' && has '^serving: ' && has 'device removed' &&
 		has '^stats: tcm-user/0/disk0/ioflusher/mem: 0 commands'; echo $?)"
+
+# A device of ours being removed (its configfs directory already gone)
+# is skipped, and the others served.
+device 0 disk0 mem
+device 1 gone mem
+rm -rf "$tmp/root/sys/kernel/config/target/core/user_0/gone"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "a device whose sizes cannot be read is skipped, the others served" \
+	"$([ $? -eq 0 ] && has '^tcm-user/0/gone/ioflusher/mem on /dev/uio1: skipped' &&
+		has '^device: tcm-user/0/disk0/ioflusher/mem on /dev/uio0' &&
+		has 'device removed'; echo $?)"
+rm -rf "$tmp/root/sys/class/uio/uio1"
+
+# Without CAP_IPC_LOCK, mlockall(MCL_FUTURE) would charge map0, the memory
+# backend and the ring threads' stacks to RLIMIT_MEMLOCK, and their mmap
+# would fail (EAGAIN).  setpriv takes CAP_IPC_LOCK out of root's bounding
+# set, so the daemon runs without it.
+drop=
+if [ $((0x$eff >> 14 & 1)) -eq 1 ]; then
+	drop=$(command -v setpriv) && drop="$drop --bounding-set=-ipc_lock"
+fi
+if [ $((0x$eff >> 14 & 1)) -eq 1 ] && [ -z "$drop" ]; then
+	ok "without CAP_IPC_LOCK # SKIP CAP_IPC_LOCK is held and setpriv is missing"
+else
+	device 0 disk0 mem
+	$drop "$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+	rc=$?
+	if [ $rc -eq 0 ] && ! has '^setup: memory lock: applied'; then
+		ok "without CAP_IPC_LOCK # SKIP RLIMIT_MEMLOCK is below what mlockall needs now"
+	else
+		check "without CAP_IPC_LOCK: memory locked at start-up stays, the devices are served" \
+			"$([ $rc -eq 0 ] && has 'memory lock: without CAP_IPC_LOCK' &&
+				has '^device: tcm-user/0/disk0' && has 'device removed'; echo $?)"
+	fi
+fi
 
 rm -rf "$tmp/root"
 device 0 disk1 "file/$tmp/lun.img"

@@ -137,7 +137,8 @@ Test(tcmu_uio, finds_the_devices_of_its_handler)
 	       "16777216\n");
 	device(3, "tcm-user/1/other/tcmu-runner/file//x", 1, "other", "512\n",
 	       "1048576\n");
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 8), 2);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 8, NULL, NULL),
+		     2);
 	/* in the order of their uio numbers, uio2 before uio10 */
 	cr_assert_str_eq(d[0].uio, "uio2");
 	cr_assert_str_eq(d[0].dev, "disk0");
@@ -148,12 +149,16 @@ Test(tcmu_uio, finds_the_devices_of_its_handler)
 	cr_assert_eq(d[1].block_size, 4096);
 	cr_assert_eq(d[1].dev_size, 33554432);
 	/* one device by its configfs name */
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", "disk9", d, 8), 1);
+	cr_assert_eq(
+		tcmu_uio_scan(root, "ioflusher", "disk9", d, 8, NULL, NULL), 1);
 	cr_assert_str_eq(d[0].uio, "uio10");
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", "nope", d, 8), 0);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", "nope", d, 8, NULL, NULL),
+		     0);
 	/* at most what fits */
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1), 1);
-	cr_assert_eq(tcmu_uio_scan(root, "tcmu-runner", NULL, d, 8), 1);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1, NULL, NULL),
+		     1);
+	cr_assert_eq(tcmu_uio_scan(root, "tcmu-runner", NULL, d, 8, NULL, NULL),
+		     1);
 }
 
 Test(tcmu_uio, reads_the_size_from_info_on_older_kernels)
@@ -165,7 +170,8 @@ Test(tcmu_uio, reads_the_size_from_info_on_older_kernels)
 	    "Status: ACTIVATED  Max Queue Depth: 0  SectorSize: 512  "
 	    "HwMaxSectors: 128\n        Config: ioflusher/mem Size: 8388608 "
 	    "MaxDataAreaMB: 1024\n");
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1), 1);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1, NULL, NULL),
+		     1);
 	cr_assert_eq(d[0].dev_size, 8388608);
 }
 
@@ -173,15 +179,48 @@ Test(tcmu_uio, no_uio_class_is_no_device)
 {
 	struct tcmu_uio_dev d[1];
 
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1), 0);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1, NULL, NULL),
+		     0);
 }
 
-Test(tcmu_uio, a_device_without_configfs_is_an_error)
-{
-	struct tcmu_uio_dev d[1];
+struct skips {
+	int n;
+	int err;
+	char dev[TCMU_NAME_MAX];
+};
 
+static void note_skip(const struct tcmu_uio_dev *dev, int err, void *data)
+{
+	struct skips *s = data;
+
+	s->n++;
+	s->err = err;
+	snprintf(s->dev, sizeof(s->dev), "%s", dev->dev);
+}
+
+Test(tcmu_uio, a_device_without_configfs_is_skipped)
+{
+	struct tcmu_uio_dev d[2];
+	struct skips s = { 0 };
+
+	/* Being removed: its configfs directory is gone already.  The
+	 * other device is served all the same. */
 	device(0, "tcm-user/0/gone/ioflusher/mem", 0, NULL, NULL, NULL);
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1), -ENOENT);
+	device(1, "tcm-user/0/disk1/ioflusher/mem", 0, "disk1", "512\n",
+	       "1048576\n");
+	cr_assert_eq(
+		tcmu_uio_scan(root, "ioflusher", NULL, d, 2, note_skip, &s), 1);
+	cr_assert_str_eq(d[0].dev, "disk1");
+	cr_assert_eq(s.n, 1);
+	cr_assert_eq(s.err, -ENOENT);
+	cr_assert_str_eq(s.dev, "gone");
+	/* a garbled size too */
+	put("/sys/kernel/config/target/core/user_0/disk1/attrib/dev_size",
+	    "lots\n");
+	put("/sys/kernel/config/target/core/user_0/disk1/info", "Size: x\n");
+	cr_assert_eq(
+		tcmu_uio_scan(root, "ioflusher", NULL, d, 2, note_skip, &s), 0);
+	cr_assert_eq(s.n, 3, "both skipped");
 }
 
 Test(tcmu_uio, maps_map0_of_the_device)
@@ -199,7 +238,8 @@ Test(tcmu_uio, maps_map0_of_the_device)
 	put("/dev/uio0", "");
 	snprintf(path, sizeof(path), "%s/dev/uio0", root);
 	cr_assert_eq(truncate(path, 0x10000), 0);
-	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1), 1);
+	cr_assert_eq(tcmu_uio_scan(root, "ioflusher", NULL, d, 1, NULL, NULL),
+		     1);
 	cr_assert_eq(tcmu_uio_open(root, &d[0], &fd, &map), 0);
 	cr_assert_eq(((volatile uint8_t *)map)[0xffff], 0);
 	munmap(map, 0x10000);

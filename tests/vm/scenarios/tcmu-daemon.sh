@@ -7,15 +7,20 @@
 # each).  The daemon runs as root with every capability, so the
 # flag is required (no --best-effort): its report must say that every
 # protection applied, its audit and ioflusher status that every thread
-# carries the flag.  sd must take the disk as the daemon describes it
-# (size, vendor, thin provisioning, no rotation), a filesystem must hold
+# carries the flag; every thread, the ring threads too, must have dropped
+# every capability but CAP_IPC_LOCK (/proc/PID/task/*/status), and each
+# ring thread's stack must be pre-faulted and locked (the mapping that
+# holds its stack pointer, from /proc/PID/task/TID/syscall, in
+# /proc/PID/smaps).  sd must take the disk as the daemon describes it
+# (size, vendor, thin provisioning, no rotation), keep write-zeroes after
+# a BLKZEROOUT (its WRITE SAME (10) answered), a filesystem must hold
 # what is written to it across a remount with the caches dropped, fio must
 # verify its own writes (crc32c), and a daemon started again after SIGTERM
 # must take the ring up where the first left it.
 #
 # ext4 asks for the crc32c hash by its alias, which names no module file.
 # vm-modules: @tcmu ext4 crc32c_generic
-# vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio
+# vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio /usr/sbin/blkdiscard
 # vm-memory: 512
 # vm-timeout: 240
 . /vm/lib.sh
@@ -70,6 +75,85 @@ status_flagged() {
 	cat /tmp/status
 	[ "$_rc" = 0 ] &&
 		grep -qx 'verdict: *every thread carries the flag' /tmp/status
+}
+
+# caps_dropped PID: every thread has CAP_IPC_LOCK (bit 14) and nothing
+# else, effective, permitted and in its bounding set: cap_set_proc() and
+# PR_CAPBSET_DROP act on the calling thread only.
+caps_dropped() {
+	_bad=0
+	for _s in /proc/$1/task/*/status; do
+		_name=$(sed -n 's/^Name:[[:space:]]*//p' "$_s")
+		for _set in CapEff CapPrm CapBnd; do
+			_c=$(sed -n "s/^$_set:[[:space:]]*//p" "$_s")
+			echo "$_name $_set $_c"
+			[ "$_c" = 0000000000004000 ] || _bad=1
+		done
+	done
+	[ $_bad = 0 ]
+}
+
+# stack_locked PID TID: the kB locked of the mapping that holds the
+# thread's stack pointer (the eighth field of its syscall file, while it
+# waits in poll).
+stack_locked() {
+	_sp=$(cut -d' ' -f8 "/proc/$1/task/$2/syscall" 2>/dev/null)
+	case $_sp in
+	0x*) _sp=$((_sp)) ;;
+	*) return 1 ;;
+	esac
+	_in=0
+	while read -r _a _b _rest; do
+		case $_a in
+		[0-9a-f]*-[0-9a-f]*)
+			_in=0
+			[ "$_sp" -ge $((0x${_a%-*})) ] &&
+				[ "$_sp" -lt $((0x${_a#*-})) ] && _in=1
+			;;
+		Locked:)
+			[ $_in = 1 ] && echo "$_b" && return 0
+			;;
+		esac
+	done <"/proc/$1/smaps"
+	return 1
+}
+
+# ring_stacks_prefaulted PID: the two ring threads have 64 kB or more of
+# their stacks locked before they serve a command.
+ring_stacks_prefaulted() {
+	_bad=0
+	_seen=0
+	for _t in /proc/$1/task/*; do
+		case $(cat "$_t/comm") in
+		tcmu-*) ;;
+		*) continue ;;
+		esac
+		_seen=$((_seen + 1))
+		_kb=$(stack_locked "$1" "${_t##*/}")
+		echo "${_t##*/} $(cat "$_t/comm"): ${_kb:-?} kB of its stack locked"
+		[ -n "$_kb" ] && [ "$_kb" -ge 64 ] || _bad=1
+	done
+	[ $_seen = 2 ] && [ $_bad = 0 ]
+}
+
+# zeroout_kept DISK: BLKZEROOUT (util-linux's blkdiscard -z, busybox's has
+# no -z: write-zeroes without unmapping, which sd sends as WRITE SAME (10)
+# for a small range) zeroes 1 MiB, and sd still offers write-zeroes
+# afterwards (an unsupported WRITE SAME would have it set no_write_same:
+# write_zeroes_max_bytes 0).
+zeroout_kept() {
+	_q=/sys/block/$1/queue
+	echo "write_zeroes_max_bytes before: $(cat $_q/write_zeroes_max_bytes)"
+	dd if=/dev/urandom of=/tmp/rnd bs=64k count=16 2>/dev/null &&
+		dd if=/tmp/rnd of="/dev/$1" bs=64k seek=16 oflag=direct \
+			2>/dev/null &&
+		/usr/sbin/blkdiscard -z -o 1048576 -l 1048576 "/dev/$1" &&
+		dd if="/dev/$1" of=/tmp/back bs=64k skip=16 count=16 \
+			iflag=direct 2>/dev/null &&
+		dd if=/dev/zero of=/tmp/zero bs=64k count=16 2>/dev/null &&
+		cmp /tmp/back /tmp/zero || return 1
+	echo "write_zeroes_max_bytes after: $(cat $_q/write_zeroes_max_bytes)"
+	[ "$(cat $_q/write_zeroes_max_bytes)" -gt 0 ]
 }
 
 # find_disk SECTORS: the SCSI disk tcm_loop made of one of our LUNs, by
@@ -169,6 +253,11 @@ else
 fi
 vm_check "ioflusher status $pid: every thread carries the flag" \
 	status_flagged "$pid"
+vm_check "every thread, the ring threads too, kept CAP_IPC_LOCK alone" \
+	caps_dropped "$pid"
+vm_check "each ring thread's stack is pre-faulted and locked, 64 kB or more" \
+	ring_stacks_prefaulted "$pid"
+ring_stacks_prefaulted "$pid" | vm_diag_lines
 
 # ------------------------------------------------------------ the disk
 
@@ -201,6 +290,8 @@ vm_check "sd reads the block device characteristics: not rotational" \
 	test "$(cat $q/rotational)" = 0
 vm_check "sd reads the caching mode page: no volatile cache (memory)" \
 	test "$(cat $q/write_cache)" = "write through"
+vm_check "BLKZEROOUT zeroes 1 MiB through WRITE SAME (10); sd keeps write-zeroes" \
+	zeroout_kept "$disk"
 
 # ------------------------------------------------------------ a filesystem
 
