@@ -30,6 +30,9 @@ printf '\000\003\002\000\020\236\020\000\000\000\000\000\000\000\000\000\000\000
 printf '\002\001\010\000\000\100\002\000\010\000\000\100\011' >"$seeds/write-read"
 printf '\002\001\010\000\000\100\004\000\007\377\377\377\377\000\000\000\000\011\007\011' >"$seeds/corrupt-iov"
 printf '\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\011' >"$seeds/unmap"
+# A READ whose iovec is moved to data page 40, which no command has used:
+# the SIGBUS guard's path (op 4 writes the word at ring offset 48).
+printf '\002\000\007\000\000\000\004\000\006\000\000\000\000\000\002\300\000\011' >"$seeds/unallocated-page"
 set +e
 "$fuzzer" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
 	-print_final_stats=1 -artifact_prefix="$builddir/fuzz/tcmu-" \

@@ -55,8 +55,8 @@ static void port_broken(void *data, const char *why)
 	struct tcmu_port *port = data;
 
 	fprintf(stderr,
-		"%s: command ring broken (%s): waiting for the kernel to "
-		"reset it (attrib/reset_ring)\n",
+		"%s: command ring broken (%s): nothing is completed until "
+		"the entry at cmd_tail fits again (attrib/reset_ring)\n",
 		port->name, why);
 }
 
