@@ -75,7 +75,8 @@ static int audit_threads(void)
 		int flagged;
 		pid_t tid;
 
-		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm, &flagged);
+		ioflusher_audit_thread(audit, (unsigned int)i, &tid, &comm,
+				       &flagged);
 		printf("audit:   %d %-15s %s\n", (int)tid, comm,
 		       flagged ? "flagged" : "MISSING");
 	}
@@ -113,7 +114,7 @@ int main(int argc, char **argv)
 	bool sandbox = false;
 	sigset_t sigs;
 	int c, r, sig, started = 0;
-	char name[16];
+	char name[32];
 
 	while ((c = getopt_long(argc, argv, "bt:d:sh", opts, NULL)) != -1) {
 		switch (c) {
@@ -123,7 +124,8 @@ int main(int argc, char **argv)
 		case 't':
 			nthreads = atoi(optarg);
 			if (nthreads < 1 || nthreads > MAX_WORKERS) {
-				fprintf(stderr, "--threads takes 1 to %d\n", MAX_WORKERS);
+				fprintf(stderr, "--threads takes 1 to %d\n",
+					MAX_WORKERS);
 				return 2;
 			}
 			break;
@@ -159,8 +161,9 @@ int main(int argc, char **argv)
 		ioflusher_report_free(report);
 	}
 	if (r < 0) {
-		fprintf(stderr, "setup failed: a required protection is missing "
-				"(--best-effort runs anyway)\n");
+		fprintf(stderr,
+			"setup failed: a required protection is missing "
+			"(--best-effort runs anyway)\n");
 		return 1;
 	}
 
@@ -196,6 +199,7 @@ int main(int argc, char **argv)
 		/* Named by its creator, so that the audit right below sees
 		 * the name whether or not the thread has run yet. */
 		snprintf(name, sizeof(name), "worker-%d", i);
+		name[15] = '\0'; /* the kernel's TASK_COMM_LEN */
 		pthread_setname_np(threads[i], name);
 		started++;
 	}
