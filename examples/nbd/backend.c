@@ -146,8 +146,7 @@ uint64_t nbd_memory_extent(const struct nbd_export *exp, uint64_t off,
 	return (pos < end ? pos : end) - off;
 }
 
-static void memory_clear_bits(struct nbd_export *exp, uint64_t g,
-			      uint64_t n)
+static void memory_clear_bits(struct nbd_export *exp, uint64_t g, uint64_t n)
 {
 	for (; n; g++, n--)
 		atomic_fetch_and_explicit(&exp->bitmap[g / 64],
@@ -219,8 +218,9 @@ void nbd_export_close(struct nbd_export *exp)
 {
 	if (exp->map) {
 		munmap(exp->map, exp->map_len);
-		munmap(exp->bitmap, ((exp->size + exp->grain - 1) / exp->grain +
-				     63) / 64 * sizeof(uint64_t));
+		munmap(exp->bitmap,
+		       ((exp->size + exp->grain - 1) / exp->grain + 63) / 64 *
+			       sizeof(uint64_t));
 		exp->map = NULL;
 	}
 	if (exp->fd >= 0) {
@@ -248,8 +248,8 @@ static int iov_advance(struct iovec *iov, int n, size_t done, int *first)
 	return n - i;
 }
 
-int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src,
-		       int n, uint64_t off, size_t len)
+int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src, int n,
+		       uint64_t off, size_t len)
 {
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
 	int first = 0;
@@ -281,8 +281,8 @@ int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src,
 	return 0;
 }
 
-int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src,
-			int n, uint64_t off, size_t len, bool fua)
+int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src, int n,
+			uint64_t off, size_t len, bool fua)
 {
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
 	int first = 0, flags = 0;
@@ -294,10 +294,12 @@ int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src,
 		flags = RWF_DSYNC;
 	memcpy(iov, src, (size_t)n * sizeof(*iov));
 	while (len) {
-		r = pwritev2(exp->fd, iov + first, n - first, (off_t)off, flags);
+		r = pwritev2(exp->fd, iov + first, n - first, (off_t)off,
+			     flags);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && flags && (errno == EOPNOTSUPP || errno == EINVAL)) {
+		if (r < 0 && flags &&
+		    (errno == EOPNOTSUPP || errno == EINVAL)) {
 			/* Linux before 4.7: FUA becomes a write then a sync. */
 			atomic_store(&exp->no_rwf_dsync, true);
 			flags = 0;
@@ -328,8 +330,8 @@ int nbd_backend_flush(struct nbd_export *exp)
 static int write_zeroes(struct nbd_export *exp, uint64_t off, uint64_t len)
 {
 	while (len) {
-		size_t n = len < sizeof(zero_block) ? (size_t)len
-						    : sizeof(zero_block);
+		size_t n = len < sizeof(zero_block) ? (size_t)len :
+						      sizeof(zero_block);
 		ssize_t r = pwrite(exp->fd, zero_block, n, (off_t)off);
 
 		if (r < 0 && errno == EINTR)
@@ -392,10 +394,12 @@ int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 	if (!len)
 		return 0;
 	if (may_punch)
-		r = try_fallocate(exp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		r = try_fallocate(exp,
+				  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  &exp->no_punch, off, len);
 	if (r == 0)
-		r = try_fallocate(exp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+		r = try_fallocate(exp,
+				  FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				  &exp->no_zero_range, off, len);
 	if (r == 0) {
 		/* "the server SHOULD fail quickly with ENOTSUP" when the

@@ -70,12 +70,14 @@ static void log_stderr(const char *fmt, ...)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: " PROG " (--socket PATH | --tcp [ADDR:]PORT | --connect /dev/nbdX)\n"
+		"Usage: " PROG
+		" (--socket PATH | --tcp [ADDR:]PORT | --connect /dev/nbdX)\n"
 		"                     [--memory SIZE | --file PATH] [--readonly]\n"
 		"                     [--export-name NAME] [--threads N] [--queue-depth N]\n"
 		"                     [--max-connections N] [--run CMD]\n"
 		"                     [--best-effort] [--sandbox]\n"
-		"An NBD server that runs as an IO-flusher daemon; see " PROG "(8).\n"
+		"An NBD server that runs as an IO-flusher daemon; see " PROG
+		"(8).\n"
 		"  --socket PATH        listen on a unix socket\n"
 		"  --tcp [ADDR:]PORT    listen on TCP (address 127.0.0.1 unless given)\n"
 		"  --connect /dev/nbdX  serve the kernel's nbd device (like qemu-nbd -c)\n"
@@ -173,7 +175,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'm':
 			r = parse_size(optarg, &o->memory);
 			if (r < 0 || o->memory == 0) {
-				log_stderr("--memory: not a size: %s\n", optarg);
+				log_stderr("--memory: not a size: %s\n",
+					   optarg);
 				return 2;
 			}
 			break;
@@ -185,7 +188,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'e':
 			if (strlen(optarg) > 256) {
-				log_stderr("--export-name: at most 256 bytes\n");
+				log_stderr(
+					"--export-name: at most 256 bytes\n");
 				return 2;
 			}
 			o->export_name = optarg;
@@ -204,7 +208,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'C':
 			if (parse_uint(optarg, 1, 1024, &o->max_conns) < 0) {
-				log_stderr("--max-connections takes 1 to 1024\n");
+				log_stderr(
+					"--max-connections takes 1 to 1024\n");
 				return 2;
 			}
 			break;
@@ -245,7 +250,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		return 2;
 	}
 	if (o->socket_path &&
-	    strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+	    strlen(o->socket_path) >=
+		    sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		log_stderr("--socket: path too long for a unix socket\n");
 		return 2;
 	}
@@ -269,8 +275,8 @@ static int setup(const struct options *o)
 	/* Production wants the flag: without it the daemon can deadlock
 	 * serving its own writeback.  --best-effort runs anyway and says so. */
 	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
-				 o->best_effort ? IOFLUSHER_POLICY_BEST_EFFORT
-						: IOFLUSHER_POLICY_REQUIRED);
+				 o->best_effort ? IOFLUSHER_POLICY_BEST_EFFORT :
+						  IOFLUSHER_POLICY_REQUIRED);
 	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
 	ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
 	r = ioflusher_setup(ctx, &report);
@@ -362,8 +368,9 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 			setenv("uri", buf, 1);
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
 		if (r < 0)
-			fprintf(stderr, PROG ": --run: the command keeps the "
-					"io-flusher flag: %s\n",
+			fprintf(stderr,
+				PROG ": --run: the command keeps the "
+				     "io-flusher flag: %s\n",
 				strerror((int)-r));
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
@@ -472,9 +479,9 @@ static int listen_tcp(const char *spec, char *uri_host, size_t hsize,
 	}
 	snprintf(uri_host, hsize, ai->ai_family == AF_INET6 ? "[%s]" : "%s",
 		 addr);
-	*port = ntohs(ss.ss_family == AF_INET6
-			      ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			      : ((struct sockaddr_in *)&ss)->sin_port);
+	*port = ntohs(ss.ss_family == AF_INET6 ?
+			      ((struct sockaddr_in6 *)&ss)->sin6_port :
+			      ((struct sockaddr_in *)&ss)->sin_port);
 	freeaddrinfo(ai);
 	return fd;
 }
@@ -493,8 +500,8 @@ static void accept_one(struct nbd_server *srv, int lfd, bool tcp)
 	r = nbd_server_add(srv, fd, true);
 	if (r < 0) {
 		log_stderr("connection refused: %s\n",
-			   r == -EMFILE ? "--max-connections reached"
-					: strerror(-r));
+			   r == -EMFILE ? "--max-connections reached" :
+					  strerror(-r));
 		close(fd);
 	}
 }
@@ -674,9 +681,10 @@ int main(int argc, char **argv)
 		if (si.ssi_signo == SIGCHLD) {
 			int ws;
 
-			if (run_pid > 0 && waitpid(run_pid, &ws, WNOHANG) == run_pid) {
-				status = WIFEXITED(ws) ? WEXITSTATUS(ws)
-						       : 128 + WTERMSIG(ws);
+			if (run_pid > 0 &&
+			    waitpid(run_pid, &ws, WNOHANG) == run_pid) {
+				status = WIFEXITED(ws) ? WEXITSTATUS(ws) :
+							 128 + WTERMSIG(ws);
 				run_pid = -1;
 				running = false;
 			}

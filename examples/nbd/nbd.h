@@ -26,9 +26,9 @@
 
 /* ---------------------------------------------------------------- wire */
 /* Values from the NBD protocol (doc/proto.md of NetworkBlockDevice/nbd). */
-#define NBD_MAGIC 0x4e42444d41474943ull	      /* "NBDMAGIC" */
-#define NBD_OPT_MAGIC 0x49484156454f5054ull   /* "IHAVEOPT" */
-#define NBD_REP_MAGIC 0x0003e889045565a9ull   /* option replies */
+#define NBD_MAGIC 0x4e42444d41474943ull /* "NBDMAGIC" */
+#define NBD_OPT_MAGIC 0x49484156454f5054ull /* "IHAVEOPT" */
+#define NBD_REP_MAGIC 0x0003e889045565a9ull /* option replies */
 #define NBD_REQUEST_MAGIC 0x25609513u
 #define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
 #define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu
@@ -199,10 +199,10 @@ int nbd_export_memory(struct nbd_export *exp, uint64_t size);
 int nbd_export_file(struct nbd_export *exp, const char *path);
 void nbd_export_close(struct nbd_export *exp);
 /* Backend operations: 0, or a negative errno of the NBD set. */
-int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *iov,
-		       int n, uint64_t off, size_t len);
-int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *iov,
-			int n, uint64_t off, size_t len, bool fua);
+int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *iov, int n,
+		       uint64_t off, size_t len);
+int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *iov, int n,
+			uint64_t off, size_t len, bool fua);
 int nbd_backend_flush(struct nbd_export *exp);
 int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
 		     bool fua);
@@ -281,8 +281,8 @@ struct nbd_work {
 struct nbd_server {
 	struct ioflusher_ctx *ctx;
 	struct nbd_export *exp;
-	unsigned int nthreads;	   /* 0: serve everything inline */
-	unsigned int queue_depth;  /* requests in flight, all connections */
+	unsigned int nthreads; /* 0: serve everything inline */
+	unsigned int queue_depth; /* requests in flight, all connections */
 	unsigned int max_conns;
 	bool best_effort;
 	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
@@ -292,11 +292,11 @@ struct nbd_server {
 	struct ioflusher_mempool *data_pool;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	   /* work queued, or quit */
+	pthread_cond_t cond; /* work queued, or quit */
 	pthread_cond_t conns_cond; /* a connection ended */
 	struct nbd_work *qhead, **qtail;
 	bool stopping; /* no new connections */
-	bool quit;     /* workers leave once the queue is empty */
+	bool quit; /* workers leave once the queue is empty */
 	struct nbd_conn *conns;
 	unsigned int nconns;
 	unsigned int next_id;
@@ -361,8 +361,8 @@ struct nbd_kernel {
 	pthread_t doit;
 	bool running;
 };
-int nbd_kernel_connect(struct nbd_server *srv, const char *dev,
-		       int notify_fd, struct nbd_kernel *k);
+int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
+		       struct nbd_kernel *k);
 void nbd_kernel_disconnect(struct nbd_kernel *k);
 void nbd_kernel_wait(struct nbd_kernel *k);
 

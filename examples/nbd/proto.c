@@ -196,7 +196,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 	int r;
 
 	if (len < 6)
-		return send_error(c, opt, NBD_REP_ERR_INVALID, "option too short");
+		return send_error(c, opt, NBD_REP_ERR_INVALID,
+				  "option too short");
 	namelen = get_be32(d);
 	if (namelen > len - 6)
 		return send_error(c, opt, NBD_REP_ERR_INVALID,
@@ -298,8 +299,9 @@ static int option(struct nbd_conn *c)
 		return opt_list(c, len);
 	case NBD_OPT_STRUCTURED_REPLY:
 		if (len)
-			return send_error(c, opt, NBD_REP_ERR_INVALID,
-					  "NBD_OPT_STRUCTURED_REPLY takes no data");
+			return send_error(
+				c, opt, NBD_REP_ERR_INVALID,
+				"NBD_OPT_STRUCTURED_REPLY takes no data");
 		c->structured = true;
 		return send_reply(c, opt, NBD_REP_ACK, NULL, 0);
 	case NBD_OPT_ABORT:
@@ -313,7 +315,8 @@ static int option(struct nbd_conn *c)
 	default:
 		/* Including the metadata contexts: NBD_CMD_BLOCK_STATUS is not
 		 * served, and "unknown" is the answer that says so. */
-		return send_error(c, opt, NBD_REP_ERR_UNSUP, "unsupported option");
+		return send_error(c, opt, NBD_REP_ERR_UNSUP,
+				  "unsupported option");
 	}
 }
 
@@ -336,7 +339,8 @@ int nbd_handshake(struct nbd_conn *c)
 	cflags = get_be32(cf);
 	/* "the server MUST drop the TCP connection if the client sets an
 	 * unknown flag". */
-	if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
+	if (cflags &
+	    ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES))
 		return -EPROTO;
 	c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
 

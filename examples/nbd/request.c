@@ -135,7 +135,8 @@ static int read_memory(struct nbd_conn *c, const struct nbd_request *r)
 		ret = out_reserve(c, NBD_SIMPLE_REPLY_SIZE, 2);
 		if (ret < 0)
 			return ret;
-		nbd_simple_reply(out_hdr(c, NBD_SIMPLE_REPLY_SIZE), r->cookie, 0);
+		nbd_simple_reply(out_hdr(c, NBD_SIMPLE_REPLY_SIZE), r->cookie,
+				 0);
 		out_data(c, data, r->len);
 		return 0;
 	}
@@ -351,7 +352,8 @@ void nbd_work_run(struct nbd_work *w)
 						 error_message((uint32_t)-ret));
 	} else if (r->type == NBD_CMD_READ && ret == 0 && c->structured) {
 		if (r->len == 0) {
-			iov[0].iov_len = nbd_chunk_header(h, NBD_REPLY_FLAG_DONE,
+			iov[0].iov_len = nbd_chunk_header(h,
+							  NBD_REPLY_FLAG_DONE,
 							  NBD_REPLY_TYPE_NONE,
 							  r->cookie, 0);
 		} else {
@@ -362,8 +364,7 @@ void nbd_work_run(struct nbd_work *w)
 			iov[0].iov_len = 28;
 		}
 	} else {
-		iov[0].iov_len = nbd_simple_reply(h, r->cookie,
-						  (uint32_t)-ret);
+		iov[0].iov_len = nbd_simple_reply(h, r->cookie, (uint32_t)-ret);
 	}
 	if (r->type == NBD_CMD_READ && ret == 0) {
 		memcpy(iov + 1, w->iov, w->nelem * sizeof(*iov));

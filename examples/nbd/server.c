@@ -49,7 +49,8 @@ static int sock_sendv(void *opaque, struct iovec *iov, int n)
 			continue;
 		}
 		m.msg_iov = iov + first;
-		m.msg_iovlen = (size_t)(n - first < IOV_MAX ? n - first : IOV_MAX);
+		m.msg_iovlen =
+			(size_t)(n - first < IOV_MAX ? n - first : IOV_MAX);
 		/* MSG_NOSIGNAL: a client gone is an error here, not SIGPIPE. */
 		r = sendmsg(fd, &m, MSG_NOSIGNAL);
 		if (r < 0 && errno == EINTR)
@@ -61,7 +62,8 @@ static int sock_sendv(void *opaque, struct iovec *iov, int n)
 			first++;
 		}
 		if (first < n) {
-			iov[first].iov_base = (uint8_t *)iov[first].iov_base + r;
+			iov[first].iov_base =
+				(uint8_t *)iov[first].iov_base + r;
 			iov[first].iov_len -= (size_t)r;
 		}
 	}
@@ -222,8 +224,8 @@ int nbd_conn_skip(struct nbd_conn *c, uint64_t n)
 		int r;
 
 		if (k == 0) {
-			r = nbd_conn_fill(c, n < NBD_IBUF_SIZE ? (size_t)n
-							       : NBD_IBUF_SIZE);
+			r = nbd_conn_fill(c, n < NBD_IBUF_SIZE ? (size_t)n :
+								 NBD_IBUF_SIZE);
 			if (r < 0)
 				return r;
 			k = c->ilen - c->ipos;
@@ -328,8 +330,8 @@ static void *conn_main(void *arg)
 		r = nbd_serve(c);
 	if (r < 0 && r != -ECONNRESET && r != -EPIPE)
 		srv->log("connection %u: %s\n", c->id,
-			 r == -EPROTO ? "protocol violation, disconnected"
-				      : strerror(-r));
+			 r == -EPROTO ? "protocol violation, disconnected" :
+					strerror(-r));
 	close(c->fd);
 
 	pthread_mutex_lock(&srv->lock);
@@ -436,7 +438,8 @@ void nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms)
 
 int nbd_server_init(struct nbd_server *srv)
 {
-	unsigned int flags = srv->best_effort ? IOFLUSHER_MEMPOOL_UNLOCKED_OK : 0;
+	unsigned int flags = srv->best_effort ? IOFLUSHER_MEMPOOL_UNLOCKED_OK :
+						0;
 	int r;
 
 	pthread_mutex_init(&srv->lock, NULL);
