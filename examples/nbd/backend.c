@@ -45,15 +45,16 @@ int nbd_errno(int err)
 	case EFBIG:
 		return -NBD_ENOSPC; /* as the protocol asks */
 	case EINVAL:
+	case EOVERFLOW:
+	case EOPNOTSUPP:
+		/* "The server SHOULD NOT return NBD_EOVERFLOW except" for a DF
+		 * read, nor "NBD_ENOTSUP except" for a FAST_ZERO write zeroes:
+		 * both are replied where they apply, never mapped from a
+		 * system call's errno.  A value out of range, or an operation
+		 * the storage cannot do, is the request's fault here. */
 		return -NBD_EINVAL;
 	case ENOMEM:
 		return -NBD_ENOMEM;
-	case EOVERFLOW:
-		return -NBD_EOVERFLOW;
-	case EOPNOTSUPP:
-		return -NBD_ENOTSUP;
-	case ESHUTDOWN:
-		return -NBD_ESHUTDOWN;
 	default:
 		return -NBD_EIO;
 	}

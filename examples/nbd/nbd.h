@@ -61,8 +61,8 @@ enum {
 	NBD_OPT_INFO = 6,
 	NBD_OPT_GO = 7,
 	NBD_OPT_STRUCTURED_REPLY = 8,
-	NBD_OPT_LIST_META_CONTEXT = 10,
-	NBD_OPT_SET_META_CONTEXT = 11,
+	NBD_OPT_LIST_META_CONTEXT = 9,
+	NBD_OPT_SET_META_CONTEXT = 10,
 };
 #define NBD_REP_ERR(n) (0x80000000u | (n))
 enum {
@@ -340,9 +340,10 @@ void nbd_conn_wait_idle(struct nbd_conn *c);
 int nbd_handshake(struct nbd_conn *c);
 /* Decode a 28-byte request. */
 void nbd_request_decode(const uint8_t *p, struct nbd_request *r);
-/* 0 if the request may be served, else the NBD error to reply with. */
+/* 0 if the request may be served, else the NBD error to reply with and,
+ * in *msg, why (a constant string, for structured error chunks). */
 int nbd_request_check(const struct nbd_export *exp, bool structured,
-		      const struct nbd_request *r);
+		      const struct nbd_request *r, const char **msg);
 uint16_t nbd_export_tflags(const struct nbd_export *exp, bool structured);
 size_t nbd_simple_reply(uint8_t *p, uint64_t cookie, uint32_t err);
 size_t nbd_chunk_header(uint8_t *p, uint16_t flags, uint16_t type,

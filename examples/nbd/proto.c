@@ -4,8 +4,10 @@
  *
  * Everything a client sends is untrusted: every length is checked against
  * what was received and against this server's limits before it is used,
- * and the handshake never allocates (option data lands in a bounded buffer
- * on the stack; longer options are skipped and answered NBD_REP_ERR_TOO_BIG).
+ * and the handshake never allocates: the data of the options it parses
+ * (GO, INFO, EXPORT_NAME) lands in a bounded buffer on the stack, longer
+ * ones are skipped and answered NBD_REP_ERR_TOO_BIG; the data of any other
+ * option is skipped unread.
  * The rules followed are those of doc/proto.md in NetworkBlockDevice/nbd;
  * the comments quote the decisions it leaves to the server.
  */
@@ -68,8 +70,15 @@ void nbd_request_decode(const uint8_t *p, struct nbd_request *r)
 	r->len = get_be32(p + 24);
 }
 
+/* The error, and its message for an error chunk. */
+static int refuse(const char **msg, const char *why, int err)
+{
+	*msg = why;
+	return err;
+}
+
 int nbd_request_check(const struct nbd_export *exp, bool structured,
-		      const struct nbd_request *r)
+		      const struct nbd_request *r, const char **msg)
 {
 	uint16_t tflags = nbd_export_tflags(exp, structured);
 	uint16_t allowed = 0;
@@ -95,27 +104,45 @@ int nbd_request_check(const struct nbd_export *exp, bool structured,
 	default:
 		/* "The server SHOULD return EINVAL if it receives an unknown
 		 * command" (NBD_CMD_CACHE and BLOCK_STATUS are not offered). */
-		return NBD_EINVAL;
+		return refuse(msg, "unknown command", NBD_EINVAL);
 	}
 	/* "SHOULD return EPERM if it receives a write or trim request on a
 	 * read-only export". */
 	if (writes && exp->readonly)
-		return NBD_EPERM;
+		return refuse(msg, "the export is read-only", NBD_EPERM);
 	/* FUA "is valid for all commands, provided NBD_FLAG_SEND_FUA has
 	 * been negotiated"; any other flag must be documented for the
 	 * command, else EINVAL. */
 	if (tflags & NBD_FLAG_SEND_FUA)
 		allowed |= NBD_CMD_FLAG_FUA;
 	if (r->flags & ~allowed)
-		return NBD_EINVAL;
+		return refuse(msg, "flag not valid for this command",
+			      NBD_EINVAL);
+	if (r->type == NBD_CMD_FLUSH && (r->offset || r->len))
+		return refuse(msg, "flush with an offset or a length",
+			      NBD_EINVAL);
 	if (r->type == NBD_CMD_FLUSH)
-		return r->offset || r->len ? NBD_EINVAL : 0;
+		return 0;
+	/* "The server SHOULD report an NBD_EINVAL error if the client's
+	 * request ... is larger than the advertised maximum block size";
+	 * NBD_EOVERFLOW is only for a DF read this server could not send
+	 * unfragmented, and it can send any read it accepts in one chunk.
+	 * Trim and write zeroes carry no payload and are served at any
+	 * length, as the default constraints allow. */
 	if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
 	    r->len > NBD_MAX_PAYLOAD)
-		return NBD_EOVERFLOW;
-	/* Written this way round, offset + len cannot overflow. */
-	if (r->offset > exp->size || r->len > exp->size - r->offset)
-		return r->type == NBD_CMD_READ ? NBD_EINVAL : NBD_ENOSPC;
+		return refuse(msg, "request longer than the maximum block size",
+			      NBD_EINVAL);
+	/* Beyond the end: EINVAL for a read or trim, ENOSPC for what
+	 * writes, as the protocol's error values ask.  Written this way
+	 * round, offset + len cannot overflow. */
+	if (r->offset > exp->size || r->len > exp->size - r->offset) {
+		bool read_or_trim = r->type == NBD_CMD_READ ||
+				    r->type == NBD_CMD_TRIM;
+
+		return refuse(msg, "request beyond the end of the export",
+			      read_or_trim ? NBD_EINVAL : NBD_ENOSPC);
+	}
 	return 0;
 }
 
@@ -191,6 +218,7 @@ static int send_info_name(struct nbd_conn *c, uint32_t opt)
 static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 		       uint32_t len)
 {
+	bool sent_name = false;
 	uint32_t namelen;
 	uint16_t nreq;
 	int r;
@@ -210,9 +238,13 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 		return send_error(c, opt, NBD_REP_ERR_UNKNOWN,
 				  "no export of that name");
 	r = send_info_export(c, opt);
-	for (uint16_t i = 0; r == 0 && i < nreq; i++) {
-		if (get_be16(d + 4 + namelen + 2 + 2 * i) == NBD_INFO_NAME)
+	/* "A particular information type SHOULD only appear once": a client
+	 * that asks twice (which it "MUST NOT") still gets it once. */
+	for (uint16_t i = 0; r == 0 && i < nreq && !sent_name; i++) {
+		if (get_be16(d + 4 + namelen + 2 + 2 * i) == NBD_INFO_NAME) {
 			r = send_info_name(c, opt);
+			sent_name = true;
+		}
 	}
 	/* Sent whether asked or not ("the server MAY send it"): with a
 	 * minimum of 1 it constrains no client, and tells all the maximum. */
@@ -260,6 +292,44 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
 	return r;
 }
 
+/* An option whose data this server does not read (none, or unknown to
+ * it); the data, of any length, has been skipped already. */
+static int option_without_data(struct nbd_conn *c, uint32_t opt, uint32_t len)
+{
+	switch (opt) {
+	case NBD_OPT_LIST:
+		return opt_list(c, len);
+	case NBD_OPT_STRUCTURED_REPLY:
+		if (len)
+			return send_error(
+				c, opt, NBD_REP_ERR_INVALID,
+				"NBD_OPT_STRUCTURED_REPLY takes no data");
+		c->structured = true;
+		return send_reply(c, opt, NBD_REP_ACK, NULL, 0);
+	case NBD_OPT_ABORT:
+		/* "The server MUST reply with NBD_REP_ACK", and "SHOULD
+		 * ignore any data sent by the client"; the client may already
+		 * be gone, which is fine. */
+		send_reply(c, opt, NBD_REP_ACK, NULL, 0);
+		return -ECONNABORTED;
+	case NBD_OPT_STARTTLS:
+		return send_error(c, opt, NBD_REP_ERR_POLICY,
+				  "this server does not offer TLS");
+	default:
+		/* Including the metadata contexts: NBD_CMD_BLOCK_STATUS is not
+		 * served, and "unknown" is the answer that says so. */
+		return send_error(c, opt, NBD_REP_ERR_UNSUP,
+				  "unsupported option");
+	}
+}
+
+/* The options whose data is parsed, into a bounded buffer. */
+static bool option_has_data(uint32_t opt)
+{
+	return opt == NBD_OPT_EXPORT_NAME || opt == NBD_OPT_GO ||
+	       opt == NBD_OPT_INFO;
+}
+
 /* One option: 1 to enter transmission, 0 to go on, -errno to hang up. */
 static int option(struct nbd_conn *c)
 {
@@ -274,9 +344,18 @@ static int option(struct nbd_conn *c)
 		return -EPROTO;
 	opt = get_be32(h + 8);
 	len = get_be32(h + 12);
+	/* Classified before the length is judged: an unknown option gets
+	 * NBD_REP_ERR_UNSUP whatever its size, since "the presence of the
+	 * option length in every option allows the server to skip any
+	 * options ... that it does not understand".  Skipping keeps the
+	 * stream in step, so the client may go on. */
+	if (!option_has_data(opt)) {
+		r = nbd_conn_skip(c, len);
+		if (r < 0)
+			return r;
+		return option_without_data(c, opt, len);
+	}
 	if (len > sizeof(d)) {
-		/* Read past it, so that the stream stays in step: the client
-		 * may go on with a shorter one. */
 		r = nbd_conn_skip(c, len);
 		if (r < 0)
 			return r;
@@ -288,36 +367,9 @@ static int option(struct nbd_conn *c)
 	r = nbd_conn_read(c, d, len);
 	if (r < 0)
 		return r;
-
-	switch (opt) {
-	case NBD_OPT_EXPORT_NAME:
+	if (opt == NBD_OPT_EXPORT_NAME)
 		return opt_export_name(c, d, len);
-	case NBD_OPT_GO:
-	case NBD_OPT_INFO:
-		return opt_info_go(c, opt, d, len);
-	case NBD_OPT_LIST:
-		return opt_list(c, len);
-	case NBD_OPT_STRUCTURED_REPLY:
-		if (len)
-			return send_error(
-				c, opt, NBD_REP_ERR_INVALID,
-				"NBD_OPT_STRUCTURED_REPLY takes no data");
-		c->structured = true;
-		return send_reply(c, opt, NBD_REP_ACK, NULL, 0);
-	case NBD_OPT_ABORT:
-		/* "The server MUST reply with NBD_REP_ACK"; the client may
-		 * already be gone, which is fine. */
-		send_reply(c, opt, NBD_REP_ACK, NULL, 0);
-		return -ECONNABORTED;
-	case NBD_OPT_STARTTLS:
-		return send_error(c, opt, NBD_REP_ERR_POLICY,
-				  "this server does not offer TLS");
-	default:
-		/* Including the metadata contexts: NBD_CMD_BLOCK_STATUS is not
-		 * served, and "unknown" is the answer that says so. */
-		return send_error(c, opt, NBD_REP_ERR_UNSUP,
-				  "unsupported option");
-	}
+	return opt_info_go(c, opt, d, len);
 }
 
 int nbd_handshake(struct nbd_conn *c)

@@ -80,17 +80,19 @@ static void out_data(struct nbd_conn *c, const void *p, size_t n)
 		c->oiov[c->niov++] = (struct iovec){ (void *)p, n };
 }
 
+/* The message of an error chunk for what the backend reports (what
+ * nbd_request_check() refuses comes with its own). */
 static const char *error_message(uint32_t err)
 {
 	switch (err) {
 	case NBD_EPERM:
-		return "the export is read-only";
+		return "operation not permitted";
 	case NBD_EINVAL:
 		return "invalid request";
 	case NBD_ENOSPC:
-		return "request beyond the end of the export";
-	case NBD_EOVERFLOW:
-		return "request longer than the maximum block size";
+		return "no space left on the export's storage";
+	case NBD_ENOMEM:
+		return "out of memory";
 	case NBD_ENOTSUP:
 		return "cannot write zeroes fast here";
 	case NBD_ESHUTDOWN:
@@ -100,19 +102,23 @@ static const char *error_message(uint32_t err)
 	}
 }
 
+/* A reply without data; an error with msg, or error_message()'s if NULL.
+ * Messages are constants shorter than 64 bytes. */
 static int reply_status(struct nbd_conn *c, const struct nbd_request *r,
-			uint32_t err)
+			uint32_t err, const char *msg)
 {
 	int ret;
 
 	/* Errors go as structured chunks where negotiated, as the protocol
 	 * prefers, since they carry a message for the user. */
 	if (err && c->structured) {
+		if (!msg)
+			msg = error_message(err);
 		ret = out_reserve(c, 26 + 64, 1);
 		if (ret < 0)
 			return ret;
-		nbd_error_chunk(out_hdr(c, 26 + strlen(error_message(err))),
-				r->cookie, err, error_message(err));
+		nbd_error_chunk(out_hdr(c, 26 + strlen(msg)), r->cookie, err,
+				msg);
 		return 0;
 	}
 	ret = out_reserve(c, NBD_SIMPLE_REPLY_SIZE, 1);
@@ -201,7 +207,7 @@ static int write_memory(struct nbd_conn *c, const struct nbd_request *r)
 		if (ret < 0)
 			return ret;
 	}
-	return reply_status(c, r, 0);
+	return reply_status(c, r, 0, NULL);
 }
 
 static int serve_memory(struct nbd_conn *c, const struct nbd_request *r)
@@ -224,7 +230,7 @@ static int serve_memory(struct nbd_conn *c, const struct nbd_request *r)
 		ret = nbd_backend_zero(exp, r->offset, r->len, r->flags);
 		break;
 	}
-	return reply_status(c, r, ret < 0 ? (uint32_t)-ret : 0);
+	return reply_status(c, r, ret < 0 ? (uint32_t)-ret : 0, NULL);
 }
 
 /* ---------------------------------------------------------------- workers */
@@ -379,9 +385,10 @@ void nbd_work_run(struct nbd_work *w)
 
 static int handle(struct nbd_conn *c, const struct nbd_request *r)
 {
+	const char *msg;
 	int err, ret;
 
-	err = nbd_request_check(c->srv->exp, c->structured, r);
+	err = nbd_request_check(c->srv->exp, c->structured, r, &msg);
 	if (err) {
 		/* A write's payload follows whatever we think of it: read
 		 * past it, so that the next request is parsed in step. */
@@ -390,7 +397,7 @@ static int handle(struct nbd_conn *c, const struct nbd_request *r)
 			if (ret < 0)
 				return ret;
 		}
-		return reply_status(c, r, (uint32_t)err);
+		return reply_status(c, r, (uint32_t)err, msg);
 	}
 	if (c->srv->exp->kind == NBD_BACKEND_MEMORY)
 		return serve_memory(c, r);

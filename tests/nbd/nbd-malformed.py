@@ -26,13 +26,14 @@ STRUCT_MAGIC = 0x668E33EF
 
 OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS = 1, 2, 3, 5
 OPT_INFO, OPT_GO, OPT_STRUCTURED = 6, 7, 8
+OPT_LIST_META, OPT_SET_META = 9, 10
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_POLICY, ERR_INVALID = 2**31 + 1, 2**31 + 2, 2**31 + 3
 ERR_UNKNOWN, ERR_TOO_BIG = 2**31 + 6, 2**31 + 9
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
 CMD_WRITE_ZEROES = 6
 F_FUA, F_NO_HOLE, F_DF, F_FAST_ZERO = 1, 2, 4, 16
-EPERM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP = 1, 22, 28, 75, 95
+EPERM, EIO, EINVAL, ENOSPC, ENOTSUP, ESHUTDOWN = 1, 5, 22, 28, 95, 108
 TYPE_NONE, TYPE_DATA, TYPE_HOLE, TYPE_ERROR = 0, 1, 2, 0x8001
 MAX_PAYLOAD = 32 << 20
 
@@ -213,10 +214,25 @@ def main():
     c.greet()
     c.opt(99, b"xyz")
     check("unknown option: NBD_REP_ERR_UNSUP", c.reply()[1] == ERR_UNSUP)
+    c.opt(99, b"x" * (1 << 20))
+    check("unknown option with 1 MiB of data: skipped, NBD_REP_ERR_UNSUP",
+          c.reply()[1] == ERR_UNSUP)
+    # The metadata contexts (9 and 10 in the protocol) are not served.
+    query = b"base:allocation"
+    meta = struct.pack(">III", 0, 1, len(query)) + query
+    for o, name in ((OPT_LIST_META, "LIST_META_CONTEXT"),
+                    (OPT_SET_META, "SET_META_CONTEXT")):
+        c.opt(o, meta)
+        r = c.reply()
+        check("NBD_OPT_%s (%d): NBD_REP_ERR_UNSUP" % (name, o),
+              r[0] == o and r[1] == ERR_UNSUP)
     c.opt(OPT_STARTTLS)
     check("STARTTLS: NBD_REP_ERR_POLICY (no TLS here)", c.reply()[1] == ERR_POLICY)
     c.opt(OPT_LIST, b"junk")
     check("LIST with data: NBD_REP_ERR_INVALID", c.reply()[1] == ERR_INVALID)
+    c.opt(OPT_LIST, b"x" * (1 << 20))
+    check("LIST with 1 MiB of data: skipped, NBD_REP_ERR_INVALID",
+          c.reply()[1] == ERR_INVALID)
     c.opt(OPT_LIST)
     reps = c.replies()
     check("LIST: one export then ACK",
@@ -239,6 +255,13 @@ def main():
     bs = [struct.unpack(">HIII", d) for _, t, d in reps if t == REP_INFO and len(d) == 14]
     check("INFO after all that: block sizes 1/4096/32M, then ACK",
           reps[-1][1] == REP_ACK and bs and bs[0][1:] == (1, 4096, MAX_PAYLOAD))
+    # NAME and BLOCK_SIZE asked for twice (which a client must not do):
+    # each information is still sent once.
+    c.opt(OPT_INFO, struct.pack(">IHHHHH", 0, 4, 1, 1, 3, 3))
+    reps = c.replies()
+    kinds = [struct.unpack(">H", d[:2])[0] for _, t, d in reps if t == REP_INFO]
+    check("INFO with requests repeated: each information sent once",
+          reps[-1][1] == REP_ACK and sorted(kinds) == [0, 1, 3], repr(kinds))
     c.go()
     check("GO after all that: the export is served", c.read(0, 16)[0] == 0)
     c.close()
@@ -259,6 +282,18 @@ def main():
     check("ABORT: ACK, then the server hangs up", ack and c.closed())
     c.close()
 
+    # "a server SHOULD ignore any data sent by the client" with ABORT.
+    c = Conn()
+    c.greet()
+    c.opt(OPT_ABORT, b"x" * (1 << 20))
+    try:
+        ack = c.reply()[1] == REP_ACK
+    except Closed:
+        ack = False
+    check("ABORT with 1 MiB of data: skipped, ACK, then the server hangs up",
+          ack and c.closed())
+    c.close()
+
     c = Conn()
     c.greet()
     c.send(struct.pack(">QI", IHAVEOPT, OPT_GO)[:7])
@@ -277,8 +312,12 @@ def main():
         err, _ = c.read(2**64 - 512, 1024)
         check("%s: read whose end overflows 64 bits: EINVAL" % kind, err == EINVAL)
         err, _ = c.read(0, MAX_PAYLOAD + 1)
-        check("%s: read longer than the maximum block size: EOVERFLOW" % kind,
-              err == EOVERFLOW)
+        check("%s: read longer than the maximum block size: EINVAL" % kind,
+              err == EINVAL)
+        if structured:
+            err, _ = c.read(0, MAX_PAYLOAD + 1, flags=F_DF)
+            check("structured: DF read longer than the maximum block size: "
+                  "EINVAL", err == EINVAL)
         c.request(CMD_READ, 0, 512, flags=0x100)
         check("%s: read with an unknown flag: EINVAL" % kind, c.status() == EINVAL)
         c.request(77, 0, 0)
@@ -296,8 +335,16 @@ def main():
                   on_disk(size - 4096, 4096) == tail)
         err = c.write(0, b"\xcc" * (MAX_PAYLOAD + 4096))
         check("%s: write longer than the maximum block size: %s, payload skipped" %
-              (kind, "EPERM" if not writable else "EOVERFLOW"),
-              err == (EOVERFLOW if writable else EPERM))
+              (kind, "EPERM" if not writable else "EINVAL"),
+              err == (EINVAL if writable else EPERM))
+        c.request(CMD_TRIM, size - 4096, 8192)
+        check("%s: trim past the end: %s" %
+              (kind, "EINVAL" if writable else "EPERM"),
+              c.status() == (EINVAL if writable else EPERM))
+        c.request(CMD_WRITE_ZEROES, size - 4096, 8192)
+        check("%s: write zeroes past the end: %s" %
+              (kind, "ENOSPC" if writable else "EPERM"),
+              c.status() == (ENOSPC if writable else EPERM))
         c.request(CMD_TRIM, 0, 4096)
         check("%s: trim %s" % (kind, "succeeds" if writable else "on a read-only export: EPERM"),
               c.status() == (0 if writable else EPERM))
