@@ -124,13 +124,13 @@ void nbd_memory_mark(struct nbd_export *exp, uint64_t off, uint64_t len)
 	for (g = off / exp->grain; g <= last; g++)
 		atomic_fetch_or_explicit(&exp->bitmap[g / 64],
 					 (uint64_t)1 << (g % 64),
-					 memory_order_relaxed);
+					 memory_order_release);
 }
 
 static bool grain_used(const struct nbd_export *exp, uint64_t g)
 {
 	return atomic_load_explicit(&exp->bitmap[g / 64],
-				    memory_order_relaxed) &
+				    memory_order_acquire) &
 	       ((uint64_t)1 << (g % 64));
 }
 
@@ -174,6 +174,10 @@ static int memory_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		memset(exp->map + off, 0, first - off);
 	if (last < end)
 		memset(exp->map + last, 0, end - last);
+	/* Bits first, then the pages: a write landing in between sets its
+	 * bits after its copy (write_memory), so the grain ends either
+	 * marked, with its bytes or zeroes, or clear and zero; a clear bit
+	 * never hides data. */
 	memory_clear_bits(exp, first / exp->grain, (last - first) / exp->grain);
 	if (madvise(exp->map + first, last - first, MADV_DONTNEED) < 0) {
 		/* Cannot give it back (a locked range): write the zeroes. */

@@ -208,8 +208,9 @@ int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
 		     bool fua);
 int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		     uint16_t flags);
-/* Memory: mark [off, off+len) written; how long the run of grains from
- * off with the same state is (bounded by len), and whether it is a hole. */
+/* Memory: mark [off, off+len) written, once its bytes are in place (a
+ * clear bit means zeroes); how long the run of grains from off with the
+ * same state is (bounded by len), and whether it is a hole. */
 void nbd_memory_mark(struct nbd_export *exp, uint64_t off, uint64_t len);
 uint64_t nbd_memory_extent(const struct nbd_export *exp, uint64_t off,
 			   uint64_t len, bool *hole);

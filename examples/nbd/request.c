@@ -187,23 +187,32 @@ static int read_memory(struct nbd_conn *c, const struct nbd_request *r)
 	return 0;
 }
 
+/*
+ * The bitmap's invariant is: a clear bit means the grain's bytes are zero.
+ * So bits are set only once the data has landed.  A write zeroes from
+ * another connection clears bits, then gives the pages back (memory_zero):
+ * were bits set before the copy, such a zero could clear them and drop the
+ * pages between the two, and the copy would then leave data in a grain
+ * read as a hole, to reappear with the next write to that grain.
+ */
 static int write_memory(struct nbd_conn *c, const struct nbd_request *r)
 {
 	struct nbd_export *exp = c->srv->exp;
 	int ret;
 
-	/* Marked first: a payload cut short leaves the range torn, as a
-	 * disk does, and reads must then show what landed. */
-	nbd_memory_mark(exp, r->offset, r->len);
 	if (r->len <= NBD_INLINE_PAYLOAD) {
 		ret = nbd_conn_fill(c, r->len);
 		if (ret < 0)
 			return ret;
 		memcpy(exp->map + r->offset, c->ibuf + c->ipos, r->len);
 		c->ipos += r->len;
+		nbd_memory_mark(exp, r->offset, r->len);
 	} else {
-		/* Straight from the socket into the export: one copy. */
+		/* Straight from the socket into the export: one copy.  A
+		 * payload cut short leaves the range torn, as a disk does,
+		 * and what landed must read back: marked on failure too. */
 		ret = nbd_conn_read(c, exp->map + r->offset, r->len);
+		nbd_memory_mark(exp, r->offset, r->len);
 		if (ret < 0)
 			return ret;
 	}
