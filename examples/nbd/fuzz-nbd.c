@@ -44,7 +44,7 @@ static ssize_t in_recv(void *opaque, void *buf, size_t len)
 	return (ssize_t)n;
 }
 
-static int out_sendv(void *opaque, struct iovec *iov, int n)
+static int out_sendv(void *opaque, struct iovec *iov, int n, bool nowait)
 {
 	size_t total = 0;
 
@@ -56,7 +56,16 @@ static int out_sendv(void *opaque, struct iovec *iov, int n)
 			total += p[j];
 	}
 	(void)total;
+	(void)nowait;
 	return 0;
+}
+
+/* The hard disconnect: the client's bytes end here. */
+static void in_shutdown(void *opaque)
+{
+	struct input *in = opaque;
+
+	in->left = 0;
 }
 
 static void quiet(const char *fmt, ...)
@@ -125,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static bool ready;
 	struct input in;
-	struct nbd_io io = { in_recv, out_sendv, &in };
+	struct nbd_io io = { in_recv, out_sendv, in_shutdown, &in };
 	struct nbd_server *srv;
 	int r = 1;
 

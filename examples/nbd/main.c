@@ -51,6 +51,7 @@ struct options {
 	unsigned int threads;
 	unsigned int queue_depth;
 	unsigned int max_conns;
+	unsigned int send_timeout;
 	const char *connect;
 	const char *run;
 	bool best_effort;
@@ -74,7 +75,8 @@ static void usage(FILE *out)
 		" (--socket PATH | --tcp [ADDR:]PORT | --connect /dev/nbdX)\n"
 		"                     [--memory SIZE | --file PATH] [--readonly]\n"
 		"                     [--export-name NAME] [--threads N] [--queue-depth N]\n"
-		"                     [--max-connections N] [--run CMD]\n"
+		"                     [--max-connections N] [--send-timeout SECONDS]\n"
+		"                     [--run CMD]\n"
 		"                     [--best-effort] [--sandbox]\n"
 		"An NBD server that runs as an IO-flusher daemon; see " PROG
 		"(8).\n"
@@ -88,6 +90,8 @@ static void usage(FILE *out)
 		"  --threads N          workers for the file backend (default 4)\n"
 		"  --queue-depth N      requests in flight, all connections (default 64)\n"
 		"  --max-connections N  clients at once (default 16)\n"
+		"  --send-timeout SECONDS  disconnect a client that takes no byte of a\n"
+		"                       reply for that long (default 30; 0: never)\n"
 		"  --run CMD            run CMD once ready, with $uri set; exit with its status\n"
 		"  --best-effort        run even where a protection cannot be applied\n"
 		"  --sandbox            lock the protections in with a seccomp filter\n");
@@ -153,6 +157,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "threads", required_argument, NULL, 't' },
 		{ "queue-depth", required_argument, NULL, 'q' },
 		{ "max-connections", required_argument, NULL, 'C' },
+		{ "send-timeout", required_argument, NULL, 'T' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "run", required_argument, NULL, 'R' },
 		{ "best-effort", no_argument, NULL, 'b' },
@@ -210,6 +215,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 			if (parse_uint(optarg, 1, 1024, &o->max_conns) < 0) {
 				log_stderr(
 					"--max-connections takes 1 to 1024\n");
+				return 2;
+			}
+			break;
+		case 'T':
+			if (parse_uint(optarg, 0, 3600, &o->send_timeout) < 0) {
+				log_stderr("--send-timeout takes 0 to 3600\n");
 				return 2;
 			}
 			break;
@@ -515,6 +526,7 @@ int main(int argc, char **argv)
 		.threads = 4,
 		.queue_depth = 64,
 		.max_conns = 16,
+		.send_timeout = 30,
 	};
 	struct nbd_export exp = { .fd = -1 };
 	struct nbd_server srv = { 0 };
@@ -562,6 +574,7 @@ int main(int argc, char **argv)
 	srv.log = log_stderr;
 	srv.queue_depth = o.queue_depth;
 	srv.max_conns = o.max_conns + (o.connect ? 1 : 0);
+	srv.send_timeout = o.send_timeout;
 	srv.nthreads = exp.kind == NBD_BACKEND_FILE ? o.threads : 0;
 	r = ioflusher_ctx_new(&srv.ctx);
 	if (r == 0)

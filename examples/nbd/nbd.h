@@ -222,6 +222,12 @@ int nbd_errno(int err);
  * made at start-up (see ioflusher_mempool_new(3)): the connection (its
  * input and output buffers), the request of a worker, and the data of a
  * file request in elements of NBD_DATA_ELEM bytes.
+ *
+ * A client can stop reading its replies.  So that it stalls nobody else:
+ * no worker ever waits on a client's socket (a reply that does not fit
+ * goes to the connection's sender thread), one connection holds at most
+ * half of each pool (nbd_conn_reserve), and a reply that makes no progress
+ * for --send-timeout seconds ends its connection.
  */
 #define NBD_IBUF_SIZE (256u << 10)
 #define NBD_OBUF_SIZE (16u << 10)
@@ -232,11 +238,19 @@ int nbd_errno(int err);
 
 struct nbd_server;
 
-/* How a connection moves bytes: a socket, or the fuzzer's buffer.  recv
- * returns like read(2) but a negative errno; sendv sends all or fails. */
+/*
+ * How a connection moves bytes: a socket, or the fuzzer's buffer.  recv
+ * returns like read(2) but a negative errno.  sendv sends all of iov and
+ * returns 0, advancing iov past what went out (entries sent become empty)
+ * so that a send can be resumed: with nowait, -EAGAIN when that would
+ * wait; otherwise -ETIMEDOUT when nothing went out for the send timeout,
+ * or another -errno.  shutdown is the hard disconnect: it ends both
+ * directions, and the read the connection thread may be blocked in.
+ */
 struct nbd_io {
 	ssize_t (*recv)(void *opaque, void *buf, size_t len);
-	int (*sendv)(void *opaque, struct iovec *iov, int n);
+	int (*sendv)(void *opaque, struct iovec *iov, int n, bool nowait);
+	void (*shutdown)(void *opaque);
 	void *opaque;
 };
 
@@ -249,13 +263,24 @@ struct nbd_conn {
 	bool structured;
 	bool no_zeroes;
 
-	/* Requests handed to workers and not yet answered. */
+	/* Requests taken by workers and not yet answered, and the data
+	 * elements they hold (nbd_conn_reserve); idle is signalled whenever
+	 * one is answered.  The backlog holds the replies workers could not
+	 * send without waiting, in order, the first maybe half sent. */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
 	unsigned int inflight;
+	unsigned int elems;
+	struct nbd_work *backlog, **backlog_tail;
+	pthread_cond_t backlog_cond;
+	bool sender_quit;
+	bool has_sender;
+	pthread_t sender;
 
-	/* Replies are sent under send_lock: the connection thread batches
-	 * its own, workers send theirs as they complete. */
+	/* Bytes go out under send_lock, the backlog first: the connection
+	 * thread sends its batches, the sender thread the backlog, a worker
+	 * its reply if the lock is free and the socket takes it at once.
+	 * The first failure sets send_failed and disconnects. */
 	pthread_mutex_t send_lock;
 	atomic_bool send_failed;
 
@@ -269,14 +294,19 @@ struct nbd_conn {
 	uint8_t ibuf[NBD_IBUF_SIZE];
 };
 
-/* A request a worker serves; its data are mempool elements. */
+/* A request a worker serves; its data are mempool elements.  Its reply
+ * (header in hdr, data in the elements) stays here until it is sent. */
 struct nbd_work {
 	struct nbd_conn *conn;
 	struct nbd_request req;
-	struct nbd_work *next;
-	unsigned int nelem;
+	struct nbd_work *next; /* the work queue, then the backlog */
+	unsigned int nelem; /* elements held */
+	unsigned int nres; /* elements reserved on the connection */
+	int nriov;
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
 	void *elem[NBD_DATA_ELEMS_MAX];
+	struct iovec riov[1 + NBD_DATA_ELEMS_MAX];
+	uint8_t hdr[128];
 };
 
 struct nbd_server {
@@ -285,12 +315,16 @@ struct nbd_server {
 	unsigned int nthreads; /* 0: serve everything inline */
 	unsigned int queue_depth; /* requests in flight, all connections */
 	unsigned int max_conns;
+	unsigned int send_timeout; /* seconds; 0: none */
 	bool best_effort;
 	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
 
 	struct ioflusher_mempool *conn_pool;
 	struct ioflusher_mempool *work_pool;
 	struct ioflusher_mempool *data_pool;
+	/* What one connection may hold: half of each pool. */
+	unsigned int conn_max_inflight;
+	unsigned int conn_max_elems;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* work queued, or quit */
@@ -317,6 +351,8 @@ int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
 		     void *(*fn)(void *), void *arg);
 void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w);
 void nbd_work_run(struct nbd_work *w);
+/* Free w and its elements, and count it out of its connection. */
+void nbd_work_done(struct nbd_work *w);
 
 /* ---------------------------------------------------------------- conn */
 void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
@@ -330,11 +366,20 @@ int nbd_conn_read(struct nbd_conn *c, void *dst, size_t n);
 int nbd_conn_readv(struct nbd_conn *c, const struct iovec *iov, int n,
 		   size_t len);
 int nbd_conn_skip(struct nbd_conn *c, uint64_t n);
+/* Send, waiting as long as the send timeout allows; the backlog first. */
 int nbd_conn_send(struct nbd_conn *c, struct iovec *iov, int n);
 int nbd_conn_flush(struct nbd_conn *c);
-void nbd_conn_get(struct nbd_conn *c);
-void nbd_conn_put(struct nbd_conn *c);
+/* A worker's reply (w->riov): sent without waiting, or left to the
+ * sender thread; w is done with either way. */
+void nbd_conn_reply(struct nbd_conn *c, struct nbd_work *w);
+/* Count in a request holding nelem data elements, waiting for room
+ * within the connection's share; undone by nbd_conn_release. */
+int nbd_conn_reserve(struct nbd_conn *c, unsigned int nelem);
+void nbd_conn_release(struct nbd_conn *c, unsigned int nelem);
 void nbd_conn_wait_idle(struct nbd_conn *c);
+/* The sender thread, with workers only. */
+int nbd_conn_start_sender(struct nbd_conn *c);
+void nbd_conn_stop_sender(struct nbd_conn *c);
 
 /* proto.c: 1 when the transmission phase starts, 0 when the client ends
  * the handshake, -errno on a broken or violated connection. */

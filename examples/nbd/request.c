@@ -259,15 +259,14 @@ static struct nbd_work *work_alloc(struct nbd_conn *c)
 	return ioflusher_mempool_alloc(srv->work_pool, 0);
 }
 
-static int data_alloc(struct nbd_conn *c, struct nbd_work *w, uint32_t len)
+static int data_alloc(struct nbd_conn *c, struct nbd_work *w, uint32_t len,
+		      unsigned int n)
 {
 	struct nbd_server *srv = c->srv;
-	unsigned int n = DIV_ROUND_UP(len, NBD_DATA_ELEM);
 	int ret;
 
-	w->nelem = 0;
-	if (!n)
-		return 0;
+	/* All or none (ioflusher_mempool_alloc_bulk(3)): two requests each
+	 * holding part of what the other needs cannot wait for each other. */
 	ret = ioflusher_mempool_alloc_bulk(srv->data_pool, w->elem, n, 0);
 	if (ret == -EAGAIN) {
 		ret = nbd_conn_flush(c);
@@ -297,19 +296,38 @@ static void work_free(struct nbd_work *w)
 	ioflusher_mempool_free_elem(srv->work_pool, w);
 }
 
+void nbd_work_done(struct nbd_work *w)
+{
+	struct nbd_conn *c = w->conn;
+	unsigned int n = w->nres;
+
+	work_free(w);
+	nbd_conn_release(c, n);
+}
+
 static int serve_file(struct nbd_conn *c, const struct nbd_request *r)
 {
+	bool data = r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE;
+	unsigned int n = data ? DIV_ROUND_UP(r->len, NBD_DATA_ELEM) : 0;
 	struct nbd_work *w;
 	int ret;
 
+	/* The connection's share first, then the pools: a connection never
+	 * queues in a pool for more than its share (nbd_conn_reserve). */
+	ret = nbd_conn_reserve(c, n);
+	if (ret < 0)
+		return ret;
 	w = work_alloc(c);
-	if (!w)
-		return -EPIPE;
+	if (!w) {
+		ret = -EPIPE;
+		goto unreserve;
+	}
 	w->conn = c;
 	w->req = *r;
 	w->nelem = 0;
-	if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) {
-		ret = data_alloc(c, w, r->len);
+	w->nres = n;
+	if (n) {
+		ret = data_alloc(c, w, r->len, n);
 		if (ret < 0)
 			goto fail;
 	}
@@ -318,7 +336,6 @@ static int serve_file(struct nbd_conn *c, const struct nbd_request *r)
 		if (ret < 0)
 			goto fail;
 	}
-	nbd_conn_get(c);
 	if (c->srv->nthreads)
 		nbd_work_queue(c->srv, w);
 	else
@@ -326,20 +343,56 @@ static int serve_file(struct nbd_conn *c, const struct nbd_request *r)
 	return 0;
 fail:
 	work_free(w);
+unreserve:
+	nbd_conn_release(c, n);
 	return ret;
 }
 
+/* The reply of a served request, in w->riov: a header, and the data of a
+ * successful read. */
+static void work_reply(struct nbd_work *w, int ret)
+{
+	struct nbd_conn *c = w->conn;
+	const struct nbd_request *r = &w->req;
+	uint8_t *h = w->hdr;
+	size_t hlen;
+
+	if (ret < 0 && c->structured) {
+		hlen = nbd_error_chunk(h, r->cookie, (uint32_t)-ret,
+				       error_message((uint32_t)-ret));
+	} else if (r->type == NBD_CMD_READ && ret == 0 && c->structured) {
+		if (r->len == 0) {
+			hlen = nbd_chunk_header(h, NBD_REPLY_FLAG_DONE,
+						NBD_REPLY_TYPE_NONE, r->cookie,
+						0);
+		} else {
+			nbd_chunk_header(h, NBD_REPLY_FLAG_DONE,
+					 NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
+					 8 + r->len);
+			put_be64(h + 20, r->offset);
+			hlen = 28;
+		}
+	} else {
+		hlen = nbd_simple_reply(h, r->cookie, (uint32_t)-ret);
+	}
+	w->riov[0] = (struct iovec){ h, hlen };
+	w->nriov = 1;
+	if (r->type == NBD_CMD_READ && ret == 0) {
+		memcpy(w->riov + 1, w->iov, w->nelem * sizeof(*w->iov));
+		w->nriov += (int)w->nelem;
+	}
+}
+
 /* On a worker: serve, reply, release.  The connection outlives this: its
- * thread waits for the last nbd_conn_put() before it closes. */
+ * thread waits until every request it reserved is released before it
+ * closes. */
 void nbd_work_run(struct nbd_work *w)
 {
 	struct nbd_conn *c = w->conn;
 	struct nbd_export *exp = c->srv->exp;
 	const struct nbd_request *r = &w->req;
-	struct iovec iov[1 + NBD_DATA_ELEMS_MAX];
-	uint8_t h[128];
 	bool fua = r->flags & NBD_CMD_FLAG_FUA;
-	int ret = 0, n = 1;
+	int ret = 0;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
@@ -360,34 +413,8 @@ void nbd_work_run(struct nbd_work *w)
 		ret = nbd_backend_zero(exp, r->offset, r->len, r->flags);
 		break;
 	}
-
-	iov[0].iov_base = h;
-	if (ret < 0 && c->structured) {
-		iov[0].iov_len = nbd_error_chunk(h, r->cookie, (uint32_t)-ret,
-						 error_message((uint32_t)-ret));
-	} else if (r->type == NBD_CMD_READ && ret == 0 && c->structured) {
-		if (r->len == 0) {
-			iov[0].iov_len = nbd_chunk_header(h,
-							  NBD_REPLY_FLAG_DONE,
-							  NBD_REPLY_TYPE_NONE,
-							  r->cookie, 0);
-		} else {
-			nbd_chunk_header(h, NBD_REPLY_FLAG_DONE,
-					 NBD_REPLY_TYPE_OFFSET_DATA, r->cookie,
-					 8 + r->len);
-			put_be64(h + 20, r->offset);
-			iov[0].iov_len = 28;
-		}
-	} else {
-		iov[0].iov_len = nbd_simple_reply(h, r->cookie, (uint32_t)-ret);
-	}
-	if (r->type == NBD_CMD_READ && ret == 0) {
-		memcpy(iov + 1, w->iov, w->nelem * sizeof(*iov));
-		n += (int)w->nelem;
-	}
-	nbd_conn_send(c, iov, n);
-	work_free(w);
-	nbd_conn_put(c);
+	work_reply(w, ret);
+	nbd_conn_reply(c, w);
 }
 
 /* ---------------------------------------------------------------- loop */

@@ -12,6 +12,9 @@
  * and output), and for the file backend the requests handed to workers
  * and their data in NBD_DATA_ELEM pieces.  A request that finds the pools
  * empty waits for one in flight to finish: back-pressure, not malloc.
+ * Those waits are bounded: one connection holds at most half the pools,
+ * and what it holds is freed once its replies are sent, or once
+ * --send-timeout gives up on a client that does not read them.
  */
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,7 +41,11 @@ static ssize_t sock_recv(void *opaque, void *buf, size_t len)
 	return r < 0 ? -errno : r;
 }
 
-static int sock_sendv(void *opaque, struct iovec *iov, int n)
+/* Without nowait, each sendmsg(2) waits at most the socket's SO_SNDTIMEO
+ * (set from --send-timeout by nbd_server_add) and then returns what it
+ * sent, or EAGAIN if nothing: a reply is given up only when no byte of it
+ * went out for that long, however slow the link. */
+static int sock_sendv(void *opaque, struct iovec *iov, int n, bool nowait)
 {
 	int fd = (int)(intptr_t)opaque, first = 0;
 	struct msghdr m = { 0 };
@@ -52,13 +60,16 @@ static int sock_sendv(void *opaque, struct iovec *iov, int n)
 		m.msg_iovlen =
 			(size_t)(n - first < IOV_MAX ? n - first : IOV_MAX);
 		/* MSG_NOSIGNAL: a client gone is an error here, not SIGPIPE. */
-		r = sendmsg(fd, &m, MSG_NOSIGNAL);
+		r = sendmsg(fd, &m, MSG_NOSIGNAL | (nowait ? MSG_DONTWAIT : 0));
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return nowait ? -EAGAIN : -ETIMEDOUT;
 		if (r < 0)
 			return -errno;
 		while (first < n && (size_t)r >= iov[first].iov_len) {
 			r -= (ssize_t)iov[first].iov_len;
+			iov[first].iov_len = 0;
 			first++;
 		}
 		if (first < n) {
@@ -68,6 +79,11 @@ static int sock_sendv(void *opaque, struct iovec *iov, int n)
 		}
 	}
 	return 0;
+}
+
+static void sock_shutdown(void *opaque)
+{
+	shutdown((int)(intptr_t)opaque, SHUT_RDWR);
 }
 
 /* ---------------------------------------------------------------- conn */
@@ -83,12 +99,18 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->structured = false;
 	c->no_zeroes = false;
 	c->inflight = 0;
+	c->elems = 0;
+	c->backlog = NULL;
+	c->backlog_tail = &c->backlog;
+	c->sender_quit = false;
+	c->has_sender = false;
 	atomic_init(&c->send_failed, false);
 	c->next = NULL;
 	c->ipos = c->ilen = c->olen = 0;
 	c->niov = 0;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->idle, NULL);
+	pthread_cond_init(&c->backlog_cond, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
 }
 
@@ -96,7 +118,85 @@ void nbd_conn_destroy(struct nbd_conn *c)
 {
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->idle);
+	pthread_cond_destroy(&c->backlog_cond);
 	pthread_mutex_destroy(&c->send_lock);
+}
+
+/*
+ * The first failure to send ends the connection.  A reply cut short leaves
+ * the client unable to parse what follows ("the server MUST immediately
+ * initiate a hard disconnect"), and a reply lost leaves it waiting: so the
+ * socket is shut down both ways, which also ends the read(2) the
+ * connection thread is blocked in, and it leaves instead of taking
+ * requests it could not answer.  Called with send_lock held.
+ */
+static void conn_fail(struct nbd_conn *c, int err)
+{
+	struct nbd_server *srv = c->srv;
+
+	if (atomic_exchange(&c->send_failed, true))
+		return;
+	if (err == -ETIMEDOUT)
+		srv->log("connection %u: a reply made no progress for %u s "
+			 "(--send-timeout): disconnected\n",
+			 c->id, srv->send_timeout);
+	else if (err != -EPIPE && err != -ECONNRESET)
+		srv->log("connection %u: send: %s: disconnected\n", c->id,
+			 strerror(-err));
+	if (c->io.shutdown)
+		c->io.shutdown(c->io.opaque);
+	/* A connection thread waiting for room gives up. */
+	pthread_mutex_lock(&c->lock);
+	pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static struct nbd_work *backlog_pop(struct nbd_conn *c)
+{
+	struct nbd_work *w;
+
+	pthread_mutex_lock(&c->lock);
+	w = c->backlog;
+	if (w) {
+		c->backlog = w->next;
+		if (!c->backlog)
+			c->backlog_tail = &c->backlog;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return w;
+}
+
+/* Called with c->lock held. */
+static void backlog_add(struct nbd_conn *c, struct nbd_work *w, bool first)
+{
+	if (first) {
+		w->next = c->backlog;
+		if (!w->next)
+			c->backlog_tail = &w->next;
+		c->backlog = w;
+	} else {
+		w->next = NULL;
+		*c->backlog_tail = w;
+		c->backlog_tail = &w->next;
+	}
+	pthread_cond_signal(&c->backlog_cond);
+}
+
+/* Send the backlog, in order, waiting as the send timeout allows; with
+ * send_lock held, so that no other bytes go between. */
+static void drain_backlog(struct nbd_conn *c)
+{
+	struct nbd_work *w;
+	int r;
+
+	while ((w = backlog_pop(c))) {
+		if (!atomic_load(&c->send_failed)) {
+			r = c->io.sendv(c->io.opaque, w->riov, w->nriov, false);
+			if (r < 0)
+				conn_fail(c, r);
+		}
+		nbd_work_done(w);
+	}
 }
 
 int nbd_conn_send(struct nbd_conn *c, struct iovec *iov, int n)
@@ -104,13 +204,118 @@ int nbd_conn_send(struct nbd_conn *c, struct iovec *iov, int n)
 	int r = -EPIPE;
 
 	pthread_mutex_lock(&c->send_lock);
-	if (!atomic_load_explicit(&c->send_failed, memory_order_relaxed)) {
-		r = c->io.sendv(c->io.opaque, iov, n);
+	/* A reply a worker left half sent goes on first: the bytes of two
+	 * replies must never mix. */
+	drain_backlog(c);
+	if (!atomic_load(&c->send_failed)) {
+		r = c->io.sendv(c->io.opaque, iov, n, false);
 		if (r < 0)
-			atomic_store(&c->send_failed, true);
+			conn_fail(c, r);
 	}
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
+}
+
+/*
+ * A worker must never wait on a client: with every worker blocked on a
+ * client that stopped reading, every connection would stall.  So it sends
+ * its reply only if send_lock is free, nothing is queued before it, and
+ * the socket takes the reply at once; what is left (all of it, or the
+ * rest of a reply half sent, which must then go out before anything else)
+ * is queued for the connection's sender thread.
+ */
+void nbd_conn_reply(struct nbd_conn *c, struct nbd_work *w)
+{
+	bool queued = false;
+	int r;
+
+	if (!c->has_sender) {
+		/* Served inline, on the connection thread itself. */
+		nbd_conn_send(c, w->riov, w->nriov);
+		nbd_work_done(w);
+		return;
+	}
+	if (atomic_load(&c->send_failed)) {
+		nbd_work_done(w);
+		return;
+	}
+	if (pthread_mutex_trylock(&c->send_lock)) {
+		pthread_mutex_lock(&c->lock);
+		backlog_add(c, w, false);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (c->backlog) {
+		backlog_add(c, w, false);
+		queued = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!queued) {
+		r = c->io.sendv(c->io.opaque, w->riov, w->nriov, true);
+		if (r == -EAGAIN) {
+			pthread_mutex_lock(&c->lock);
+			backlog_add(c, w, true);
+			pthread_mutex_unlock(&c->lock);
+			queued = true;
+		} else if (r < 0) {
+			conn_fail(c, r);
+		}
+	}
+	pthread_mutex_unlock(&c->send_lock);
+	if (!queued)
+		nbd_work_done(w);
+}
+
+static void *sender_main(void *arg)
+{
+	struct nbd_conn *c = arg;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (!c->backlog && !c->sender_quit)
+			pthread_cond_wait(&c->backlog_cond, &c->lock);
+		if (!c->backlog)
+			break;
+		pthread_mutex_unlock(&c->lock);
+		pthread_mutex_lock(&c->send_lock);
+		drain_backlog(c);
+		pthread_mutex_unlock(&c->send_lock);
+		pthread_mutex_lock(&c->lock);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+int nbd_conn_start_sender(struct nbd_conn *c)
+{
+	pthread_attr_t attr;
+	char name[32];
+	int r;
+
+	snprintf(name, sizeof(name), "nbd-send-%u", c->id);
+	name[15] = 0;
+	pthread_attr_init(&attr);
+	/* sendmsg and the log: a shallow stack, locked as it is touched. */
+	pthread_attr_setstacksize(&attr, 128 << 10);
+	r = nbd_thread_start(c->srv, &c->sender, &attr, name, sender_main, c);
+	pthread_attr_destroy(&attr);
+	if (r == 0)
+		c->has_sender = true;
+	return r;
+}
+
+/* Once the connection is idle: nothing is in the backlog any more. */
+void nbd_conn_stop_sender(struct nbd_conn *c)
+{
+	if (!c->has_sender)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->sender_quit = true;
+	pthread_cond_signal(&c->backlog_cond);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->sender, NULL);
+	c->has_sender = false;
 }
 
 int nbd_conn_flush(struct nbd_conn *c)
@@ -238,18 +443,50 @@ int nbd_conn_skip(struct nbd_conn *c, uint64_t n)
 	return 0;
 }
 
-void nbd_conn_get(struct nbd_conn *c)
+static bool conn_full(const struct nbd_conn *c, unsigned int nelem)
 {
-	pthread_mutex_lock(&c->lock);
-	c->inflight++;
-	pthread_mutex_unlock(&c->lock);
+	return c->inflight >= c->srv->conn_max_inflight ||
+	       c->elems + nelem > c->srv->conn_max_elems;
 }
 
-void nbd_conn_put(struct nbd_conn *c)
+/*
+ * One connection holds at most half of the request and data pools, so
+ * that a client that stops reading its replies leaves the other half to
+ * the others.  The connection thread then waits for its own replies here,
+ * never in the pools behind other connections; those replies go out
+ * without it (workers, the sender thread), so the wait ends when the
+ * client reads, or when --send-timeout gives up on it.
+ */
+int nbd_conn_reserve(struct nbd_conn *c, unsigned int nelem)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	if (conn_full(c, nelem)) {
+		pthread_mutex_unlock(&c->lock);
+		/* Before waiting: what the client may be waiting for. */
+		r = nbd_conn_flush(c);
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&c->lock);
+		while (conn_full(c, nelem) && !atomic_load(&c->send_failed))
+			pthread_cond_wait(&c->idle, &c->lock);
+	}
+	r = atomic_load(&c->send_failed) ? -EPIPE : 0;
+	if (r == 0) {
+		c->inflight++;
+		c->elems += nelem;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void nbd_conn_release(struct nbd_conn *c, unsigned int nelem)
 {
 	pthread_mutex_lock(&c->lock);
-	if (--c->inflight == 0)
-		pthread_cond_broadcast(&c->idle);
+	c->inflight--;
+	c->elems -= nelem;
+	pthread_cond_broadcast(&c->idle);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -326,14 +563,25 @@ static void *conn_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	if (c->handshake)
 		r = nbd_handshake(c);
+	/* Workers' replies that do not fit in the socket at once are sent
+	 * by a thread of the connection's own (nbd_conn_reply). */
+	if (r == 1 && srv->nthreads && nbd_conn_start_sender(c) < 0) {
+		srv->log("connection %u: no sender thread: disconnected\n",
+			 c->id);
+		r = 0;
+	}
 	if (r == 1)
 		r = nbd_serve(c);
-	if (r < 0 && r != -ECONNRESET && r != -EPIPE)
+	nbd_conn_stop_sender(c);
+	if (r < 0 && r != -ECONNRESET && r != -EPIPE &&
+	    !atomic_load(&c->send_failed))
 		srv->log("connection %u: %s\n", c->id,
 			 r == -EPROTO ? "protocol violation, disconnected" :
 					strerror(-r));
-	close(c->fd);
 
+	/* Out of the list before the descriptor is closed: the number may
+	 * be reused at once by a new connection, and nbd_server_shutdown()
+	 * must not shut that one down through this one's entry. */
 	pthread_mutex_lock(&srv->lock);
 	for (struct nbd_conn **pp = &srv->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
@@ -342,6 +590,7 @@ static void *conn_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
+	close(c->fd);
 	nbd_conn_destroy(c);
 	ioflusher_mempool_free_elem(srv->conn_pool, c);
 	/* Counted out last: once nconns is 0 the main thread frees the
@@ -356,12 +605,20 @@ static void *conn_main(void *arg)
 
 int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 {
-	struct nbd_io io = { sock_recv, sock_sendv, (void *)(intptr_t)fd };
+	struct nbd_io io = { sock_recv, sock_sendv, sock_shutdown,
+			     (void *)(intptr_t)fd };
+	struct timeval tv = { .tv_sec = srv->send_timeout };
 	struct nbd_conn *c;
 	pthread_attr_t attr;
 	pthread_t t;
 	int r;
 
+	/* A client that takes none of a reply for --send-timeout seconds is
+	 * disconnected.  Not the kernel: it reads as long as it runs, and
+	 * cutting it off would fail the IO of a mounted filesystem. */
+	if (handshake && srv->send_timeout &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
 	c = ioflusher_mempool_alloc(srv->conn_pool, IOFLUSHER_MEMPOOL_NOWAIT);
 	if (!c)
 		return -EMFILE;
@@ -440,6 +697,7 @@ int nbd_server_init(struct nbd_server *srv)
 {
 	unsigned int flags = srv->best_effort ? IOFLUSHER_MEMPOOL_UNLOCKED_OK :
 						0;
+	unsigned int data_elems;
 	int r;
 
 	pthread_mutex_init(&srv->lock, NULL);
@@ -457,17 +715,21 @@ int nbd_server_init(struct nbd_server *srv)
 	if (srv->exp->kind != NBD_BACKEND_FILE)
 		return 0;
 	/* Requests in flight at once, and their data: one element each for
-	 * the queue depth's requests of up to NBD_DATA_ELEM bytes, plus
-	 * enough that one request of the maximum size always fits. */
+	 * the queue depth's requests of up to NBD_DATA_ELEM bytes, plus two
+	 * requests of the maximum size.  A connection may hold half of each
+	 * pool: half the data is at least one request of the maximum size,
+	 * so a connection always can make one, and so can another while the
+	 * first holds its half. */
+	data_elems = srv->queue_depth + 2 * NBD_DATA_ELEMS_MAX;
+	srv->conn_max_inflight = (srv->queue_depth + 1) / 2;
+	srv->conn_max_elems = data_elems / 2;
 	r = ioflusher_mempool_new(srv->ctx, srv->queue_depth,
 				  sizeof(struct nbd_work), 64, 0, flags,
 				  &srv->work_pool);
 	if (r < 0)
 		return r;
-	return ioflusher_mempool_new(srv->ctx,
-				     srv->queue_depth + NBD_DATA_ELEMS_MAX,
-				     NBD_DATA_ELEM, 4096, 0, flags,
-				     &srv->data_pool);
+	return ioflusher_mempool_new(srv->ctx, data_elems, NBD_DATA_ELEM, 4096,
+				     0, flags, &srv->data_pool);
 }
 
 int nbd_server_start_workers(struct nbd_server *srv)

@@ -25,6 +25,13 @@ run_mode() {
 		*) echo "# $line" ;;
 		esac
 	done <"$nbd_tmp/$mode.tap"
+	if grep -q "a reply made no progress for 2 s (--send-timeout): disconnected" \
+		"$nbd_tmp/$mode.err"; then
+		tap_ok "$mode: the send timeout is logged"
+	else
+		tap_not_ok "$mode: the send timeout is logged"
+		tap_diag <"$nbd_tmp/$mode.err"
+	fi
 	if nbd_alive "$nbd_pid"; then
 		tap_ok "$mode: the daemon is still running"
 	else
@@ -40,9 +47,10 @@ run_mode() {
 	fi
 }
 
+# --send-timeout 2: the client that reads no replies is dropped soon.
 truncate -s 16M "$nbd_tmp/disk.img"
-run_mode memory --memory 16M
-run_mode file --file "$nbd_tmp/disk.img" --threads 2
-run_mode readonly --memory 16M --readonly
+run_mode memory --memory 16M --send-timeout 2
+run_mode file --file "$nbd_tmp/disk.img" --threads 2 --send-timeout 2
+run_mode readonly --memory 16M --readonly --send-timeout 2
 echo "1..$tap_n"
 nbd_done

@@ -13,6 +13,7 @@ NBD protocol asks for, or a clean disconnect; and after each case that the
 daemon still serves a well-behaved connection.
 """
 import os
+import select
 import socket
 import struct
 import sys
@@ -191,6 +192,63 @@ def alive(desc):
         check(desc, err == 0 and len(data) == 512)
     except Exception as e:  # noqa: BLE001 - any failure is the test's
         check(desc, False, repr(e))
+
+
+def hung_up(c, timeout):
+    """The server initiated a hard disconnect: both directions of the
+    socket are shut (POLLHUP), seen without reading what is queued."""
+    p = select.poll()
+    p.register(c.s, select.POLLHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, ev in p.poll(500):
+            if ev & select.POLLHUP:
+                return True
+    return False
+
+
+def send_failures():
+    """A reply that cannot be sent ends the connection; a client that
+    reads no replies stalls nobody else, and is dropped in the end."""
+    # "the server MUST immediately initiate a hard disconnect": a client
+    # that shut its reading side cannot be answered, and must not be kept
+    # connected with its requests read and dropped.
+    c = fresh()
+    c.s.shutdown(socket.SHUT_RD)
+    c.request(CMD_READ, 0, 4096)
+    check("a reply that cannot be sent: the server hangs up", hung_up(c, 20))
+    c.close()
+
+    # A client that sends large reads and reads none of the replies: one
+    # reply fills the socket, workers and buffers must not wait on it.
+    a = fresh()
+    ln = min(a.size, MAX_PAYLOAD)
+    for i in range(8):
+        a.request(CMD_READ, 0, ln)
+    time.sleep(0.5)
+    try:
+        b = fresh()
+        b.s.settimeout(30)
+        ok = True
+        for i in range(16):
+            off = (i % 8) << 20
+            if MODE != "readonly":
+                pat = bytes([i]) * (1 << 20)
+                ok = ok and b.write(off, pat) == 0
+                err, data = b.read(off, 1 << 20)
+                ok = ok and err == 0 and data == pat
+            else:
+                ok = ok and b.read(off, 1 << 20)[0] == 0
+        b.request(CMD_DISC, 0, 0)
+        b.close()
+        check("a client reading no replies to %d MiB of reads: another is "
+              "served meanwhile" % (8 * ln >> 20), ok)
+    except Exception as e:  # noqa: BLE001 - a stall is the failure
+        check("a client reading no replies: another is served meanwhile",
+              False, repr(e))
+    check("... and the one reading nothing is disconnected (--send-timeout)",
+          hung_up(a, 60))
+    a.close()
 
 
 def on_disk(off, ln):
@@ -480,6 +538,8 @@ def main():
 
     if MODE == "memory":
         memory_bitmap_races()
+
+    send_failures()
 
     # Truncated requests, and garbage.
     c = fresh()
