@@ -21,10 +21,13 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -84,6 +87,7 @@ int nbd_export_memory(struct nbd_export *exp, uint64_t size)
 
 	exp->kind = NBD_BACKEND_MEMORY;
 	exp->fd = -1;
+	exp->wzero_fd = -1;
 	exp->grain = page > 4096 ? page : 4096;
 	if (size == 0 || size > ((uint64_t)1 << 50))
 		return -EINVAL;
@@ -188,6 +192,39 @@ static int memory_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 
 /* ---------------------------------------------------------------- file */
 
+/* A block device's queue attribute, kept open to be read afresh; a
+ * partition has no queue/ of its own, its disk's is one level up. */
+static int open_queue_attr(dev_t rdev, const char *attr)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/queue/%s",
+		 major(rdev), minor(rdev), attr);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/../queue/%s",
+		 major(rdev), minor(rdev), attr);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* Whether the device offers write zeroes now: read each time, since the
+ * kernel turns it off (to 0) once the device has refused it. */
+static bool blockdev_write_zeroes(const struct nbd_export *exp)
+{
+	char buf[32];
+	ssize_t n;
+
+	if (exp->wzero_fd < 0)
+		return false;
+	n = pread(exp->wzero_fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	return strtoull(buf, NULL, 10) > 0;
+}
+
 int nbd_export_file(struct nbd_export *exp, const char *path)
 {
 	struct stat st;
@@ -200,10 +237,13 @@ int nbd_export_file(struct nbd_export *exp, const char *path)
 		return -errno;
 	if (fstat(fd, &st) < 0)
 		goto fail;
+	exp->wzero_fd = -1;
 	if (S_ISBLK(st.st_mode)) {
 		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
 			goto fail;
 		exp->blockdev = true;
+		exp->wzero_fd =
+			open_queue_attr(st.st_rdev, "write_zeroes_max_bytes");
 	} else if (S_ISREG(st.st_mode)) {
 		size = (uint64_t)st.st_size;
 	} else {
@@ -233,6 +273,10 @@ void nbd_export_close(struct nbd_export *exp)
 			fdatasync(exp->fd);
 		close(exp->fd);
 		exp->fd = -1;
+	}
+	if (exp->wzero_fd >= 0) {
+		close(exp->wzero_fd);
+		exp->wzero_fd = -1;
 	}
 }
 
@@ -358,6 +402,14 @@ static int try_fallocate(struct nbd_export *exp, int mode, atomic_bool *no,
 {
 	if (atomic_load(no))
 		return 0;
+	/* On a block device PUNCH_HOLE is the device's write zeroes or
+	 * nothing, but the kernel drops the range from the page cache,
+	 * dirty pages included, before it finds out (truncate_bdev_range):
+	 * tried where the device has none, it would fail and lose writes
+	 * not yet written back.  So it is not tried there. */
+	if (exp->blockdev && (mode & FALLOC_FL_PUNCH_HOLE) &&
+	    !blockdev_write_zeroes(exp))
+		return 0;
 	if (fallocate(exp->fd, mode, (off_t)off, (off_t)len) == 0)
 		return 1;
 	if (errno == EOPNOTSUPP || errno == ENOSYS) {
@@ -388,6 +440,32 @@ int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
 	return fua ? nbd_backend_flush(exp) : 0;
 }
 
+/*
+ * A fast zero on a block device.  There fallocate(2) is
+ * blkdev_issue_zeroout(): PUNCH_HOLE tells it not to fall back
+ * (BLKDEV_ZERO_NOFALLBACK: the device's write zeroes, which may unmap, or
+ * EOPNOTSUPP), while ZERO_RANGE, which must not unmap, writes zero pages
+ * when the device has no write zeroes: no faster than the client's own
+ * write, which FAST_ZERO exists to avoid.  So: punch where a hole may be
+ * made, ZERO_RANGE where not, both only while the queue offers write
+ * zeroes; else nothing is touched (0) and the caller replies ENOTSUP.  A
+ * device that offers write zeroes but refuses them without unmapping is
+ * found out by the kernel on first use: that request is written out, and
+ * the kernel stops offering them.
+ */
+static int blockdev_fast_zero(struct nbd_export *exp, uint64_t off,
+			      uint64_t len, bool may_punch)
+{
+	if (!blockdev_write_zeroes(exp))
+		return 0;
+	if (may_punch)
+		return try_fallocate(exp,
+				     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				     &exp->no_punch, off, len);
+	return try_fallocate(exp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+			     &exp->no_zero_range, off, len);
+}
+
 int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		     uint16_t flags)
 {
@@ -398,6 +476,16 @@ int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		return memory_zero(exp, off, len, may_punch);
 	if (!len)
 		return 0;
+	if (exp->blockdev && (flags & NBD_CMD_FLAG_FAST_ZERO)) {
+		r = blockdev_fast_zero(exp, off, len, may_punch);
+		if (r == 0)
+			return -NBD_ENOTSUP;
+		if (r < 0)
+			return r;
+		return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp) : 0;
+	}
+	/* A regular file's fallocate never falls back to writing: what it
+	 * does is fast, and where it cannot, nothing is done. */
 	if (may_punch)
 		r = try_fallocate(exp,
 				  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,

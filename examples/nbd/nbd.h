@@ -189,9 +189,10 @@ struct nbd_export {
 	_Atomic uint64_t *bitmap;
 	size_t grain; /* bytes per bit: 4 KiB, or the page if larger */
 
-	/* file or block device */
+	/* file or block device; a device's queue/write_zeroes_max_bytes */
 	int fd;
 	bool blockdev;
+	int wzero_fd;
 	atomic_bool no_punch, no_zero_range, no_rwf_dsync;
 };
 

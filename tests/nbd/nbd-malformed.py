@@ -3,9 +3,9 @@
 """A hostile NBD client for ioflusher-nbd's tests (stdlib only).
 
 Usage: nbd-malformed.py SOCKET MODE [FILE]
-  MODE is memory, file or readonly; FILE is the file the daemon exports in
-  file mode, read behind the daemon's back to prove that nothing was
-  written where it should not be.
+  MODE is memory, file, readonly or blockdev; FILE is the file (or, with
+  blockdev, the block device) the daemon exports, read behind the daemon's
+  back to prove that nothing was written where it should not be.
 
 Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
 correct client never would, and checks the server's answer: the error the
@@ -306,7 +306,63 @@ def memory_bitmap_races():
     c2.close()
 
 
+def write_zeroes_max_bytes(path):
+    rdev = os.stat(path).st_rdev
+    attr = "/sys/dev/block/%d:%d/queue/write_zeroes_max_bytes" % (
+        os.major(rdev), os.minor(rdev))
+    with open(attr) as f:
+        return int(f.read())
+
+
+def blockdev_fast_zero():
+    """On a block device, fallocate(ZERO_RANGE) writes zero pages when the
+    device has no write zeroes: no faster than a write, so a FAST_ZERO
+    request must fail with ENOTSUP, without changing the data."""
+    fast = write_zeroes_max_bytes(FILE) > 0
+    kind = "with" if fast else "without"
+    c = fresh(structured=True)
+    n = 64 << 10
+    pat = b"\x5a" * n
+    off = 1 << 20
+    for flags, name in ((F_FAST_ZERO, "FAST_ZERO"),
+                        (F_FAST_ZERO | F_NO_HOLE, "FAST_ZERO|NO_HOLE")):
+        c.write(off, pat)
+        c.request(CMD_WRITE_ZEROES, off, n, flags=flags)
+        err = c.status()
+        _, data = c.read(off, n)
+        zeroed = err == 0 and data == bytes(n)
+        if not fast:
+            check("device %s write zeroes: %s: ENOTSUP, nothing changed" %
+                  (kind, name), err == ENOTSUP and data == pat,
+                  "error %d" % err)
+        elif flags & F_NO_HOLE:
+            # ZERO_RANGE: fast if the device's write zeroes works without
+            # unmapping (a loop over tmpfs refuses that, and the kernel
+            # then stops offering write zeroes).
+            check("device %s write zeroes: %s: done, or ENOTSUP with "
+                  "nothing changed" % (kind, name),
+                  zeroed or (err == ENOTSUP and data == pat),
+                  "error %d" % err)
+        else:
+            check("device %s write zeroes: %s: done" % (kind, name), zeroed,
+                  "error %d" % err)
+    for flags, name in ((0, "write zeroes"), (F_NO_HOLE, "NO_HOLE")):
+        c.write(off, pat)
+        c.request(CMD_WRITE_ZEROES, off, n, flags=flags)
+        err = c.status()
+        _, data = c.read(off, n)
+        check("device %s write zeroes: %s without FAST_ZERO: done" %
+              (kind, name), err == 0 and data == bytes(n), "error %d" % err)
+    check("... and the device reads zeroes there too",
+          on_disk(off, n) == bytes(n))
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+
+
 def main():
+    if MODE == "blockdev":
+        blockdev_fast_zero()
+
     c = Conn()
     c.greet(cflags=1 | 0x80)
     check("unknown client flags: the server hangs up", c.closed())

@@ -1,0 +1,81 @@
+#!/bin/sh
+# ioflusher-nbd exporting real block devices: loop devices over a file on
+# ramfs (no write zeroes: write_zeroes_max_bytes is 0, so the kernel's
+# ZERO_RANGE writes zero pages) and on tmpfs (write zeroes by punching the
+# file).  FAST_ZERO must fail with ENOTSUP where zeroing would only be a
+# write, and succeed where the device zeroes; nbd-malformed.py's other
+# checks run against both.  Needs root, losetup and loop devices: skipped
+# elsewhere.
+. "${top_srcdir:-.}/tests/nbd/lib.sh"
+nbd_require python3 losetup
+
+blk_skip() {
+	echo "1..0 # SKIP $1"
+	exit 0
+}
+[ "$(id -u)" = 0 ] || blk_skip "needs root (loop devices, mounts)"
+
+blk_mounts=
+blk_loops=
+blk_cleanup() {
+	for l in $blk_loops; do
+		losetup -d "$l" 2>/dev/null
+	done
+	for m in $blk_mounts; do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+}
+trap 'blk_cleanup; nbd_cleanup' EXIT
+
+# loop_on NAME FSTYPE OPTIONS SIZE: a loop device over a sparse file of
+# SIZE on a new FSTYPE mount; sets $dev and $back (the file).
+loop_on() {
+	dir=$nbd_tmp/$1
+	mkdir -p "$dir"
+	mount -t "$2" -o "$3" "ioflusher-nbd-test" "$dir" 2>/dev/null || return 1
+	blk_mounts="$dir $blk_mounts"
+	back=$dir/back
+	truncate -s "$4" "$back" || return 1
+	dev=$(losetup -f --show "$back" 2>/dev/null) || return 1
+	blk_loops="$dev $blk_loops"
+}
+
+# run_suite NAME ARGS...: nbd-malformed.py in MODE NAME against a daemon
+# started with ARGS, its lines numbered here.
+run_suite() {
+	mode=$1
+	shift
+	if ! nbd_start "$mode" "$@"; then
+		tap_not_ok "$mode: the daemon starts"
+		return 1
+	fi
+	timeout 120 python3 "$srcdir/tests/nbd/nbd-malformed.py" \
+		"$nbd_tmp/$mode.sock" "$mode" $suite_args >"$nbd_tmp/$mode.tap" 2>&1
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*) tap_ok "$label: ${line#ok - }" ;;
+		"not ok - "*) tap_not_ok "$label: ${line#not ok - }" ;;
+		*) echo "# $line" ;;
+		esac
+	done <"$nbd_tmp/$mode.tap"
+}
+
+loop_on ramfs ramfs mode=0755 16M ||
+	blk_skip "no loop device over ramfs here (losetup, mount)"
+label="ramfs loop"
+suite_args=$dev
+run_suite blockdev --file "$dev" --threads 2 --send-timeout 2
+nbd_stop "$nbd_pid"
+tap_check "$label: SIGTERM: exit 0" test $? -eq 0
+
+if loop_on tmpfs tmpfs size=32M 16M; then
+	label="tmpfs loop"
+	suite_args=$dev
+	run_suite blockdev --file "$dev" --threads 2 --send-timeout 2
+	nbd_stop "$nbd_pid"
+	tap_check "$label: SIGTERM: exit 0" test $? -eq 0
+else
+	tap_not_ok "a loop device over tmpfs"
+fi
+tap_plan "$tap_n"
+nbd_done
