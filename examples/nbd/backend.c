@@ -15,7 +15,9 @@
  * File or block device: pread/pwrite through the page cache; FLUSH is
  * fdatasync(2), FUA a RWF_DSYNC write (or a write then fdatasync on
  * kernels without it), trim and zeroes are fallocate(2) where the file
- * system or device can, zeroes written out where not.
+ * system or device can, zeroes written out where not.  Each worker has an
+ * open file description of its own (nbd_export_reopen), and a writeback
+ * error, once seen, is kept for good (export_lost).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -225,6 +227,11 @@ static bool blockdev_write_zeroes(const struct nbd_export *exp)
 	return strtoull(buf, NULL, 10) > 0;
 }
 
+static int open_flags(const struct nbd_export *exp)
+{
+	return (exp->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+}
+
 int nbd_export_file(struct nbd_export *exp, const char *path)
 {
 	struct stat st;
@@ -232,12 +239,13 @@ int nbd_export_file(struct nbd_export *exp, const char *path)
 	int fd;
 
 	exp->kind = NBD_BACKEND_FILE;
-	fd = open(path, (exp->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	exp->path = path;
+	exp->wzero_fd = -1;
+	fd = open(path, open_flags(exp));
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0)
 		goto fail;
-	exp->wzero_fd = -1;
 	if (S_ISBLK(st.st_mode)) {
 		if (ioctl(fd, BLKGETSIZE64, &size) < 0)
 			goto fail;
@@ -259,6 +267,80 @@ fail:
 	return -errno;
 }
 
+/* Through /proc/self/fd, which opens the very inode anew (a new open file
+ * description, unlike dup(2)); without /proc, the path again, checked to
+ * be the same file. */
+int nbd_export_reopen(const struct nbd_export *exp)
+{
+	struct stat a, b;
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", exp->fd);
+	fd = open(path, open_flags(exp));
+	if (fd < 0 && errno == ENOENT)
+		fd = open(exp->path, open_flags(exp));
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &a) < 0 || fstat(exp->fd, &b) < 0 ||
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
+/*
+ * The first failure to make writes durable.  Linux reports a writeback
+ * error to fdatasync(2) (or to the sync of a RWF_DSYNC write) once per
+ * open file description, and the data it could not write is gone from the
+ * page cache's dirty set: the next fdatasync succeeds.  A server that
+ * trusted it would answer the next FLUSH with success over lost writes.
+ * So the error is kept, and from then on every FLUSH, FUA, write, trim
+ * and write zeroes fails with EIO (export_broken): the export can no
+ * longer say what it holds.  Reads go on.  Logged once.
+ */
+static int export_lost(struct nbd_export *exp, int err, const char *what)
+{
+	int none = 0;
+
+	if (atomic_compare_exchange_strong(&exp->wb_err, &none, err) &&
+	    exp->log)
+		exp->log("%s: %s failed: %s: writes may have been lost; from "
+			 "now on every write, trim, write zeroes and flush "
+			 "fails with EIO\n",
+			 exp->path, what, strerror(err));
+	return nbd_errno(err);
+}
+
+/* 0 if the export may still change, else the error to reply with. */
+static int export_broken(const struct nbd_export *exp)
+{
+	if (atomic_load_explicit(&exp->wb_err, memory_order_relaxed))
+		return -NBD_EIO;
+	if (atomic_load_explicit(&exp->closing, memory_order_relaxed))
+		return -NBD_ESHUTDOWN;
+	return 0;
+}
+
+int nbd_export_stop(struct nbd_export *exp)
+{
+	int err;
+
+	/* On the way out a worker may still be writing (the connections
+	 * that did not end are shut down, so none of it can be answered
+	 * any more); nothing new starts after this. */
+	atomic_store(&exp->closing, true);
+	if (exp->kind != NBD_BACKEND_FILE || exp->readonly)
+		return 0;
+	/* exp->fd is no worker's: this fdatasync also reports an error
+	 * that only happened in writeback, never reported to a worker. */
+	if (fdatasync(exp->fd) < 0)
+		export_lost(exp, errno, "the final fdatasync");
+	err = atomic_load(&exp->wb_err);
+	return err ? -err : 0;
+}
+
 void nbd_export_close(struct nbd_export *exp)
 {
 	if (exp->map) {
@@ -269,8 +351,6 @@ void nbd_export_close(struct nbd_export *exp)
 		exp->map = NULL;
 	}
 	if (exp->fd >= 0) {
-		if (!exp->readonly)
-			fdatasync(exp->fd);
 		close(exp->fd);
 		exp->fd = -1;
 	}
@@ -297,18 +377,19 @@ static int iov_advance(struct iovec *iov, int n, size_t done, int *first)
 	return n - i;
 }
 
-int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src, int n,
-		       uint64_t off, size_t len)
+int nbd_backend_preadv(struct nbd_export *exp, int fd, const struct iovec *src,
+		       int n, uint64_t off, size_t len)
 {
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
 	int first = 0;
 	ssize_t r;
 
+	(void)exp;
 	if (n < 0 || n > (int)NBD_DATA_ELEMS_MAX)
 		return -NBD_EINVAL;
 	memcpy(iov, src, (size_t)n * sizeof(*iov));
 	while (len) {
-		r = preadv(exp->fd, iov + first, n - first, (off_t)off);
+		r = preadv(fd, iov + first, n - first, (off_t)off);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -330,8 +411,8 @@ int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *src, int n,
 	return 0;
 }
 
-int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src, int n,
-			uint64_t off, size_t len, bool fua)
+int nbd_backend_pwritev(struct nbd_export *exp, int fd, const struct iovec *src,
+			int n, uint64_t off, size_t len, bool fua)
 {
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
 	int first = 0, flags = 0;
@@ -339,12 +420,14 @@ int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src, int n,
 
 	if (n < 0 || n > (int)NBD_DATA_ELEMS_MAX)
 		return -NBD_EINVAL;
+	r = export_broken(exp);
+	if (r)
+		return (int)r;
 	if (fua && !atomic_load(&exp->no_rwf_dsync))
 		flags = RWF_DSYNC;
 	memcpy(iov, src, (size_t)n * sizeof(*iov));
 	while (len) {
-		r = pwritev2(exp->fd, iov + first, n - first, (off_t)off,
-			     flags);
+		r = pwritev2(fd, iov + first, n - first, (off_t)off, flags);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && flags &&
@@ -354,6 +437,12 @@ int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src, int n,
 			flags = 0;
 			continue;
 		}
+		/* With RWF_DSYNC the error may be the sync's, and so the one
+		 * report of a writeback error, this write's or an earlier
+		 * one's: it cannot be told from a failure to write. */
+		if (r < 0 && flags)
+			return export_lost(exp, errno,
+					   "a write with RWF_DSYNC");
 		if (r < 0)
 			return nbd_errno(errno);
 		if (r == 0)
@@ -363,25 +452,30 @@ int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *src, int n,
 		iov_advance(iov, n, (size_t)r, &first);
 	}
 	if (fua && !flags)
-		return nbd_backend_flush(exp);
+		return nbd_backend_flush(exp, fd);
 	return 0;
 }
 
-int nbd_backend_flush(struct nbd_export *exp)
+int nbd_backend_flush(struct nbd_export *exp, int fd)
 {
+	int r;
+
 	if (exp->kind == NBD_BACKEND_MEMORY)
 		return 0;
-	if (fdatasync(exp->fd) < 0)
-		return nbd_errno(errno);
+	r = export_broken(exp);
+	if (r)
+		return r;
+	if (fdatasync(fd) < 0)
+		return export_lost(exp, errno, "fdatasync");
 	return 0;
 }
 
-static int write_zeroes(struct nbd_export *exp, uint64_t off, uint64_t len)
+static int write_zeroes(int fd, uint64_t off, uint64_t len)
 {
 	while (len) {
 		size_t n = len < sizeof(zero_block) ? (size_t)len :
 						      sizeof(zero_block);
-		ssize_t r = pwrite(exp->fd, zero_block, n, (off_t)off);
+		ssize_t r = pwrite(fd, zero_block, n, (off_t)off);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -397,8 +491,8 @@ static int write_zeroes(struct nbd_export *exp, uint64_t off, uint64_t len)
 
 /* fallocate, remembering a mode the file does not support: 1 done, 0 not
  * possible here, <0 error. */
-static int try_fallocate(struct nbd_export *exp, int mode, atomic_bool *no,
-			 uint64_t off, uint64_t len)
+static int try_fallocate(struct nbd_export *exp, int fd, int mode,
+			 atomic_bool *no, uint64_t off, uint64_t len)
 {
 	if (atomic_load(no))
 		return 0;
@@ -410,7 +504,7 @@ static int try_fallocate(struct nbd_export *exp, int mode, atomic_bool *no,
 	if (exp->blockdev && (mode & FALLOC_FL_PUNCH_HOLE) &&
 	    !blockdev_write_zeroes(exp))
 		return 0;
-	if (fallocate(exp->fd, mode, (off_t)off, (off_t)len) == 0)
+	if (fallocate(fd, mode, (off_t)off, (off_t)len) == 0)
 		return 1;
 	if (errno == EOPNOTSUPP || errno == ENOSYS) {
 		atomic_store(no, true);
@@ -422,22 +516,23 @@ static int try_fallocate(struct nbd_export *exp, int mode, atomic_bool *no,
 	return nbd_errno(errno);
 }
 
-int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
+int nbd_backend_trim(struct nbd_export *exp, int fd, uint64_t off, uint64_t len,
 		     bool fua)
 {
 	int r;
 
 	if (exp->kind == NBD_BACKEND_MEMORY)
 		return memory_zero(exp, off, len, true);
-	if (!len)
-		return 0;
+	r = export_broken(exp);
+	if (r || !len)
+		return r;
 	/* Trim is advisory: where a hole cannot be punched, nothing is
 	 * done, and that is a success. */
-	r = try_fallocate(exp, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	r = try_fallocate(exp, fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			  &exp->no_punch, off, len);
 	if (r < 0)
 		return r;
-	return fua ? nbd_backend_flush(exp) : 0;
+	return fua ? nbd_backend_flush(exp, fd) : 0;
 }
 
 /*
@@ -453,20 +548,21 @@ int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
  * found out by the kernel on first use: that request is written out, and
  * the kernel stops offering them.
  */
-static int blockdev_fast_zero(struct nbd_export *exp, uint64_t off,
+static int blockdev_fast_zero(struct nbd_export *exp, int fd, uint64_t off,
 			      uint64_t len, bool may_punch)
 {
 	if (!blockdev_write_zeroes(exp))
 		return 0;
 	if (may_punch)
-		return try_fallocate(exp,
+		return try_fallocate(exp, fd,
 				     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				     &exp->no_punch, off, len);
-	return try_fallocate(exp, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+	return try_fallocate(exp, fd,
+			     FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 			     &exp->no_zero_range, off, len);
 }
 
-int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
+int nbd_backend_zero(struct nbd_export *exp, int fd, uint64_t off, uint64_t len,
 		     uint16_t flags)
 {
 	bool may_punch = !(flags & NBD_CMD_FLAG_NO_HOLE);
@@ -474,24 +570,26 @@ int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 
 	if (exp->kind == NBD_BACKEND_MEMORY)
 		return memory_zero(exp, off, len, may_punch);
-	if (!len)
-		return 0;
+	r = export_broken(exp);
+	if (r || !len)
+		return r;
 	if (exp->blockdev && (flags & NBD_CMD_FLAG_FAST_ZERO)) {
-		r = blockdev_fast_zero(exp, off, len, may_punch);
+		r = blockdev_fast_zero(exp, fd, off, len, may_punch);
 		if (r == 0)
 			return -NBD_ENOTSUP;
 		if (r < 0)
 			return r;
-		return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp) : 0;
+		return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp, fd) :
+						  0;
 	}
 	/* A regular file's fallocate never falls back to writing: what it
 	 * does is fast, and where it cannot, nothing is done. */
 	if (may_punch)
-		r = try_fallocate(exp,
+		r = try_fallocate(exp, fd,
 				  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				  &exp->no_punch, off, len);
 	if (r == 0)
-		r = try_fallocate(exp,
+		r = try_fallocate(exp, fd,
 				  FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				  &exp->no_zero_range, off, len);
 	if (r == 0) {
@@ -499,9 +597,9 @@ int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		 * zeroes would have to be written one by one. */
 		if (flags & NBD_CMD_FLAG_FAST_ZERO)
 			return -NBD_ENOTSUP;
-		r = write_zeroes(exp, off, len);
+		r = write_zeroes(fd, off, len);
 	}
 	if (r < 0)
 		return r;
-	return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp) : 0;
+	return flags & NBD_CMD_FLAG_FUA ? nbd_backend_flush(exp, fd) : 0;
 }

@@ -103,6 +103,8 @@ static void init(void)
 	file_exp.kind = NBD_BACKEND_FILE;
 	file_exp.fd = fd;
 	file_exp.wzero_fd = -1;
+	file_exp.path = "fuzz-nbd";
+	file_exp.log = quiet;
 	file_exp.size = FILE_SIZE;
 	file_exp.tflags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
 			  NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |

@@ -519,6 +519,17 @@ static void accept_one(struct nbd_server *srv, int lfd, bool tcp)
 
 /* ---------------------------------------------------------------- main */
 
+/* r from nbd_export_stop(): true, and said, if writes may have been lost. */
+static bool report_lost(const struct nbd_export *exp, int r)
+{
+	if (r == 0)
+		return false;
+	log_stderr("%s: a writeback error (%s) was seen: writes acknowledged "
+		   "to clients may not be stored; exit status 1\n",
+		   exp->path, strerror(-r));
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {
@@ -560,6 +571,7 @@ int main(int argc, char **argv)
 	/* 4. The export, and the buffers of the IO path. */
 	exp.name = o.export_name;
 	exp.readonly = o.readonly;
+	exp.log = log_stderr;
 	if (o.file)
 		r = nbd_export_file(&exp, o.file);
 	else
@@ -724,14 +736,20 @@ int main(int argc, char **argv)
 	}
 	if (srv.nconns) {
 		/* A thread stuck past SHUT_RDWR: the buffers it may still
-		 * use cannot be freed; flush what is written and leave. */
+		 * use cannot be freed.  Every connection is shut down, so no
+		 * write still running can be answered any more: stop refuses
+		 * new ones, and flushes what was answered. */
 		log_stderr("connections did not end; exiting without them\n");
-		nbd_backend_flush(&exp);
+		report_lost(&exp, nbd_export_stop(&exp));
 		return status ? status : 1;
 	}
 	nbd_kernel_wait(&kern);
 	nbd_server_fini(&srv);
-	/* The file backend is flushed (fdatasync) on close. */
+	/* The file backend is flushed (fdatasync), and its writeback errors
+	 * of the whole run counted: an exit status of 0 says that what was
+	 * acknowledged was stored. */
+	if (report_lost(&exp, nbd_export_stop(&exp)) && !status)
+		status = 1;
 	nbd_export_close(&exp);
 	ioflusher_ctx_unref(srv.ctx);
 	if (run_pid > 0)

@@ -190,24 +190,39 @@ struct nbd_export {
 	size_t grain; /* bytes per bit: 4 KiB, or the page if larger */
 
 	/* file or block device; a device's queue/write_zeroes_max_bytes */
+	const char *path;
 	int fd;
 	bool blockdev;
 	int wzero_fd;
 	atomic_bool no_punch, no_zero_range, no_rwf_dsync;
+	/* The errno of the first failure to make writes durable (fdatasync,
+	 * a RWF_DSYNC write), for ever: Linux reports a writeback error to
+	 * each open file once, and what it lost stays lost.  closing: the
+	 * daemon is exiting, nothing may change the export any more. */
+	atomic_int wb_err;
+	atomic_bool closing;
+	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
 };
 
 int nbd_export_memory(struct nbd_export *exp, uint64_t size);
 int nbd_export_file(struct nbd_export *exp, const char *path);
+/* Another open file description of the file export, for one worker. */
+int nbd_export_reopen(const struct nbd_export *exp);
+/* Refuse every change from now on and fdatasync: 0, or the -errno of a
+ * writeback error of this run (however it was reported). */
+int nbd_export_stop(struct nbd_export *exp);
 void nbd_export_close(struct nbd_export *exp);
-/* Backend operations: 0, or a negative errno of the NBD set. */
-int nbd_backend_preadv(struct nbd_export *exp, const struct iovec *iov, int n,
-		       uint64_t off, size_t len);
-int nbd_backend_pwritev(struct nbd_export *exp, const struct iovec *iov, int n,
-			uint64_t off, size_t len, bool fua);
-int nbd_backend_flush(struct nbd_export *exp);
-int nbd_backend_trim(struct nbd_export *exp, uint64_t off, uint64_t len,
+/* Backend operations: 0, or a negative errno of the NBD set.  fd is the
+ * calling worker's own description of a file export (nbd_export_reopen),
+ * ignored by the memory backend. */
+int nbd_backend_preadv(struct nbd_export *exp, int fd, const struct iovec *iov,
+		       int n, uint64_t off, size_t len);
+int nbd_backend_pwritev(struct nbd_export *exp, int fd, const struct iovec *iov,
+			int n, uint64_t off, size_t len, bool fua);
+int nbd_backend_flush(struct nbd_export *exp, int fd);
+int nbd_backend_trim(struct nbd_export *exp, int fd, uint64_t off, uint64_t len,
 		     bool fua);
-int nbd_backend_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
+int nbd_backend_zero(struct nbd_export *exp, int fd, uint64_t off, uint64_t len,
 		     uint16_t flags);
 /* Memory: mark [off, off+len) written, once its bytes are in place (a
  * clear bit means zeroes); how long the run of grains from off with the
@@ -336,8 +351,18 @@ struct nbd_server {
 	struct nbd_conn *conns;
 	unsigned int nconns;
 	unsigned int next_id;
-	pthread_t *workers;
+	struct nbd_worker *workers;
 	unsigned int nworkers;
+};
+
+/* Each worker serves a file export through its own open file description:
+ * Linux reports a writeback error once per description (errseq_t), so
+ * with one shared, a worker's fdatasync could take the report another's
+ * FLUSH needs to fail. */
+struct nbd_worker {
+	struct nbd_server *srv;
+	pthread_t thread;
+	int fd;
 };
 
 int nbd_server_init(struct nbd_server *srv);
@@ -351,7 +376,8 @@ int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
 		     const pthread_attr_t *attr, const char *name,
 		     void *(*fn)(void *), void *arg);
 void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w);
-void nbd_work_run(struct nbd_work *w);
+/* Serve w on fd, the worker's own description of a file export. */
+void nbd_work_run(struct nbd_work *w, int fd);
 /* Free w and its elements, and count it out of its connection. */
 void nbd_work_done(struct nbd_work *w);
 

@@ -233,10 +233,10 @@ static int serve_memory(struct nbd_conn *c, const struct nbd_request *r)
 		/* Nothing is volatile beyond the export itself. */
 		break;
 	case NBD_CMD_TRIM:
-		ret = nbd_backend_trim(exp, r->offset, r->len, false);
+		ret = nbd_backend_trim(exp, -1, r->offset, r->len, false);
 		break;
 	case NBD_CMD_WRITE_ZEROES:
-		ret = nbd_backend_zero(exp, r->offset, r->len, r->flags);
+		ret = nbd_backend_zero(exp, -1, r->offset, r->len, r->flags);
 		break;
 	}
 	return reply_status(c, r, ret < 0 ? (uint32_t)-ret : 0, NULL);
@@ -339,7 +339,7 @@ static int serve_file(struct nbd_conn *c, const struct nbd_request *r)
 	if (c->srv->nthreads)
 		nbd_work_queue(c->srv, w);
 	else
-		nbd_work_run(w);
+		nbd_work_run(w, c->srv->exp->fd);
 	return 0;
 fail:
 	work_free(w);
@@ -386,7 +386,7 @@ static void work_reply(struct nbd_work *w, int ret)
 /* On a worker: serve, reply, release.  The connection outlives this: its
  * thread waits until every request it reserved is released before it
  * closes. */
-void nbd_work_run(struct nbd_work *w)
+void nbd_work_run(struct nbd_work *w, int fd)
 {
 	struct nbd_conn *c = w->conn;
 	struct nbd_export *exp = c->srv->exp;
@@ -396,21 +396,21 @@ void nbd_work_run(struct nbd_work *w)
 
 	switch (r->type) {
 	case NBD_CMD_READ:
-		ret = nbd_backend_preadv(exp, w->iov, (int)w->nelem, r->offset,
-					 r->len);
+		ret = nbd_backend_preadv(exp, fd, w->iov, (int)w->nelem,
+					 r->offset, r->len);
 		break;
 	case NBD_CMD_WRITE:
-		ret = nbd_backend_pwritev(exp, w->iov, (int)w->nelem, r->offset,
-					  r->len, fua);
+		ret = nbd_backend_pwritev(exp, fd, w->iov, (int)w->nelem,
+					  r->offset, r->len, fua);
 		break;
 	case NBD_CMD_FLUSH:
-		ret = nbd_backend_flush(exp);
+		ret = nbd_backend_flush(exp, fd);
 		break;
 	case NBD_CMD_TRIM:
-		ret = nbd_backend_trim(exp, r->offset, r->len, fua);
+		ret = nbd_backend_trim(exp, fd, r->offset, r->len, fua);
 		break;
 	case NBD_CMD_WRITE_ZEROES:
-		ret = nbd_backend_zero(exp, r->offset, r->len, r->flags);
+		ret = nbd_backend_zero(exp, fd, r->offset, r->len, r->flags);
 		break;
 	}
 	work_reply(w, ret);

@@ -529,7 +529,8 @@ void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w)
 
 static void *worker_main(void *arg)
 {
-	struct nbd_server *srv = arg;
+	struct nbd_worker *wk = arg;
+	struct nbd_server *srv = wk->srv;
 	struct nbd_work *w;
 
 	for (;;) {
@@ -547,7 +548,7 @@ static void *worker_main(void *arg)
 		 * gets its reply. */
 		if (!w)
 			return NULL;
-		nbd_work_run(w);
+		nbd_work_run(w, wk->fd);
 	}
 }
 
@@ -743,14 +744,25 @@ int nbd_server_start_workers(struct nbd_server *srv)
 	if (!srv->workers)
 		return -ENOMEM;
 	for (unsigned int i = 0; i < srv->nthreads; i++) {
+		struct nbd_worker *wk = &srv->workers[i];
 		char name[32];
 
+		wk->srv = srv;
+		wk->fd = -1;
+		if (srv->exp->kind == NBD_BACKEND_FILE) {
+			wk->fd = nbd_export_reopen(srv->exp);
+			if (wk->fd < 0)
+				return wk->fd;
+		}
 		snprintf(name, sizeof(name), "nbd-worker-%u", i);
 		name[15] = 0; /* the kernel's TASK_COMM_LEN */
-		r = nbd_thread_start(srv, &srv->workers[i], NULL, name,
-				     worker_main, srv);
-		if (r < 0)
+		r = nbd_thread_start(srv, &wk->thread, NULL, name, worker_main,
+				     wk);
+		if (r < 0) {
+			if (wk->fd >= 0)
+				close(wk->fd);
 			return r;
+		}
 		srv->nworkers++;
 	}
 	return 0;
@@ -763,8 +775,11 @@ void nbd_server_fini(struct nbd_server *srv)
 	srv->quit = true;
 	pthread_cond_broadcast(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);
-	for (unsigned int i = 0; i < srv->nworkers; i++)
-		pthread_join(srv->workers[i], NULL);
+	for (unsigned int i = 0; i < srv->nworkers; i++) {
+		pthread_join(srv->workers[i].thread, NULL);
+		if (srv->workers[i].fd >= 0)
+			close(srv->workers[i].fd);
+	}
 	free(srv->workers);
 	srv->workers = NULL;
 	srv->nworkers = 0;

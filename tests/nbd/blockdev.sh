@@ -4,8 +4,10 @@
 # ZERO_RANGE writes zero pages) and on tmpfs (write zeroes by punching the
 # file).  FAST_ZERO must fail with ENOTSUP where zeroing would only be a
 # write, and succeed where the device zeroes; nbd-malformed.py's other
-# checks run against both.  Needs root, losetup and loop devices: skipped
-# elsewhere.
+# checks run against both.  Then a loop device over a tmpfs too small for
+# it: a real writeback error, which Linux reports to fdatasync once, and
+# which the daemon must go on reporting (FLUSH, FUA, writes, exit status).
+# Needs root, losetup and loop devices: skipped elsewhere.
 . "${top_srcdir:-.}/tests/nbd/lib.sh"
 nbd_require python3 losetup
 
@@ -77,5 +79,33 @@ if loop_on tmpfs tmpfs size=32M 16M; then
 else
 	tap_not_ok "a loop device over tmpfs"
 fi
+# A real writeback error: 16 MiB of loop device over a tmpfs of 4 MiB.
+# wb_run MODE LABEL ARGS...: the daemon on such a device, MODE's checks,
+# then SIGTERM, which must exit 1 and say why.
+wb_run() {
+	wbmode=$1
+	label=$2
+	shift 2
+	if ! loop_on "$wbmode" tmpfs size=4M 16M; then
+		tap_not_ok "$label: a loop device over a small tmpfs"
+		return
+	fi
+	suite_args=$back
+	run_suite "$wbmode" --file "$dev" "$@"
+	err=$nbd_tmp/$wbmode.err
+	nbd_stop "$nbd_pid"
+	rc=$?
+	tap_check "$label: logged once" \
+		test "$(grep -c 'writes may have been lost' "$err")" -eq 1
+	if [ $rc -eq 1 ] && grep -q "exit status 1" "$err"; then
+		tap_ok "$label: SIGTERM: exit status 1, and why"
+	else
+		tap_not_ok "$label: SIGTERM: exit status 1, and why (exit $rc)"
+		tap_diag <"$err"
+	fi
+}
+wb_run wberror "writeback error" --threads 2
+wb_run wbfua "writeback error, reported to a FUA write" --threads 1
+wb_run wbfinal "writeback error, never flushed" --threads 2
 tap_plan "$tap_n"
 nbd_done

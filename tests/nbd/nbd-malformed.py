@@ -5,13 +5,17 @@
 Usage: nbd-malformed.py SOCKET MODE [FILE]
   MODE is memory, file, readonly or blockdev; FILE is the file (or, with
   blockdev, the block device) the daemon exports, read behind the daemon's
-  back to prove that nothing was written where it should not be.
+  back to prove that nothing was written where it should not be.  MODE
+  wberror, wbfua and wbfinal run only writeback error checks (FLUSH, FUA,
+  the daemon's exit): FILE is then the file under the loop device the
+  daemon exports.
 
 Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
 correct client never would, and checks the server's answer: the error the
 NBD protocol asks for, or a clean disconnect; and after each case that the
 daemon still serves a well-behaved connection.
 """
+import ctypes
 import os
 import select
 import socket
@@ -359,7 +363,106 @@ def blockdev_fast_zero():
     c.close()
 
 
+def punch(path, off, ln):
+    """Give a file's blocks back to its filesystem (FALLOC_FL_PUNCH_HOLE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long,
+                               ctypes.c_long]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if libc.fallocate(fd, 0x02 | 0x01, off, ln) < 0:
+            raise OSError(ctypes.get_errno(), "fallocate")
+    finally:
+        os.close(fd)
+
+
+def writeback_error():
+    """The daemon exports a loop device over a file (FILE) on a tmpfs too
+    small for it: writes land in the page cache, and their writeback fails.
+    Linux reports that to fdatasync once per open file, then forgets it;
+    the daemon must not: every later FLUSH and FUA fails, and so does every
+    write, even once the storage has room again."""
+    c = fresh(structured=True)
+    chunk = os.urandom(1 << 20)
+    ok = all(c.write(i << 20, chunk) == 0 for i in range(8))
+    check("8 MiB written to a device with 4 MiB of storage: accepted "
+          "(page cache)", ok)
+    c.request(CMD_FLUSH, 0, 0)
+    err = c.status()
+    check("FLUSH: the writeback error is reported", err != 0,
+          "error %d" % err)
+    errs = []
+    for i in range(8):
+        c.request(CMD_FLUSH, 0, 0)
+        errs.append(c.status())
+    check("FLUSH 8 times more: EIO every time (Linux told it only once)",
+          errs == [EIO] * 8, repr(errs))
+    # Room again: a write could now be stored, but what was lost is lost.
+    punch(FILE, 0, 16 << 20)
+    err = c.write(9 << 20, b"\x11" * 4096, flags=F_FUA)
+    check("a FUA write, though the storage has room again: EIO", err == EIO,
+          "error %d" % err)
+    err = c.write(9 << 20, b"\x11" * 4096)
+    check("a plain write: EIO", err == EIO, "error %d" % err)
+    c.request(CMD_TRIM, 0, 4096)
+    err1 = c.status()
+    c.request(CMD_WRITE_ZEROES, 0, 4096)
+    err2 = c.status()
+    check("trim and write zeroes: EIO", (err1, err2) == (EIO, EIO),
+          repr((err1, err2)))
+    err, _ = c.read(10 << 20, 4096)
+    check("reads are still served", err == 0, "error %d" % err)
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+    c = fresh()
+    c.request(CMD_FLUSH, 0, 0)
+    err = c.status()
+    check("a new connection's FLUSH: EIO too", err == EIO, "error %d" % err)
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+
+
+def writeback_error_fua():
+    """The same, the error reported by the sync of a RWF_DSYNC write (FUA)
+    rather than by fdatasync: with one worker (--threads 1), the later
+    FLUSH goes through the same open file, where Linux reports nothing
+    more."""
+    c = fresh(structured=True)
+    chunk = os.urandom(1 << 20)
+    errs = [c.write(i << 20, chunk, flags=F_FUA) for i in range(8)]
+    first = next((i for i, e in enumerate(errs) if e), None)
+    check("FUA writes of 8 MiB to 4 MiB of storage: the first ones done, "
+          "then an error", first is not None and first > 0 and
+          all(e == 0 for e in errs[:first]), repr(errs))
+    c.request(CMD_FLUSH, 0, 0)
+    err = c.status()
+    check("FLUSH after the failed FUA write: EIO", err == EIO,
+          "error %d" % err)
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+
+
+def writeback_unflushed():
+    """Writes the daemon accepts and no client flushes: their writeback
+    error comes out at the daemon's final fdatasync, at exit."""
+    c = fresh()
+    chunk = os.urandom(1 << 20)
+    ok = all(c.write(i << 20, chunk) == 0 for i in range(8))
+    check("8 MiB written to 4 MiB of storage, no FLUSH: accepted", ok)
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+
+
 def main():
+    if MODE == "wberror":
+        writeback_error()
+        return
+    if MODE == "wbfua":
+        writeback_error_fua()
+        return
+    if MODE == "wbfinal":
+        writeback_unflushed()
+        return
     if MODE == "blockdev":
         blockdev_fast_zero()
 
