@@ -99,7 +99,7 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 	k->sock = sv[0];
 	r = nbd_thread_start(srv, &k->doit, NULL, "nbd-do-it", doit_main, k);
 	if (r < 0) {
-		nbd_server_shutdown(srv, true);
+		nbd_server_shutdown(srv);
 		goto fail_clear;
 	}
 	k->running = true;

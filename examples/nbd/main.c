@@ -40,6 +40,10 @@
 #include "nbd.h"
 
 #define PROG "ioflusher-nbd"
+/* At shutdown: how long connections have to end after ESHUTDOWN, and
+ * then after the hard disconnect (ioflusher-nbd(8)). */
+#define NBD_GRACE_MS 10000
+#define NBD_HARD_GRACE_MS 5000
 
 struct options {
 	const char *socket_path;
@@ -546,7 +550,7 @@ int main(int argc, char **argv)
 	char uri[8192] = "", host[300];
 	int keep[2], nkeep = 0;
 	int lfd = -1, sfd = -1, kfd = -1, run_wfd = -1, status = 0, r;
-	unsigned int port = 0;
+	unsigned int port = 0, left;
 	pid_t run_pid = -1;
 	bool running = true;
 	sigset_t sigs;
@@ -720,7 +724,10 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* Stop taking clients; let those connected finish what they sent. */
+	/* Stop taking clients.  Those connected have what they sent served,
+	 * and the rest refused with ESHUTDOWN, upon which they disconnect;
+	 * after the grace period, those left are hard-disconnected, and a
+	 * connection that does not end even then is left behind. */
 	if (lfd >= 0) {
 		close(lfd);
 		if (o.socket_path)
@@ -728,13 +735,17 @@ int main(int argc, char **argv)
 	}
 	if (o.connect)
 		nbd_kernel_disconnect(&kern);
-	nbd_server_shutdown(&srv, false);
-	nbd_server_wait_idle(&srv, 10000);
-	if (srv.nconns) {
-		nbd_server_shutdown(&srv, true);
-		nbd_server_wait_idle(&srv, 5000);
+	nbd_server_stop(&srv);
+	left = nbd_server_wait_idle(&srv, NBD_GRACE_MS);
+	if (left) {
+		log_stderr("%u connection%s still open after %d s: "
+			   "disconnecting %s\n",
+			   left, left == 1 ? "" : "s", NBD_GRACE_MS / 1000,
+			   left == 1 ? "it" : "them");
+		nbd_server_shutdown(&srv);
+		left = nbd_server_wait_idle(&srv, NBD_HARD_GRACE_MS);
 	}
-	if (srv.nconns) {
+	if (left) {
 		/* A thread stuck past SHUT_RDWR: the buffers it may still
 		 * use cannot be freed.  Every connection is shut down, so no
 		 * write still running can be answered any more: stop refuses

@@ -346,7 +346,9 @@ struct nbd_server {
 	pthread_cond_t cond; /* work queued, or quit */
 	pthread_cond_t conns_cond; /* a connection ended */
 	struct nbd_work *qhead, **qtail;
-	bool stopping; /* no new connections */
+	/* Stopping: no new connections, and every request or option read
+	 * from a client from now on is refused with ESHUTDOWN. */
+	atomic_bool stopping;
 	bool quit; /* workers leave once the queue is empty */
 	struct nbd_conn *conns;
 	unsigned int nconns;
@@ -370,8 +372,12 @@ int nbd_server_start_workers(struct nbd_server *srv);
 void nbd_server_fini(struct nbd_server *srv);
 /* Serve a socket on a new thread; handshake false for the kernel. */
 int nbd_server_add(struct nbd_server *srv, int fd, bool handshake);
-void nbd_server_shutdown(struct nbd_server *srv, bool hard);
-void nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms);
+/* The soft stop: see nbd_server_stop() in server.c. */
+void nbd_server_stop(struct nbd_server *srv);
+/* The hard one: every connection's socket shut down both ways. */
+void nbd_server_shutdown(struct nbd_server *srv);
+/* Wait at most timeout_ms for every connection to end: how many are left. */
+unsigned int nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms);
 int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
 		     const pthread_attr_t *attr, const char *name,
 		     void *(*fn)(void *), void *arg);

@@ -344,6 +344,21 @@ static int option(struct nbd_conn *c)
 		return -EPROTO;
 	opt = get_be32(h + 8);
 	len = get_be32(h + 12);
+	/* "If the server is in the process of being shut down it ... SHOULD
+	 * error further options received (other than an NBD_OPT_ABORT) with
+	 * NBD_REP_ERR_SHUTDOWN"; NBD_OPT_EXPORT_NAME has no error reply, and
+	 * ends the connection. */
+	if (atomic_load_explicit(&c->srv->stopping, memory_order_relaxed)) {
+		r = nbd_conn_skip(c, len);
+		if (r < 0)
+			return r;
+		if (opt == NBD_OPT_ABORT)
+			return option_without_data(c, opt, len);
+		if (opt == NBD_OPT_EXPORT_NAME)
+			return -ESHUTDOWN;
+		return send_error(c, opt, NBD_REP_ERR_SHUTDOWN,
+				  "the server is shutting down");
+	}
 	/* Classified before the length is judged: an unknown option gets
 	 * NBD_REP_ERR_UNSUP whatever its size, since "the presence of the
 	 * option length in every option allows the server to skip any

@@ -425,6 +425,13 @@ static int handle(struct nbd_conn *c, const struct nbd_request *r)
 	int err, ret;
 
 	err = nbd_request_check(c->srv->exp, c->structured, r, &msg);
+	/* Stopping (nbd_server_stop): refused, and the client will leave.
+	 * Not the kernel, which stops by itself, after its queued requests. */
+	if (c->handshake &&
+	    atomic_load_explicit(&c->srv->stopping, memory_order_relaxed)) {
+		err = NBD_ESHUTDOWN;
+		msg = "the server is shutting down";
+	}
 	if (err) {
 		/* A write's payload follows whatever we think of it: read
 		 * past it, so that the next request is parsed in step. */

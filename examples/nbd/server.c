@@ -574,7 +574,7 @@ static void *conn_main(void *arg)
 	if (r == 1)
 		r = nbd_serve(c);
 	nbd_conn_stop_sender(c);
-	if (r < 0 && r != -ECONNRESET && r != -EPIPE &&
+	if (r < 0 && r != -ECONNRESET && r != -EPIPE && r != -ESHUTDOWN &&
 	    !atomic_load(&c->send_failed))
 		srv->log("connection %u: %s\n", c->id,
 			 r == -EPROTO ? "protocol violation, disconnected" :
@@ -628,7 +628,7 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	c->handshake = handshake;
 
 	pthread_mutex_lock(&srv->lock);
-	if (srv->stopping) {
+	if (atomic_load(&srv->stopping)) {
 		pthread_mutex_unlock(&srv->lock);
 		r = -ESHUTDOWN;
 		goto fail;
@@ -658,25 +658,42 @@ fail:
 	return r;
 }
 
-/* Connections end by themselves once they read end of stream: SHUT_RD
- * lets them read what is queued, answer it, and leave; SHUT_RDWR also
- * breaks a send blocked on a client that stopped reading.  The kernel's
- * connection is left to end with the NBD_CMD_DISC that NBD_DISCONNECT
- * makes it send, after the requests it has queued: cutting it short would
- * fail them with EIO under a mounted filesystem. */
-void nbd_server_shutdown(struct nbd_server *srv, bool hard)
+/*
+ * "On a server shutdown, the server SHOULD wait for inflight requests to be
+ * serviced prior to initiating a hard disconnect ... The error value
+ * issued in respect of ... any subsequently received requests SHOULD be
+ * NBD_ESHUTDOWN", and options get NBD_REP_ERR_SHUTDOWN: a client told so
+ * MUST disconnect.  So the stop only sets a flag that the connection
+ * threads read with each request and option (handle(), option()); requests
+ * already taken are served and answered.  Sockets are left as they are:
+ * the SHUT_RD of old dropped requests in transit, and made the client's
+ * next send fail instead of telling it why.  The kernel's connection is
+ * served as before, until the NBD_CMD_DISC that NBD_DISCONNECT makes it
+ * send after its queued requests: refusing those would fail them with EIO
+ * under a mounted filesystem.  A client that sends nothing more is cut
+ * off by nbd_server_shutdown() after main's grace period.
+ */
+void nbd_server_stop(struct nbd_server *srv)
 {
 	pthread_mutex_lock(&srv->lock);
-	srv->stopping = true;
-	for (struct nbd_conn *c = srv->conns; c; c = c->next)
-		if (hard || c->handshake)
-			shutdown(c->fd, hard ? SHUT_RDWR : SHUT_RD);
+	atomic_store(&srv->stopping, true);
 	pthread_mutex_unlock(&srv->lock);
 }
 
-void nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms)
+/* Also breaks a send blocked on a client that stopped reading. */
+void nbd_server_shutdown(struct nbd_server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	atomic_store(&srv->stopping, true);
+	for (struct nbd_conn *c = srv->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+unsigned int nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms)
 {
 	struct timespec ts;
+	unsigned int left;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += timeout_ms / 1000;
@@ -689,7 +706,9 @@ void nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms)
 	while (srv->nconns &&
 	       pthread_cond_timedwait(&srv->conns_cond, &srv->lock, &ts) == 0)
 		;
+	left = srv->nconns;
 	pthread_mutex_unlock(&srv->lock);
+	return left;
 }
 
 /* ---------------------------------------------------------------- server */
@@ -771,7 +790,7 @@ int nbd_server_start_workers(struct nbd_server *srv)
 void nbd_server_fini(struct nbd_server *srv)
 {
 	pthread_mutex_lock(&srv->lock);
-	srv->stopping = true;
+	atomic_store(&srv->stopping, true);
 	srv->quit = true;
 	pthread_cond_broadcast(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # ioflusher-nbd as a daemon: start-up policy, report and audit, privileges
 # dropped, the sandbox, captive mode (--run, $uri), TCP, connection limit,
+# what connected clients see at shutdown (ESHUTDOWN, a grace period),
 # and a clean shutdown on SIGTERM that flushes the file backend.
 . "${top_srcdir:-.}/tests/nbd/lib.sh"
 nbd_require nbdinfo nbdcopy
@@ -69,6 +70,25 @@ else
 fi
 tap_check "file backend: the data is in the file after shutdown" cmp "$nbd_tmp/data" "$nbd_tmp/disk.img"
 tap_check "file backend: shut down with a log line" grep -q "signal 15: shutting down" "$nbd_tmp/file.err"
+
+# SIGTERM with clients connected: ESHUTDOWN, NBD_REP_ERR_SHUTDOWN, and a
+# hard disconnect of the idle one after the grace period; then exit 0.
+nbd_start stop --memory 8M || exit 1
+timeout 90 python3 "$srcdir/tests/nbd/nbd-malformed.py" "$nbd_tmp/stop.sock" \
+	shutdown "$nbd_pid" >"$nbd_tmp/stop.tap" 2>&1
+while IFS= read -r line; do
+	case $line in
+	"ok - "*) tap_ok "shutdown: ${line#ok - }" ;;
+	"not ok - "*) tap_not_ok "shutdown: ${line#not ok - }" ;;
+	*) echo "# $line" ;;
+	esac
+done <"$nbd_tmp/stop.tap"
+nbd_stop "$nbd_pid"
+rc=$?
+tap_check "shutdown: then exit 0" test $rc -eq 0
+tap_check "shutdown: the hard disconnect is logged" \
+	grep -q "1 connection still open after 10 s: disconnecting it" \
+	"$nbd_tmp/stop.err"
 
 # Captive mode.
 URI_OUT=$nbd_tmp/uri timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run.sock" \

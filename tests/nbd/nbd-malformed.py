@@ -8,7 +8,8 @@ Usage: nbd-malformed.py SOCKET MODE [FILE]
   back to prove that nothing was written where it should not be.  MODE
   wberror, wbfua and wbfinal run only writeback error checks (FLUSH, FUA,
   the daemon's exit): FILE is then the file under the loop device the
-  daemon exports.
+  daemon exports.  MODE shutdown sends SIGTERM to the daemon, whose pid
+  is then the third argument, and checks what connected clients see.
 
 Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
 correct client never would, and checks the server's answer: the error the
@@ -18,6 +19,7 @@ daemon still serves a well-behaved connection.
 import ctypes
 import os
 import select
+import signal
 import socket
 import struct
 import sys
@@ -35,7 +37,7 @@ OPT_INFO, OPT_GO, OPT_STRUCTURED = 6, 7, 8
 OPT_LIST_META, OPT_SET_META = 9, 10
 REP_ACK, REP_SERVER, REP_INFO = 1, 2, 3
 ERR_UNSUP, ERR_POLICY, ERR_INVALID = 2**31 + 1, 2**31 + 2, 2**31 + 3
-ERR_UNKNOWN, ERR_TOO_BIG = 2**31 + 6, 2**31 + 9
+ERR_UNKNOWN, ERR_SHUTDOWN, ERR_TOO_BIG = 2**31 + 6, 2**31 + 7, 2**31 + 9
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
 CMD_WRITE_ZEROES = 6
 F_FUA, F_NO_HOLE, F_DF, F_FAST_ZERO = 1, 2, 4, 16
@@ -453,7 +455,53 @@ def writeback_unflushed():
     c.close()
 
 
+def shutdown(pid):
+    """SIGTERM with clients connected.  Requests read after it get
+    NBD_ESHUTDOWN, a write's payload read past; options get
+    NBD_REP_ERR_SHUTDOWN (NBD_OPT_ABORT still its ACK); a client that then
+    disconnects is let go, one that stays idle is hard-disconnected after
+    the grace period."""
+    c1 = fresh(structured=True)
+    c2 = Conn()
+    c2.greet()
+    c3 = fresh()
+    check("before SIGTERM: a read is served", c1.read(0, 4096)[0] == 0)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    err = 0
+    while err == 0 and time.monotonic() < deadline:
+        err = c1.read(0, 4096)[0]
+        if err == 0:
+            time.sleep(0.05)
+    check("after SIGTERM: a read gets ESHUTDOWN", err == ESHUTDOWN,
+          "error %d" % err)
+    err = c1.write(0, b"\x77" * (256 << 10))
+    check("a write gets ESHUTDOWN", err == ESHUTDOWN, "error %d" % err)
+    err = c1.read(0, 4096)[0]
+    check("... its payload read past: the next request gets ESHUTDOWN too",
+          err == ESHUTDOWN, "error %d" % err)
+    c1.request(CMD_DISC, 0, 0)
+    check("NBD_CMD_DISC, as the client then MUST: the server closes",
+          c1.closed())
+    c1.close()
+    c2.opt(OPT_LIST)
+    r1 = c2.reply()[1]
+    c2.opt(OPT_GO, struct.pack(">IH", 0, 0))
+    r2 = c2.reply()[1]
+    check("in the handshake: options get NBD_REP_ERR_SHUTDOWN",
+          (r1, r2) == (ERR_SHUTDOWN, ERR_SHUTDOWN), repr((r1, r2)))
+    c2.opt(OPT_ABORT)
+    check("... and NBD_OPT_ABORT its ACK", c2.reply()[1] == REP_ACK)
+    c2.close()
+    check("a client that stays idle is disconnected after the grace period",
+          hung_up(c3, 40))
+    c3.close()
+
+
 def main():
+    if MODE == "shutdown":
+        shutdown(int(FILE))
+        return
     if MODE == "wberror":
         writeback_error()
         return
