@@ -87,7 +87,7 @@ static void usage(FILE *out)
 		"  --socket PATH        listen on a unix socket\n"
 		"  --tcp [ADDR:]PORT    listen on TCP (address 127.0.0.1 unless given)\n"
 		"  --connect /dev/nbdX  serve the kernel's nbd device (like qemu-nbd -c)\n"
-		"  --memory SIZE        sparse export in memory (default 1G; 64M, 1G, 2T...)\n"
+		"  --memory SIZE        sparse export in memory, at most MemTotal (default 1G)\n"
 		"  --file PATH          export a file or block device\n"
 		"  --readonly           refuse writes\n"
 		"  --export-name NAME   the export's name (default: empty, the default export)\n"
@@ -274,6 +274,42 @@ static int parse_args(int argc, char **argv, struct options *o)
 }
 
 /* ---------------------------------------------------------------- setup */
+
+/*
+ * A memory export is RAM, and this daemon is shielded from the OOM killer
+ * (oom_score_adj -1000): clients filling an export larger than the machine
+ * would have the kernel kill every other process first.  So it may not be
+ * larger than MemTotal.  0 if it fits, or could not be checked (said).
+ */
+static int check_memory_size(uint64_t size)
+{
+	unsigned long long kib = 0;
+	char line[128];
+	FILE *f;
+
+	f = fopen("/proc/meminfo", "re");
+	if (!f) {
+		log_stderr("--memory: cannot check it against MemTotal: %s\n",
+			   strerror(errno));
+		return 0;
+	}
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemTotal: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	if (!kib) {
+		log_stderr("--memory: no MemTotal in /proc/meminfo to check "
+			   "it against\n");
+		return 0;
+	}
+	if (size / 1024 <= kib)
+		return 0;
+	log_stderr("--memory: %llu MiB is more than this machine's memory "
+		   "(MemTotal %llu MiB): the daemon is shielded from the OOM "
+		   "killer, so filling the export would kill everything else\n",
+		   (unsigned long long)(size >> 20), kib >> 10);
+	return -EFBIG;
+}
 
 static int setup(const struct options *o)
 {
@@ -576,10 +612,14 @@ int main(int argc, char **argv)
 	exp.name = o.export_name;
 	exp.readonly = o.readonly;
 	exp.log = log_stderr;
+	if (!o.file && !o.memory)
+		o.memory = 1ull << 30;
+	if (!o.file && check_memory_size(o.memory) < 0)
+		return 1;
 	if (o.file)
 		r = nbd_export_file(&exp, o.file);
 	else
-		r = nbd_export_memory(&exp, o.memory ? o.memory : 1ull << 30);
+		r = nbd_export_memory(&exp, o.memory);
 	if (r < 0) {
 		log_stderr("%s: %s\n", o.file ? o.file : "--memory",
 			   strerror(-r));

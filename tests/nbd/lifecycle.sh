@@ -135,6 +135,13 @@ for bad in "--memory 12X" "--memory 0" "--threads 0" "--socket $nbd_tmp/x --tcp 
 	rc=$?
 	tap_check "refused: $bad" test $rc -eq 1 -o $rc -eq 2
 done
+# A memory export is RAM, and the daemon is shielded from the OOM killer:
+# one larger than the machine's memory is refused.
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/big.sock" --memory 64T \
+	>/dev/null 2>"$nbd_tmp/big.err"
+rc=$?
+tap_check "refused: --memory 64T, more than MemTotal, saying so" \
+	sh -c "test $rc -eq 1 && grep -q MemTotal '$nbd_tmp/big.err'"
 if [ -e /dev/nbd0 ]; then
 	tap_skip "--connect to a missing device fails cleanly" "/dev/nbd0 exists here"
 else
