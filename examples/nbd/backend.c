@@ -68,8 +68,9 @@ int nbd_errno(int err)
 static uint16_t tflags_of(bool readonly)
 {
 	/* CAN_MULTI_CONN is true of both backends: every connection shares
-	 * the one mapping, or the one file descriptor and its page cache,
-	 * so a FLUSH on any connection covers the writes answered on all. */
+	 * the one mapping, or the one file and its page cache (fdatasync
+	 * through any worker's descriptor flushes all of it), so a FLUSH on
+	 * any connection covers the writes answered on all. */
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
 		     NBD_FLAG_CAN_MULTI_CONN;
 

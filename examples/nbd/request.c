@@ -16,7 +16,8 @@
  *   file backend    pread, pwrite, fdatasync block on the disk: the request
  *                   goes to the worker pool with its data in mempool
  *                   elements, and the connection thread reads on, so
- *                   requests stay pipelined.  Workers reply as they finish.
+ *                   requests stay pipelined.  Workers reply as they finish,
+ *                   without ever waiting on the socket (nbd_conn_reply).
  *
  * Replies may leave in any order ("The server MAY process commands out of
  * order, and MAY reply out of order"), so a read may see a later write of
