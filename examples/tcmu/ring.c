@@ -567,6 +567,11 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		r = tcmu_ring_process(ring);
 		if (r < 0 && r != -EUCLEAN)
 			return r;
+		/* The kernel queued more while we worked: serve it now, without
+		 * the poll(2) and read(2) of a wake-up.  The event count they
+		 * would have consumed is read when the ring is caught up. */
+		if (r > 0 && ring_pending(ring))
+			continue;
 		if (poll_us && r > 0) {
 			/* More commands often follow at once: catching them
 			 * here saves a sleep and a wake-up. */
