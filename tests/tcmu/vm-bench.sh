@@ -6,27 +6,32 @@
 # target_core_user backstore served by ioflusher-tcmu (memory backend),
 # LUN 1 the kernel's own rd_mcp ramdisk, the in-kernel limit of what a
 # memory disk behind LIO can do.  Both are written whole first, then fio
-# runs each workload on each disk in turn (O_DIRECT, libaio) and the
-# ratio ours/kernel of IOPS is printed, one TAP line per workload.
-# The seconds per run (10), the daemon's --poll (0) and the workloads
+# runs each workload on each disk in turn (O_DIRECT, libaio), several
+# times, the order of the two disks swapped at each repetition: the VM
+# emulates its CPUs (TCG) and one run's figure drifts by a fifth from the
+# next.  The median IOPS of each disk and their ratio ours/kernel are
+# printed, one TAP line per workload.  The seconds per run (4), the
+# repetitions (5), the daemon's --poll (0) and the workloads
 # (RW:BS:DEPTH,...) come from the kernel command line, which make
-# bench-tcmu sets from TCMU_BENCH_SECONDS, TCMU_BENCH_POLL and
-# TCMU_BENCH_WORKLOADS.
+# bench-tcmu sets from TCMU_BENCH_SECONDS, TCMU_BENCH_REPS,
+# TCMU_BENCH_POLL and TCMU_BENCH_WORKLOADS.
 #
 # vm-modules: @tcmu
 # vm-binaries: examples/tcmu/ioflusher-tcmu fio
 # vm-memory: 1024
 # vm-cpus: 2
 # vm-timeout: 900
-# vm-cmdline: tcmu_bench_seconds=10 tcmu_bench_poll=0
+# vm-cmdline: tcmu_bench_seconds=4 tcmu_bench_reps=5 tcmu_bench_poll=0
 . /vm/lib.sh
 
-secs=10
+secs=4
+reps=5
 poll=0
 workloads="randread:4k:32 randwrite:4k:32 read:256k:8 write:256k:8"
 for _a in $(cat /proc/cmdline); do
 	case $_a in
 	tcmu_bench_seconds=*) secs=${_a#*=} ;;
+	tcmu_bench_reps=*) reps=${_a#*=} ;;
 	tcmu_bench_poll=*) poll=${_a#*=} ;;
 	tcmu_bench_workloads=*) workloads=$(echo "${_a#*=}" | tr , ' ') ;;
 	esac
@@ -71,7 +76,7 @@ disk() {
 }
 ours=$(disk ioflusher-tcmu) || { vm_not_ok "our disk appears"; vm_exit; }
 kern=$(disk RAMDISK-MCP) || { vm_not_ok "the rd_mcp disk appears"; vm_exit; }
-vm_diag "ours: /dev/$ours (ioflusher-tcmu --poll $poll), kernel: /dev/$kern (rd_mcp); $secs s per run, $(nproc) CPUs"
+vm_diag "ours: /dev/$ours (ioflusher-tcmu --poll $poll), kernel: /dev/$kern (rd_mcp); medians of $reps runs of $secs s, interleaved; $(nproc) CPUs"
 for d in "$ours" "$kern"; do
 	dd if=/dev/urandom of=/tmp/fill bs=1M count=8 2>/dev/null
 	_o=0
@@ -92,11 +97,30 @@ run() {
 		awk -F';' -v rw="$2" '{ print (rw ~ /read/) ? $8 : $49 }'
 }
 
+# median N...: the median of the numbers.
+median() {
+	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
+		END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 vm_diag "workload               ours IOPS   kernel IOPS   ours/kernel"
 for w in $workloads; do
 	set -- $(echo "$w" | tr : ' ')
-	o=$(run "$ours" "$1" "$2" "$3")
-	k=$(run "$kern" "$1" "$2" "$3")
+	os= ks=
+	_r=0
+	while [ $_r -lt "$reps" ]; do
+		if [ $((_r % 2)) = 0 ]; then
+			os="$os $(run "$ours" "$1" "$2" "$3")"
+			ks="$ks $(run "$kern" "$1" "$2" "$3")"
+		else
+			ks="$ks $(run "$kern" "$1" "$2" "$3")"
+			os="$os $(run "$ours" "$1" "$2" "$3")"
+		fi
+		_r=$((_r + 1))
+	done
+	vm_diag "  $1 $2 runs: ours$os; kernel$ks"
+	o=$(median $os)
+	k=$(median $ks)
 	r=$(awk -v o="$o" -v k="$k" 'BEGIN { printf "%.2f", k ? o / k : 0 }')
 	vm_diag "$(printf '%-8s %-4s qd%-3s %12s %13s %13s' "$1" "$2" "$3" "$o" "$k" "$r")"
 	case $1 in
