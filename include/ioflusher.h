@@ -258,7 +258,6 @@ IOFLUSHER_NONNULL(1) int ioflusher_mempool_flush(struct ioflusher_mempool *pool)
 IOFLUSHER_NONNULL(1, 2) int
 ioflusher_mempool_stats(const struct ioflusher_mempool *pool,
 			struct ioflusher_mempool_stats *stats, size_t size);
-/* END mempool */
 
 /* clang-format on */
 
