@@ -89,6 +89,52 @@ vm_wait_for() {
 	done
 }
 
+# vm_alive PID: PID runs (a child that exited stays a zombie until waited
+# for, which kill -0 cannot tell).
+vm_alive() {
+	_st=$(sed -n 's/.*) \(.\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+	[ -n "$_st" ] && [ "$_st" != Z ]
+}
+
+# vm_daemon_start LOG READY COMMAND...: COMMAND in the background, its
+# output in LOG, until the shell command READY succeeds (checked every
+# 0.1 s, for 20 s at most).  Sets $pid.  Fails, with LOG as diagnostics,
+# when COMMAND exits first or READY never holds.
+vm_daemon_start() {
+	_log=$1 _ready=$2
+	shift 2
+	: >"$_log"
+	"$@" >"$_log" 2>&1 &
+	pid=$!
+	_i=0
+	until eval "$_ready"; do
+		if [ $_i -ge 200 ] || ! vm_alive "$pid"; then
+			vm_diag "$* did not start:"
+			vm_diag_lines <"$_log"
+			return 1
+		fi
+		usleep 100000
+		_i=$((_i + 1))
+	done
+}
+
+# vm_daemon_stop: SIGTERM to $pid, then its exit status; a daemon still
+# there after 20 s is killed (status 137).
+vm_daemon_stop() {
+	kill -TERM "$pid"
+	_i=0
+	while vm_alive "$pid"; do
+		if [ $_i -ge 200 ]; then
+			vm_diag "$pid still runs 20 s after SIGTERM"
+			kill -9 "$pid"
+			break
+		fi
+		usleep 100000
+		_i=$((_i + 1))
+	done
+	{ wait "$pid"; } 2>/dev/null
+}
+
 # vm_as_nobody COMMAND...: run COMMAND as uid and gid 65534 with no
 # capability, the way an unprivileged daemon runs.
 vm_as_nobody() {

@@ -29,51 +29,19 @@ size=64M
 sectors=131072 # 64 MiB in 512-byte sectors: /sys/block/nbd0/size
 mkdir -p "$mnt"
 
-# alive PID: PID runs (a child that exited stays a zombie until waited for,
-# which kill -0 cannot tell).
-alive() {
-	_st=$(sed -n 's/.*) \(.\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$_st" ] && [ "$_st" != Z ]
-}
-
 # nbd_start LOG ARGS...: ioflusher-nbd --connect /dev/nbd0 ARGS in the
-# background, its standard error in LOG; waits until it says it serves and
-# the kernel has sized the device.  Sets $pid.
+# background, its output in LOG; waits until it says it serves and the
+# kernel has sized the device.  Sets $pid.
 nbd_start() {
-	_log=$1
+	_nlog=$1
 	shift
-	: >"$_log"
-	ioflusher-nbd --connect "$dev" "$@" 2>"$_log" &
-	pid=$!
-	_i=0
-	until grep -q ': serving ' "$_log" &&
-		[ "$(cat /sys/block/nbd0/size)" != 0 ]; do
-		if [ $_i -ge 200 ] || ! alive "$pid"; then
-			vm_diag "ioflusher-nbd $* did not start:"
-			vm_diag_lines <"$_log"
-			return 1
-		fi
-		usleep 100000
-		_i=$((_i + 1))
-	done
+	vm_daemon_start "$_nlog" \
+		"grep -q ': serving ' '$_nlog' && [ \"\$(cat /sys/block/nbd0/size)\" != 0 ]" \
+		ioflusher-nbd --connect "$dev" "$@"
 }
 
-# nbd_stop: SIGTERM; the daemon disconnects the device and exits.  Its
-# exit status; a daemon still there after 20 s is killed (status 137).
-nbd_stop() {
-	kill -TERM "$pid"
-	_i=0
-	while alive "$pid"; do
-		if [ $_i -ge 200 ]; then
-			vm_diag "ioflusher-nbd still runs 20 s after SIGTERM"
-			kill -9 "$pid"
-			break
-		fi
-		usleep 100000
-		_i=$((_i + 1))
-	done
-	{ wait "$pid"; } 2>/dev/null
-}
+# nbd_stop: SIGTERM; the daemon disconnects the device and exits.
+nbd_stop() { vm_daemon_stop; }
 
 # The protections the daemon applied, from its own words and from
 # ioflusher status: tests for daemon LOG, named by DESC.
@@ -144,7 +112,7 @@ refused() {
 # still_serving PREFIX: the daemon $pid runs, the device keeps its size,
 # and a file written on it is synced.
 still_serving() {
-	alive "$pid" && write_files "$1" 1 &&
+	vm_alive "$pid" && write_files "$1" 1 &&
 		[ "$(cat /sys/block/nbd0/size)" = "$sectors" ]
 }
 

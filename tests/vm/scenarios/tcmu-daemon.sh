@@ -31,43 +31,13 @@ img=/tmp/lun1.img
 mnt=/mnt/tcmu
 mkdir -p "$mnt"
 
-alive() {
-	_st=$(sed -n 's/.*) \(.\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
-	[ -n "$_st" ] && [ "$_st" != Z ]
-}
-
 # tcmu_start LOG: the daemon in the background, until it says it serves.
 tcmu_start() {
-	: >"$1"
-	ioflusher-tcmu --verbose >"$1" 2>&1 &
-	pid=$!
-	_i=0
-	until grep -q '^serving: ' "$1"; do
-		if [ $_i -ge 200 ] || ! alive "$pid"; then
-			vm_diag "ioflusher-tcmu did not start:"
-			vm_diag_lines <"$1"
-			return 1
-		fi
-		usleep 100000
-		_i=$((_i + 1))
-	done
+	vm_daemon_start "$1" "grep -q '^serving: ' '$1'" ioflusher-tcmu --verbose
 }
 
 # tcmu_stop: SIGTERM; its exit status (137 if it had to be killed).
-tcmu_stop() {
-	kill -TERM "$pid"
-	_i=0
-	while alive "$pid"; do
-		if [ $_i -ge 200 ]; then
-			vm_diag "ioflusher-tcmu still runs 20 s after SIGTERM"
-			kill -9 "$pid"
-			break
-		fi
-		usleep 100000
-		_i=$((_i + 1))
-	done
-	wait "$pid"
-}
+tcmu_stop() { vm_daemon_stop; }
 
 status_flagged() {
 	ioflusher status "$1" >/tmp/status 2>&1
@@ -335,7 +305,7 @@ vm_check "fio: 256k sequential writes, verified (crc32c)" \
 	fio --name=seq --filename="/dev/$disk" --direct=1 --ioengine=libaio \
 	--iodepth=4 --rw=write --bs=256k --size=32M --offset=16M \
 	--verify=crc32c --do_verify=1 --verify_fatal=1 --output=/tmp/fio.out
-vm_check "the daemon still serves" alive "$pid"
+vm_check "the daemon still serves" vm_alive "$pid"
 
 # ------------------------------------------------------------ restart
 
@@ -355,7 +325,7 @@ else
 	vm_not_ok "a second daemon attaches to the same ring"
 fi
 _i=0
-while alive "$reader" && [ $_i -lt 100 ]; do
+while vm_alive "$reader" && [ $_i -lt 100 ]; do
 	usleep 100000
 	_i=$((_i + 1))
 done
