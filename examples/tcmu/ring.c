@@ -12,8 +12,11 @@
  * and so can anyone else who maps the device.  So, as the kernel does for
  * its side ("UAM" in drivers/target/target_core_user.c):
  *  - the ring's place and size are read once, at attach, and checked
- *    against the mapping's size; cmd_tail is ours, read back only to see
- *    whether the kernel reset the ring;
+ *    against the mapping's size, and every page of the ring is touched
+ *    then under the guard below: the kernel allocates the ring once and
+ *    for good, but a layout that put it over the data area, whose pages
+ *    come and go, could fault later; cmd_tail is ours, read back only to
+ *    see whether the kernel reset the ring;
  *  - every field of an entry is read once, checked, and only the checked
  *    copy is used: offsets, lengths, iovecs, the CDB;
  *  - an entry that does not fit between cmd_tail and cmd_head, or past
@@ -163,6 +166,36 @@ static bool execute_guarded(struct tcmu_ring *ring, struct tcmu_cmd *cmd)
 	return true;
 }
 
+/*
+ * Whether every page of [p, p + len) can be read, under the guard: a
+ * fault anywhere in [lo, hi) answers false instead of killing us.
+ * Without the guard installed (tcmu_ring_guard_init()), true untested.
+ */
+static bool readable_guarded(const uint8_t *p, size_t len, const uint8_t *lo,
+			     const uint8_t *hi)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), i;
+	struct guard g;
+
+	if (!guard_installed || !len)
+		return true;
+	g.lo = lo;
+	g.hi = hi;
+	if (sigsetjmp(g.env, 0)) {
+		guard_active = NULL;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		return false;
+	}
+	guard_active = &g;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	for (i = 0; i < len; i += page)
+		(void)*(const volatile uint8_t *)(p + i);
+	(void)*(const volatile uint8_t *)(p + len - 1);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	guard_active = NULL;
+	return true;
+}
+
 /* ---------------------------------------------------------------- attach */
 
 int tcmu_ring_init(struct tcmu_ring *ring, void *map, uint64_t map_size,
@@ -201,6 +234,9 @@ int tcmu_ring_init(struct tcmu_ring *ring, void *map, uint64_t map_size,
 	    (uint64_t)ring->cmdr_off + ring->cmdr_size > map_size)
 		return -EINVAL;
 	ring->data_off = (uint64_t)ring->cmdr_off + ring->cmdr_size;
+	if (!readable_guarded(m + ring->cmdr_off, ring->cmdr_size, m,
+			      m + map_size))
+		return -EINVAL;
 
 	/* A restarted daemon resumes where the last one stopped. */
 	ring->tail = load32(m + offsetof(struct tcmu_mailbox, cmd_tail));

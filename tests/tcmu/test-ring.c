@@ -180,6 +180,20 @@ Test(tcmu_ring, refuses_a_mailbox_whose_ring_is_not_in_the_map)
 	cr_assert_eq(reattach(), 0);
 }
 
+/* Found by the fuzzer: a ring that reaches into the data area, over pages
+ * the kernel never allocated, inside the map all the same.  Reading an
+ * entry there later was a SIGBUS that killed the daemon; such a layout is
+ * refused when it is attached. */
+Test(tcmu_ring, refuses_a_ring_over_data_pages_never_allocated)
+{
+	struct tcmu_mailbox *mb = (void *)h.k.k, saved = *mb;
+
+	mb->cmdr_size = saved.cmdr_size + 8192;
+	cr_assert_eq(reattach(), -EINVAL);
+	*mb = saved;
+	cr_assert_eq(reattach(), 0);
+}
+
 Test(tcmu_ring, refuses_a_cmd_head_or_cmd_tail_outside_the_ring)
 {
 	struct tcmu_mailbox *mb = (void *)h.k.k;
