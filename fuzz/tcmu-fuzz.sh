@@ -2,7 +2,10 @@
 # The libFuzzer target of ioflusher-tcmu's ring and CDB parser
 # (fuzz/tcmu-fuzz.c), run for FUZZ_SECONDS (15 in make check; make
 # fuzz-tcmu runs it longer, with a corpus kept in FUZZ_CORPUS).  TAP; a
-# skip when clang or its libFuzzer runtime is not installed.
+# skip when clang or its libFuzzer runtime is not installed.  The seed is
+# fixed unless FUZZ_SEED says otherwise (make fuzz-tcmu draws one): a
+# short run in make check then tries the same inputs on every machine, a
+# prefix of them on a slower one, and does not turn red by luck.
 set -u
 builddir=${top_builddir:-.}
 fuzzer="$builddir/fuzz/tcmu-fuzz"
@@ -33,8 +36,10 @@ printf '\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\011' >"$see
 # A READ whose iovec is moved to data page 40, which no command has used:
 # the SIGBUS guard's path (op 4 writes the word at ring offset 48).
 printf '\002\000\007\000\000\000\004\000\006\000\000\000\000\000\002\300\000\011' >"$seeds/unallocated-page"
+seed=${FUZZ_SEED-1}
 set +e
 "$fuzzer" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
+	${seed:+-seed="$seed"} \
 	-print_final_stats=1 -artifact_prefix="$builddir/fuzz/tcmu-" \
 	"$corpus" "$seeds" 2>"$builddir/fuzz/tcmu-fuzz.out"
 rc=$?
