@@ -135,6 +135,31 @@ vm_daemon_stop() {
 	{ wait "$pid"; } 2>/dev/null
 }
 
+# vm_write_files DIR PREFIX N: N files of 1 MiB of random bytes in the
+# ext4 filesystem mounted on DIR, their checksums appended to /tmp/sums
+# (which a scenario empties where it starts a filesystem), then sync.
+vm_write_files() {
+	grep -q " $1 ext4 " /proc/mounts || return 1
+	_i=0
+	while [ $_i -lt "$3" ]; do
+		dd if=/dev/urandom of="$1/$2$_i" bs=64k count=16 2>/dev/null ||
+			return 1
+		_i=$((_i + 1))
+	done
+	(cd "$1" && sha256sum "$2"*) >>/tmp/sums && sync
+}
+
+# vm_remount_verify DEV DIR [keep]: mount DEV (ext4) on DIR with the caches
+# dropped, so that what is read comes from the device's server, check
+# every file of /tmp/sums, and unmount unless told to keep it mounted.
+vm_remount_verify() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	mount -t ext4 "$1" "$2" || return 1
+	(cd "$2" && sha256sum -c /tmp/sums) || return 1
+	[ "${3-}" = keep ] || umount "$2"
+}
+
 # vm_as_nobody COMMAND...: run COMMAND as uid and gid 65534 with no
 # capability, the way an unprivileged daemon runs.
 vm_as_nobody() {

@@ -79,30 +79,6 @@ status_flagged() {
 		grep -qx 'verdict: *every thread carries the flag' /tmp/status
 }
 
-# write_files PREFIX N: N files of 1 MiB of random bytes in $mnt, their
-# checksums appended to /tmp/sums, then sync.
-write_files() {
-	grep -q " $mnt ext4 " /proc/mounts || return 1
-	_i=0
-	while [ $_i -lt "$2" ]; do
-		dd if=/dev/urandom of="$mnt/$1$_i" bs=64k count=16 2>/dev/null ||
-			return 1
-		_i=$((_i + 1))
-	done
-	(cd "$mnt" && sha256sum "$1"*) >>/tmp/sums && sync
-}
-
-# remount_verify [keep]: mount $dev with the caches dropped, so that what
-# is read comes from the daemon, check every file of /tmp/sums, and
-# unmount unless told to keep it mounted.
-remount_verify() {
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	mount -t ext4 "$dev" "$mnt" || return 1
-	(cd "$mnt" && sha256sum -c /tmp/sums) || return 1
-	[ "${1-}" = keep ] || umount "$mnt"
-}
-
 # refused STATUS LOG: a daemon exited 1, and said the device is busy.
 refused() {
 	cat "$2"
@@ -112,7 +88,7 @@ refused() {
 # still_serving PREFIX: the daemon $pid runs, the device keeps its size,
 # and a file written on it is synced.
 still_serving() {
-	vm_alive "$pid" && write_files "$1" 1 &&
+	vm_alive "$pid" && vm_write_files "$mnt" "$1" 1 &&
 		[ "$(cat /sys/block/nbd0/size)" = "$sectors" ]
 }
 
@@ -138,7 +114,7 @@ check_protected /tmp/mem.log memory
 vm_check "memory: mkfs.ext4 on $dev" mkfs.ext4 -q -F "$dev"
 vm_check "memory: mount" mount -t ext4 "$dev" "$mnt"
 : >/tmp/sums
-vm_check "memory: write 8 files of 1 MiB, sync" write_files m 8
+vm_check "memory: write 8 files of 1 MiB, sync" vm_write_files "$mnt" m 8
 # A mistake an operator makes: a second server for a device in use.  It
 # must be refused before it touches the device, and the first serve on.
 ioflusher-nbd --connect "$dev" --memory 32M 2>/tmp/second.log
@@ -148,7 +124,7 @@ vm_check "memory: and the first serves on: write, sync, size $size" \
 	still_serving m2
 vm_check "memory: umount" umount "$mnt"
 vm_check "memory: e2fsck finds the filesystem clean" e2fsck -fn "$dev"
-vm_check "memory: mount again, every checksum matches" remount_verify
+vm_check "memory: mount again, every checksum matches" vm_remount_verify "$dev" "$mnt"
 nbd_stop
 vm_check "memory: SIGTERM disconnects the device, exit status 0" test $? = 0
 vm_check "memory: /dev/nbd0 is empty again" \
@@ -167,7 +143,7 @@ vm_check "ioflusher-nbd --connect $dev --file (64 MiB) serves $size" \
 check_protected /tmp/file.log file
 vm_check "file: mkfs.ext4 on $dev" mkfs.ext4 -q -F "$dev"
 vm_check "file: mount" mount -t ext4 "$dev" "$mnt"
-vm_check "file: write 8 files of 1 MiB, sync" write_files f 8
+vm_check "file: write 8 files of 1 MiB, sync" vm_write_files "$mnt" f 8
 vm_check "file: umount" umount "$mnt"
 nbd_stop
 vm_check "file: SIGTERM disconnects the device, exit status 0" test $? = 0
@@ -179,11 +155,11 @@ else
 	vm_not_ok "file: a new daemon reconnects $dev"
 	vm_exit
 fi
-vm_check "file: mount, every checksum matches" remount_verify keep
+vm_check "file: mount, every checksum matches" vm_remount_verify "$dev" "$mnt" keep
 
 # kill -9: no flush, no disconnect.  What was synced was flushed
 # (NBD_CMD_FLUSH, fdatasync) before sync returned.
-vm_check "file: write 8 more files, sync" write_files k 8
+vm_check "file: write 8 more files, sync" vm_write_files "$mnt" k 8
 kill -9 "$pid"
 { wait "$pid"; } 2>/dev/null # not the shell's "Killed" on the console
 vm_check "file: kill -9 ends the daemon" test $? = 137
@@ -200,7 +176,7 @@ else
 	vm_exit
 fi
 vm_check "file: mount, every file synced before kill -9 is there" \
-	remount_verify
+	vm_remount_verify "$dev" "$mnt"
 vm_check "file: e2fsck finds the filesystem clean" e2fsck -fn "$dev"
 nbd_stop
 vm_check "file: SIGTERM disconnects the device, exit status 0" test $? = 0

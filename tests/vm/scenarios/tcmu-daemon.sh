@@ -160,28 +160,10 @@ export_lun() {
 		ln -s "$VM_TARGET/core/user_1/$1" "$_tpg/lun/lun_$2/$1"
 }
 
-write_files() {
-	_i=0
-	while [ $_i -lt "$2" ]; do
-		dd if=/dev/urandom of="$mnt/$1$_i" bs=64k count=16 2>/dev/null ||
-			return 1
-		_i=$((_i + 1))
-	done
-	(cd "$mnt" && sha256sum "$1"*) >>/tmp/sums && sync
-}
-
 # new_fs DISK PREFIX N: ext4 on DISK with N files of 1 MiB, unmounted.
 new_fs() {
 	mkfs.ext4 -q -F "/dev/$1" && mount -t ext4 "/dev/$1" "$mnt" &&
-		write_files "$2" "$3" && umount "$mnt"
-}
-
-remount_verify() { # [DISK]
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	mount -t ext4 "/dev/${1:-$disk}" "$mnt" || return 1
-	(cd "$mnt" && sha256sum -c /tmp/sums) || return 1
-	umount "$mnt"
+		vm_write_files "$mnt" "$2" "$3" && umount "$mnt"
 }
 
 if uio=$(vm_tcmu_backstore disk0 "$size" ioflusher/mem); then
@@ -268,12 +250,12 @@ vm_check "BLKZEROOUT zeroes 1 MiB through WRITE SAME (10); sd keeps write-zeroes
 vm_check "mkfs.ext4 on /dev/$disk" mkfs.ext4 -q -F "/dev/$disk"
 vm_check "mount" mount -t ext4 "/dev/$disk" "$mnt"
 : >/tmp/sums
-vm_check "write 16 files of 1 MiB, sync" write_files f 16
+vm_check "write 16 files of 1 MiB, sync" vm_write_files "$mnt" f 16
 vm_check "fstrim: UNMAP through the ring" fstrim "$mnt"
 vm_check "umount" umount "$mnt"
 vm_check "e2fsck finds the filesystem clean" e2fsck -fn "/dev/$disk"
 vm_check "mount again with the caches dropped: every checksum matches" \
-	remount_verify
+	vm_remount_verify "/dev/$disk" "$mnt"
 
 # ------------------------------------------------------------ the file disk
 
@@ -291,7 +273,7 @@ vm_check "sd reads the caching mode page: a volatile cache (file)" \
 vm_check "file: mkfs.ext4, mount, write 8 files of 1 MiB, sync, umount" \
 	new_fs "$disk1" g 8
 vm_check "file: mount again with the caches dropped: every checksum matches" \
-	remount_verify "$disk1"
+	vm_remount_verify "/dev/$disk1" "$mnt"
 vm_check "file: what the disk reads is the file's bytes" \
 	cmp "/dev/$disk1" "$img"
 
