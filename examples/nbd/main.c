@@ -56,6 +56,7 @@ struct options {
 	unsigned int queue_depth;
 	unsigned int max_conns;
 	unsigned int send_timeout;
+	unsigned int poll_us;
 	const char *connect;
 	const char *run;
 	bool best_effort;
@@ -80,6 +81,7 @@ static void usage(FILE *out)
 		"                     [--memory SIZE | --file PATH] [--readonly]\n"
 		"                     [--export-name NAME] [--threads N] [--queue-depth N]\n"
 		"                     [--max-connections N] [--send-timeout SECONDS]\n"
+		"                     [--poll USEC]\n"
 		"                     [--run CMD]\n"
 		"                     [--best-effort] [--sandbox]\n"
 		"An NBD server that runs as an IO-flusher daemon; see " PROG
@@ -96,6 +98,8 @@ static void usage(FILE *out)
 		"  --max-connections N  clients at once (default 16)\n"
 		"  --send-timeout SECONDS  disconnect a client that takes no byte of a\n"
 		"                       reply for that long (default 30; 0: never)\n"
+		"  --poll USEC          spin up to USEC for a client's next request\n"
+		"                       before sleeping (default 50; 0: never)\n"
 		"  --run CMD            run CMD once ready, with $uri set; exit with its status\n"
 		"  --best-effort        run even where a protection cannot be applied\n"
 		"  --sandbox            lock the protections in with a seccomp filter\n");
@@ -162,6 +166,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "queue-depth", required_argument, NULL, 'q' },
 		{ "max-connections", required_argument, NULL, 'C' },
 		{ "send-timeout", required_argument, NULL, 'T' },
+		{ "poll", required_argument, NULL, 'P' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "run", required_argument, NULL, 'R' },
 		{ "best-effort", no_argument, NULL, 'b' },
@@ -225,6 +230,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'T':
 			if (parse_uint(optarg, 0, 3600, &o->send_timeout) < 0) {
 				log_stderr("--send-timeout takes 0 to 3600\n");
+				return 2;
+			}
+			break;
+		case 'P':
+			if (parse_uint(optarg, 0, 1000000, &o->poll_us) < 0) {
+				log_stderr("--poll takes 0 to 1000000\n");
 				return 2;
 			}
 			break;
@@ -578,6 +589,7 @@ int main(int argc, char **argv)
 		.queue_depth = 64,
 		.max_conns = 16,
 		.send_timeout = 30,
+		.poll_us = 50,
 	};
 	struct nbd_export exp = { .fd = -1 };
 	struct nbd_server srv = { 0 };
@@ -631,6 +643,7 @@ int main(int argc, char **argv)
 	srv.queue_depth = o.queue_depth;
 	srv.max_conns = o.max_conns + (o.connect ? 1 : 0);
 	srv.send_timeout = o.send_timeout;
+	srv.poll_us = o.poll_us;
 	srv.nthreads = exp.kind == NBD_BACKEND_FILE ? o.threads : 0;
 	r = ioflusher_ctx_new(&srv.ctx);
 	if (r == 0)

@@ -248,7 +248,10 @@ int nbd_errno(int err);
 #define NBD_IBUF_SIZE (256u << 10)
 #define NBD_OBUF_SIZE (16u << 10)
 #define NBD_OIOV_MAX 256
-#define NBD_INLINE_PAYLOAD (128u << 10) /* writes up to this go via ibuf */
+/* Writes up to this go through ibuf, which one recv(2) fills with the
+ * request, its payload and what follows; larger ones go straight to
+ * their place, where a copy would cost more than the recv(2) it saves. */
+#define NBD_INLINE_PAYLOAD (32u << 10)
 #define NBD_DATA_ELEM (256u << 10)
 #define NBD_DATA_ELEMS_MAX (NBD_MAX_PAYLOAD / NBD_DATA_ELEM)
 
@@ -264,7 +267,8 @@ struct nbd_server;
  * directions, and the read the connection thread may be blocked in.
  */
 struct nbd_io {
-	ssize_t (*recv)(void *opaque, void *buf, size_t len);
+	/* nowait: -EAGAIN rather than wait when nothing has come. */
+	ssize_t (*recv)(void *opaque, void *buf, size_t len, bool nowait);
 	int (*sendv)(void *opaque, struct iovec *iov, int n, bool nowait);
 	void (*shutdown)(void *opaque);
 	void *opaque;
@@ -278,6 +282,7 @@ struct nbd_conn {
 	bool handshake; /* false in kernel mode: the kernel skips it */
 	bool structured;
 	bool no_zeroes;
+	bool spin; /* the last wait for the client was short: poll first */
 
 	/* Requests taken by workers and not yet answered, and the data
 	 * elements they hold (nbd_conn_reserve); idle is signalled whenever
@@ -332,6 +337,7 @@ struct nbd_server {
 	unsigned int queue_depth; /* requests in flight, all connections */
 	unsigned int max_conns;
 	unsigned int send_timeout; /* seconds; 0: none */
+	unsigned int poll_us; /* spin so long for a request before sleeping */
 	bool best_effort;
 	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
 

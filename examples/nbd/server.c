@@ -30,14 +30,16 @@
 
 /* ---------------------------------------------------------------- socket io */
 
-static ssize_t sock_recv(void *opaque, void *buf, size_t len)
+static ssize_t sock_recv(void *opaque, void *buf, size_t len, bool nowait)
 {
 	int fd = (int)(intptr_t)opaque;
 	ssize_t r;
 
 	do
-		r = read(fd, buf, len);
+		r = recv(fd, buf, len, nowait ? MSG_DONTWAIT : 0);
 	while (r < 0 && errno == EINTR);
+	if (r < 0 && errno == EWOULDBLOCK)
+		return -EAGAIN;
 	return r < 0 ? -errno : r;
 }
 
@@ -98,6 +100,7 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->handshake = true;
 	c->structured = false;
 	c->no_zeroes = false;
+	c->spin = true;
 	c->inflight = 0;
 	c->elems = 0;
 	c->backlog = NULL;
@@ -330,6 +333,47 @@ int nbd_conn_flush(struct nbd_conn *c)
 	return r;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * Wait for the client's next bytes.  A thread that sleeps in recv(2) is
+ * woken, when the request comes, through the scheduler of another CPU:
+ * an inter-processor interrupt, and on a virtual machine the exit of an
+ * idle vCPU, tens of microseconds that are most of a request's round
+ * trip at queue depth 1.  With --poll, spin up to poll_us on a recv that
+ * does not wait before sleeping.  Adaptive, as the kernel's halt polling
+ * is: a spin that finds nothing stops the spinning, and a sleep that ends
+ * within poll_us starts it again, so a client idle for long costs one
+ * spin, not one per request.
+ */
+static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	uint64_t poll_ns = (uint64_t)c->srv->poll_us * 1000, start;
+	ssize_t got;
+
+	if (!poll_ns)
+		return c->io.recv(c->io.opaque, buf, len, false);
+	start = now_ns();
+	if (c->spin) {
+		do {
+			got = c->io.recv(c->io.opaque, buf, len, true);
+			if (got != -EAGAIN)
+				return got;
+		} while (now_ns() - start < poll_ns);
+		c->spin = false;
+	}
+	got = c->io.recv(c->io.opaque, buf, len, false);
+	if (!c->spin && now_ns() - start < poll_ns)
+		c->spin = true;
+	return got;
+}
+
 int nbd_conn_fill(struct nbd_conn *c, size_t n)
 {
 	ssize_t got;
@@ -351,8 +395,7 @@ int nbd_conn_fill(struct nbd_conn *c, size_t n)
 		r = nbd_conn_flush(c);
 		if (r < 0)
 			return r;
-		got = c->io.recv(c->io.opaque, c->ibuf + c->ilen,
-				 NBD_IBUF_SIZE - c->ilen);
+		got = conn_recv(c, c->ibuf + c->ilen, NBD_IBUF_SIZE - c->ilen);
 		if (got < 0)
 			return (int)got;
 		if (got == 0)
@@ -385,7 +428,7 @@ int nbd_conn_read(struct nbd_conn *c, void *dst, size_t n)
 	n -= k;
 	if (!n)
 		return 0;
-	if (n <= NBD_IBUF_SIZE / 2) {
+	if (n <= NBD_INLINE_PAYLOAD) {
 		/* Small: through the buffer, which picks up what follows. */
 		r = nbd_conn_fill(c, n);
 		if (r < 0)
@@ -397,7 +440,7 @@ int nbd_conn_read(struct nbd_conn *c, void *dst, size_t n)
 	if (r < 0)
 		return r;
 	while (n) {
-		got = c->io.recv(c->io.opaque, p, n);
+		got = conn_recv(c, p, n);
 		if (got < 0)
 			return (int)got;
 		if (got == 0)

@@ -129,7 +129,7 @@ tap_check "--max-connections 1: a second client is refused" grep -qx refused "$n
 tap_check "--max-connections 1: and it is logged" grep -q "max-connections reached" "$nbd_tmp/lim.err"
 tap_check "--max-connections 1: the first slot is free again" timeout 30 nbdinfo --size "$uri"
 nbd_stop "$nbd_pid"
-for bad in "--memory 12X" "--memory 0" "--threads 0" "--socket $nbd_tmp/x --tcp 1" "--file $nbd_tmp/nonexistent --socket $nbd_tmp/y"; do
+for bad in "--memory 12X" "--memory 0" "--threads 0" "--poll 1000001" "--poll -1" "--socket $nbd_tmp/x --tcp 1" "--file $nbd_tmp/nonexistent --socket $nbd_tmp/y"; do
 	# shellcheck disable=SC2086
 	timeout 20 "$NBD_DAEMON" $NBD_OPTS $bad >/dev/null 2>&1
 	rc=$?

@@ -273,7 +273,7 @@ def consistent(c, off, ln):
 
 
 def memory_bitmap_races():
-    """A write of more than 128 KiB is read from the socket straight into
+    """A write of more than 32 KiB is read from the socket straight into
     the export; a write zeroes from another connection while its payload
     is still arriving must not leave bytes in grains the export says are
     holes (they would read as zeroes, and come back with a later write)."""
@@ -732,15 +732,15 @@ def main():
     if MODE != "readonly":
         c = fresh()
         off = 3 << 20
-        before = c.read(off - 4096, (64 << 10) + 8192)[1]
+        before = c.read(off - 4096, (16 << 10) + 8192)[1]
         c.close()
         c = fresh()
-        c.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, off, 64 << 10) + b"\xaa" * 1000)
+        c.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, off, 16 << 10) + b"\xaa" * 1000)
         c.close()
         c = fresh()
-        after = c.read(off - 4096, (64 << 10) + 8192)[1]
+        after = c.read(off - 4096, (16 << 10) + 8192)[1]
         c.close()
-        # Payloads are applied only once whole (up to 128 KiB in memory).
+        # Payloads are applied only once whole (up to 32 KiB in memory).
         check("client gone mid-write: nothing of the write was applied", after == before)
 
     if MODE == "memory":
