@@ -338,6 +338,10 @@ struct nbd_server {
 	unsigned int max_conns;
 	unsigned int send_timeout; /* seconds; 0: none */
 	unsigned int poll_us; /* spin so long for a request before sleeping */
+	/* Connections being served, and up to how many of them spin
+	 * (conn_recv() in server.c). */
+	atomic_uint serving;
+	unsigned int max_spinners;
 	bool best_effort;
 	void (*log)(const char *fmt, ...) IOFLUSHER_PRINTF(1, 2);
 
