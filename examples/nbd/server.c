@@ -396,11 +396,20 @@ int nbd_conn_fill(struct nbd_conn *c, size_t n)
 		c->ipos = 0;
 	}
 	while (c->ilen - c->ipos < n) {
+		/* What is missing, and at least NBD_RECV_MAX: pipelined
+		 * requests with it, but not much of a large write's payload,
+		 * which would be copied again instead of read in place. */
+		size_t want = n - (c->ilen - c->ipos);
+
+		if (want < NBD_RECV_MAX)
+			want = NBD_RECV_MAX;
+		if (want > NBD_IBUF_SIZE - c->ilen)
+			want = NBD_IBUF_SIZE - c->ilen;
 		/* About to wait for the client: what it waits for goes first. */
 		r = nbd_conn_flush(c);
 		if (r < 0)
 			return r;
-		got = conn_recv(c, c->ibuf + c->ilen, NBD_IBUF_SIZE - c->ilen);
+		got = conn_recv(c, c->ibuf + c->ilen, want);
 		if (got < 0)
 			return (int)got;
 		if (got == 0)
