@@ -266,8 +266,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		log_stderr("unexpected argument: %s\n", argv[optind]);
 		return 2;
 	}
-	if (!!o->socket_path + !!o->tcp > 1 ||
-	    (!o->socket_path && !o->tcp && !o->connect)) {
+	if (o->socket_path && o->tcp) {
+		log_stderr("--socket and --tcp: one listening socket only\n");
+		return 2;
+	}
+	if (!o->socket_path && !o->tcp && !o->connect) {
 		log_stderr("one of --socket, --tcp or --connect is needed\n");
 		return 2;
 	}

@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,10 +351,11 @@ static uint64_t now_ns(void)
  * does not wait before sleeping.  Adaptive, as the kernel's halt polling
  * is: a spin that finds nothing stops the spinning, and a sleep that ends
  * within poll_us starts it again, so a client idle for long costs one
- * spin, not one per request.  And only while the server has at most one
- * connection per two CPUs: with more, the clients keep the CPUs busy and
- * a spin takes the time one of them needs (nbdcopy's 4 connections on 2
- * CPUs: a third more CPU per IO and less throughput with spinning).
+ * spin, not one per request.  And only while the server has no more
+ * connections than half its CPUs (one at least): with more, the clients
+ * keep the CPUs busy and a spin takes the time one of them needs
+ * (nbdcopy's 4 connections on 2 CPUs: a third more CPU per IO and less
+ * throughput with spinning).
  */
 static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 {
@@ -773,6 +775,19 @@ unsigned int nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms)
 
 /* ---------------------------------------------------------------- server */
 
+/* The CPUs this process may run on: its affinity, which a cpuset or
+ * taskset narrows, not the machine's count. */
+static unsigned int usable_cpus(void)
+{
+	cpu_set_t set;
+	long n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		return (unsigned int)CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned int)n : 1;
+}
+
 int nbd_server_init(struct nbd_server *srv)
 {
 	unsigned int flags = srv->best_effort ? IOFLUSHER_MEMPOOL_UNLOCKED_OK :
@@ -786,7 +801,7 @@ int nbd_server_init(struct nbd_server *srv)
 	srv->qhead = NULL;
 	srv->qtail = &srv->qhead;
 	atomic_init(&srv->serving, 0);
-	srv->max_spinners = (unsigned int)sysconf(_SC_NPROCESSORS_ONLN) / 2;
+	srv->max_spinners = usable_cpus() / 2;
 	if (srv->max_spinners < 1)
 		srv->max_spinners = 1;
 	/* No per-thread caches: an element parked in an idle thread's cache

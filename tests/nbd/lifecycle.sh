@@ -129,11 +129,21 @@ tap_check "--max-connections 1: a second client is refused" grep -qx refused "$n
 tap_check "--max-connections 1: and it is logged" grep -q "max-connections reached" "$nbd_tmp/lim.err"
 tap_check "--max-connections 1: the first slot is free again" timeout 30 nbdinfo --size "$uri"
 nbd_stop "$nbd_pid"
-for bad in "--memory 12X" "--memory 0" "--threads 0" "--poll 1000001" "--poll -1" "--socket $nbd_tmp/x --tcp 1" "--file $nbd_tmp/nonexistent --socket $nbd_tmp/y"; do
+# Each with a socket to listen on, so that only the bad argument can be
+# what is refused, and the refusal must name it.
+refused() {
+	grep -q -- "$1" "$nbd_tmp/bad.err" ||
+		{ echo "no \"$1\" in:"; cat "$nbd_tmp/bad.err"; return 1; }
+}
+for bad in "--memory 12X|--memory: not a size" "--memory 0|--memory: not a size" \
+	"--threads 0|--threads takes" "--poll 1000001|--poll takes" "--poll -1|--poll takes" \
+	"--tcp 1|--socket and --tcp" "--file $nbd_tmp/nonexistent|nonexistent: No such file"; do
 	# shellcheck disable=SC2086
-	timeout 20 "$NBD_DAEMON" $NBD_OPTS $bad >/dev/null 2>&1
+	timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/bad.sock" ${bad%%|*} \
+		>/dev/null 2>"$nbd_tmp/bad.err"
 	rc=$?
-	tap_check "refused: $bad" test $rc -eq 1 -o $rc -eq 2
+	tap_check "refused: ${bad%%|*}" test $rc -eq 1 -o $rc -eq 2
+	tap_check "refused: ${bad%%|*}: and says so" refused "${bad#*|}"
 done
 # A memory export is RAM, and the daemon is shielded from the OOM killer:
 # one larger than the machine's memory is refused.
