@@ -276,6 +276,12 @@ struct nbd_io {
 	void *opaque;
 };
 
+/* A FIFO of requests linked through their next: the server's work queue,
+ * a connection's backlog.  The functions are in server.c. */
+struct nbd_work_list {
+	struct nbd_work *head, **tail;
+};
+
 struct nbd_conn {
 	struct nbd_server *srv;
 	struct nbd_io io;
@@ -294,7 +300,7 @@ struct nbd_conn {
 	pthread_cond_t idle;
 	unsigned int inflight;
 	unsigned int elems;
-	struct nbd_work *backlog, **backlog_tail;
+	struct nbd_work_list backlog;
 	pthread_cond_t backlog_cond;
 	bool sender_quit;
 	bool has_sender;
@@ -357,7 +363,7 @@ struct nbd_server {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* work queued, or quit */
 	pthread_cond_t conns_cond; /* a connection ended */
-	struct nbd_work *qhead, **qtail;
+	struct nbd_work_list queue;
 	/* Stopping: no new connections, and every request or option read
 	 * from a client from now on is refused with ESHUTDOWN. */
 	atomic_bool stopping;

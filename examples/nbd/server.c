@@ -29,6 +29,41 @@
 
 #include "nbd.h"
 
+/* ---------------------------------------------------------------- lists */
+
+static void work_list_init(struct nbd_work_list *l)
+{
+	l->head = NULL;
+	l->tail = &l->head;
+}
+
+static void work_list_push(struct nbd_work_list *l, struct nbd_work *w)
+{
+	w->next = NULL;
+	*l->tail = w;
+	l->tail = &w->next;
+}
+
+static void work_list_push_front(struct nbd_work_list *l, struct nbd_work *w)
+{
+	w->next = l->head;
+	if (!w->next)
+		l->tail = &w->next;
+	l->head = w;
+}
+
+static struct nbd_work *work_list_pop(struct nbd_work_list *l)
+{
+	struct nbd_work *w = l->head;
+
+	if (w) {
+		l->head = w->next;
+		if (!l->head)
+			l->tail = &l->head;
+	}
+	return w;
+}
+
 /* ---------------------------------------------------------------- socket io */
 
 static ssize_t sock_recv(void *opaque, void *buf, size_t len, bool nowait)
@@ -104,8 +139,7 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->spin = true;
 	c->inflight = 0;
 	c->elems = 0;
-	c->backlog = NULL;
-	c->backlog_tail = &c->backlog;
+	work_list_init(&c->backlog);
 	c->sender_quit = false;
 	c->has_sender = false;
 	atomic_init(&c->send_failed, false);
@@ -160,12 +194,7 @@ static struct nbd_work *backlog_pop(struct nbd_conn *c)
 	struct nbd_work *w;
 
 	pthread_mutex_lock(&c->lock);
-	w = c->backlog;
-	if (w) {
-		c->backlog = w->next;
-		if (!c->backlog)
-			c->backlog_tail = &c->backlog;
-	}
+	w = work_list_pop(&c->backlog);
 	pthread_mutex_unlock(&c->lock);
 	return w;
 }
@@ -173,16 +202,10 @@ static struct nbd_work *backlog_pop(struct nbd_conn *c)
 /* Called with c->lock held. */
 static void backlog_add(struct nbd_conn *c, struct nbd_work *w, bool first)
 {
-	if (first) {
-		w->next = c->backlog;
-		if (!w->next)
-			c->backlog_tail = &w->next;
-		c->backlog = w;
-	} else {
-		w->next = NULL;
-		*c->backlog_tail = w;
-		c->backlog_tail = &w->next;
-	}
+	if (first)
+		work_list_push_front(&c->backlog, w);
+	else
+		work_list_push(&c->backlog, w);
 	pthread_cond_signal(&c->backlog_cond);
 }
 
@@ -250,7 +273,7 @@ void nbd_conn_reply(struct nbd_conn *c, struct nbd_work *w)
 		return;
 	}
 	pthread_mutex_lock(&c->lock);
-	if (c->backlog) {
+	if (c->backlog.head) {
 		backlog_add(c, w, false);
 		queued = true;
 	}
@@ -277,9 +300,9 @@ static void *sender_main(void *arg)
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		while (!c->backlog && !c->sender_quit)
+		while (!c->backlog.head && !c->sender_quit)
 			pthread_cond_wait(&c->backlog_cond, &c->lock);
-		if (!c->backlog)
+		if (!c->backlog.head)
 			break;
 		pthread_mutex_unlock(&c->lock);
 		pthread_mutex_lock(&c->send_lock);
@@ -578,10 +601,8 @@ int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
 
 void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w)
 {
-	w->next = NULL;
 	pthread_mutex_lock(&srv->lock);
-	*srv->qtail = w;
-	srv->qtail = &w->next;
+	work_list_push(&srv->queue, w);
 	pthread_cond_signal(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);
 }
@@ -594,14 +615,9 @@ static void *worker_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&srv->lock);
-		while (!srv->qhead && !srv->quit)
+		while (!srv->queue.head && !srv->quit)
 			pthread_cond_wait(&srv->cond, &srv->lock);
-		w = srv->qhead;
-		if (w) {
-			srv->qhead = w->next;
-			if (!srv->qhead)
-				srv->qtail = &srv->qhead;
-		}
+		w = work_list_pop(&srv->queue);
 		pthread_mutex_unlock(&srv->lock);
 		/* Quitting drains the queue first: every request accepted
 		 * gets its reply. */
@@ -798,8 +814,7 @@ int nbd_server_init(struct nbd_server *srv)
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
 	pthread_cond_init(&srv->conns_cond, NULL);
-	srv->qhead = NULL;
-	srv->qtail = &srv->qhead;
+	work_list_init(&srv->queue);
 	atomic_init(&srv->serving, 0);
 	srv->max_spinners = usable_cpus() / 2;
 	if (srv->max_spinners < 1)
