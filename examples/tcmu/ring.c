@@ -141,6 +141,42 @@ int tcmu_ring_guard_init(void)
 }
 
 /*
+ * Run fn(arg) under the guard of [lo, hi): false when a page there
+ * faulted, and fn was left where it was.
+ */
+static bool run_guarded(const uint8_t *lo, const uint8_t *hi,
+			void (*fn)(void *), void *arg)
+{
+	struct guard g;
+
+	g.lo = lo;
+	g.hi = hi;
+	if (sigsetjmp(g.env, 0)) {
+		guard_active = NULL;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		return false;
+	}
+	guard_active = &g;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	fn(arg);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	guard_active = NULL;
+	return true;
+}
+
+struct execute_args {
+	const struct tcmu_lun *lun;
+	struct tcmu_cmd *cmd;
+};
+
+static void execute(void *arg)
+{
+	struct execute_args *a = arg;
+
+	tcmu_scsi_execute(a->lun, a->cmd);
+}
+
+/*
  * Execute a command under the guard.  Returns false when a data page of
  * it faulted.  What runs here (the SCSI layer, the backends) takes no lock
  * and allocates nothing, so that leaving it half-way, from the handler,
@@ -149,21 +185,26 @@ int tcmu_ring_guard_init(void)
  */
 static bool execute_guarded(struct tcmu_ring *ring, struct tcmu_cmd *cmd)
 {
-	struct guard g;
+	struct execute_args a = { ring->lun, cmd };
 
-	g.lo = ring->map + ring->data_off;
-	g.hi = ring->map + ring->map_size;
-	if (sigsetjmp(g.env, 0)) {
-		guard_active = NULL;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		return false;
-	}
-	guard_active = &g;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	tcmu_scsi_execute(ring->lun, cmd);
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	guard_active = NULL;
-	return true;
+	return run_guarded(ring->map + ring->data_off,
+			   ring->map + ring->map_size, execute, &a);
+}
+
+struct touch_args {
+	const uint8_t *p;
+	size_t len;
+};
+
+/* Read a byte of every page of the range, and its last byte. */
+static void touch(void *arg)
+{
+	const struct touch_args *a = arg;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), i;
+
+	for (i = 0; i < a->len; i += page)
+		(void)*(const volatile uint8_t *)(a->p + i);
+	(void)*(const volatile uint8_t *)(a->p + a->len - 1);
 }
 
 /*
@@ -174,26 +215,11 @@ static bool execute_guarded(struct tcmu_ring *ring, struct tcmu_cmd *cmd)
 static bool readable_guarded(const uint8_t *p, size_t len, const uint8_t *lo,
 			     const uint8_t *hi)
 {
-	size_t page = (size_t)sysconf(_SC_PAGESIZE), i;
-	struct guard g;
+	struct touch_args a = { p, len };
 
 	if (!guard_installed || !len)
 		return true;
-	g.lo = lo;
-	g.hi = hi;
-	if (sigsetjmp(g.env, 0)) {
-		guard_active = NULL;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		return false;
-	}
-	guard_active = &g;
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	for (i = 0; i < len; i += page)
-		(void)*(const volatile uint8_t *)(p + i);
-	(void)*(const volatile uint8_t *)(p + len - 1);
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	guard_active = NULL;
-	return true;
+	return run_guarded(lo, hi, touch, &a);
 }
 
 /* ---------------------------------------------------------------- attach */
