@@ -57,9 +57,19 @@
 
 #define BATCH 32
 #define RING 256
-#ifndef CACHE_NR
-#define CACHE_NR 64
-#endif
+/*
+ * The pool's cache_nr: 64 elements, or 64 KiB of them when that is more
+ * (1024 at 64 B), about what a general-purpose allocator keeps per
+ * thread for small sizes (a 64 KiB mimalloc page; jemalloc's and
+ * tcmalloc's thread caches); see ioflusher(7) on sizing a pool.
+ */
+#define CACHE_MIN 64
+#define CACHE_BYTES 65536
+static unsigned int cache_nr_for(size_t size)
+{
+	return size * CACHE_MIN >= CACHE_BYTES ? CACHE_MIN :
+						 (unsigned int)(CACHE_BYTES / size);
+}
 #define MAX_SAMPLES (1u << 20)
 #define MAX_REPS 15
 
@@ -637,10 +647,10 @@ static int worker(const char *alloc, size_t size, int pat)
 	if (use_pool) {
 		/* The sizing rule of ioflusher(7): what is live at most,
 		 * plus what the caches of the threads can hold. */
-		min_nr = live + (two ? 2 : 1) * CACHE_NR +
+		min_nr = live + (two ? 2 : 1) * cache_nr_for(size) +
 			 (pat >= P_HANDOFF ? 2 * BATCH : 0);
 		r = ioflusher_mempool_new(NULL, min_nr, size, elem_align,
-					  CACHE_NR, 0, &pool);
+					  cache_nr_for(size), 0, &pool);
 		if (r < 0) {
 			printf("ERROR ioflusher_mempool_new: %s\n",
 			       strerror(-r));
@@ -1367,8 +1377,9 @@ int main(int argc, char **argv)
 	       "(its own cost subtracted), median over repetitions\n");
 	printf("# sizes >= 4 KiB are asked 4096-aligned (aligned_alloc), as "
 	       "O_DIRECT buffers are; the pool holds what the pattern keeps "
-	       "live plus %d cached per thread\n",
-	       CACHE_NR);
+	       "live plus cache_nr per thread (%u, or %u KiB of elements when "
+	       "more: %u at 64 B)\n",
+	       CACHE_MIN, CACHE_BYTES / 1024, cache_nr_for(64));
 	printf("# best_other_p9999_ns is the lowest p99.99 among the other "
 	       "allocators\n");
 

@@ -9,12 +9,15 @@
  *
  * Layout.  Elements live in chunks (one per ioflusher_mempool_new() or
  * ioflusher_mempool_resize() call).  A free element is in exactly one
- * place: the depot (a stack of pointers under one lock) or the cache of
- * one thread (a stack of at most cache_nr pointers, on cache lines of its
- * own).  The fast path pops from or pushes to the calling thread's cache
- * and touches no shared line that anyone writes; only an empty or full
- * cache takes the depot lock, and moves most of a cache at a time, like the
- * magazines of Bonwick's slab allocator and the kernel's per-cpu sheaves.
+ * place: the depot (under one lock: a stack of loose pointers and a few
+ * full magazines) or the cache of one thread (two magazines holding at
+ * most cache_nr pointers together, on cache lines of its own).  The fast
+ * path pops from or pushes to the calling thread's magazine and touches no
+ * shared line that anyone writes; only when both of a thread's magazines
+ * are empty, or both full, does it take the depot lock, and then it trades
+ * a whole magazine, as Bonwick's slab allocator and the kernel's per-cpu
+ * sheaves do: what crosses to another CPU is one pointer and the lines of
+ * the magazine, never a copy of it made under the lock.
  *
  * Waiting.  An allocation that finds the depot short queues a waiter and
  * sleeps on a futex in it.  Frees refill the depot and hand elements to
@@ -35,6 +38,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +57,7 @@
 #define MP_CHUNKS 32 /* one for new(), the others for resize() */
 #define MP_ALIGN_MAX (2u << 20) /* a huge page */
 #define MP_TLS_WAYS 8
+#define MP_MAGS 4 /* magazines of the depot, full or empty */
 #define MP_POISON_FREE 0x6b /* include/linux/poison.h */
 #define MP_SPIN 100
 /*
@@ -67,19 +72,27 @@ _Static_assert(MP_META_OFFSET % MP_LINE == 0,
 	       "the pool's header is aligned to MP_LINE");
 
 /*
- * A thread's cache is a ring used as a stack at its tail: alloc and free
- * take and put the most recently freed element, still in the CPU's cache
- * (with elements a page apart, cycling through many would also thrash
- * one set of L1).  When it is full, what is given back to the depot is
- * taken at head: the oldest, coldest ones, without moving the others.
- * Only the owner writes head and tail; stats read them.
+ * A thread's cache is two magazines (Bonwick and Adams, "Magazines and
+ * Vmem", 2001): arrays of mag_nr element pointers, each used as a stack.
+ * Alloc and free take and put at the top of the loaded one: the most
+ * recently freed element, still in the CPU's cache.  When the loaded one
+ * is empty (alloc) or full (free) and the previous one is the other way,
+ * the two trade places; only when both are empty, or both full, does the
+ * thread take the depot lock, and then it trades a whole magazine for a
+ * full or an empty one in the depot: a few pointer moves, however large a
+ * magazine is, where copying its elements would touch every cache line of
+ * it under the lock.  Alternating alloc and free at the edge of a
+ * magazine so costs no lock.  Each magazine holds half of cache_nr, so a
+ * thread still keeps at most cache_nr free elements.
+ * Only the owner writes a cache; stats read the counts.
  */
 struct mp_cache {
 	_Atomic uintptr_t owner; /* the owning thread's mp_tls, 0 if free */
 	struct ioflusher_mempool *pool; /* for the thread-exit destructor */
-	_Atomic unsigned int head;
-	_Atomic unsigned int tail;
-	void *elems[];
+	_Atomic unsigned int n; /* elements in loaded */
+	_Atomic unsigned int prev_n; /* elements in prev */
+	void **loaded;
+	void **prev;
 };
 
 #define RELAXED memory_order_relaxed
@@ -112,7 +125,7 @@ struct ioflusher_mempool {
 	size_t span0;
 	size_t stride;
 	unsigned int cache_nr;
-	unsigned int cache_mask; /* ring size - 1 */
+	unsigned int mag_nr; /* elements per magazine, cache_nr / 2 */
 	/* cache_nr, or 0 while anyone waits: frees then skip the caches.
 	 * One load on the fast path for both conditions; written under the
 	 * lock when the queue of waiters becomes empty or not. */
@@ -128,17 +141,26 @@ struct ioflusher_mempool {
 	size_t slot_size;
 	size_t meta_size; /* this struct and the caches, one mapping */
 
-	/* Written under the lock, on lines of their own. */
+	/* Written under the lock, on lines of their own; what every trade
+	 * of magazines touches comes first, on the lock's line pair. */
 	_Alignas(MP_LINE) _Atomic uint32_t lock;
 	unsigned int waiters; /* queued */
-	void **depot;
+	struct mp_waiter *wait_head;
+	void **depot; /* the loose free elements */
 	size_t depot_count;
+	size_t total;
+	uint64_t high_water;
+	/* mags[0, nfull) are full magazines, mags[nfull, MP_MAGS) empty:
+	 * a trade swaps one pointer and moves nfull.  tops[i] is the last
+	 * element of the full magazine mags[i], here on the lock's lines so
+	 * that the thread that takes the magazine returns it without
+	 * waiting for a line of the magazine to come from another CPU. */
+	unsigned int nfull;
+	void **mags[MP_MAGS];
+	void *tops[MP_MAGS];
 	size_t depot_cap;
 	size_t depot_map_size;
-	size_t total;
-	struct mp_waiter *wait_head;
 	struct mp_waiter **wait_tail;
-	uint64_t high_water;
 	uint64_t waits;
 	uint64_t wait_ns;
 	uint64_t timeouts;
@@ -149,6 +171,12 @@ struct ioflusher_mempool {
 	_Atomic uintptr_t slot_gen;
 	struct mp_chunk chunks[MP_CHUNKS];
 };
+
+_Static_assert(offsetof(struct ioflusher_mempool, tops) +
+			       sizeof(((struct ioflusher_mempool *)0)->tops) -
+			       offsetof(struct ioflusher_mempool, lock) <=
+		       MP_LINE,
+	       "what a trade of magazines touches is on the lock's lines");
 
 /*
  * A thread finds its cache of a pool through a small direct-mapped table
@@ -426,16 +454,30 @@ static inline void debug_free_end(struct ioflusher_mempool *pool, void *elem)
 
 /* ------------------------------------------------------------ depot */
 
+/* Free elements in the depot: loose, and in its full magazines. */
+static size_t depot_free(const struct ioflusher_mempool *pool)
+{
+	return pool->depot_count + (size_t)pool->nfull * pool->mag_nr;
+}
+
 static void note_high_water(struct ioflusher_mempool *pool)
 {
-	uint64_t out = pool->total - pool->depot_count;
+	uint64_t out = pool->total - depot_free(pool);
 
 	if (out > pool->high_water)
 		pool->high_water = out;
 }
 
+/* n <= depot_free(): loose elements, emptying full magazines into the
+ * loose array when it has too few (it has room for every element). */
 static void depot_pop(struct ioflusher_mempool *pool, void **elems, size_t n)
 {
+	while (pool->depot_count < n) {
+		pool->nfull--;
+		memcpy(pool->depot + pool->depot_count, pool->mags[pool->nfull],
+		       pool->mag_nr * sizeof(void *));
+		pool->depot_count += pool->mag_nr;
+	}
 	pool->depot_count -= n;
 	memcpy(elems, pool->depot + pool->depot_count, n * sizeof(*elems));
 	note_high_water(pool);
@@ -452,7 +494,7 @@ static void depot_push(struct ioflusher_mempool *pool, void *const *elems,
 static void waiters_dec(struct ioflusher_mempool *pool)
 {
 	if (--pool->waiters == 0)
-		atomic_store_explicit(&pool->free_limit, pool->cache_nr,
+		atomic_store_explicit(&pool->free_limit, pool->mag_nr,
 				      memory_order_relaxed);
 }
 
@@ -461,7 +503,7 @@ static void grant(struct ioflusher_mempool *pool)
 {
 	struct mp_waiter *w;
 
-	while ((w = pool->wait_head) && pool->depot_count >= w->n) {
+	while ((w = pool->wait_head) && depot_free(pool) >= w->n) {
 		depot_pop(pool, w->elems, w->n);
 		pool->wait_head = w->next;
 		if (!pool->wait_head)
@@ -559,62 +601,80 @@ static struct mp_cache *slot(const struct ioflusher_mempool *pool,
 
 static inline unsigned int cache_count(const struct mp_cache *c)
 {
-	return atomic_load_explicit(&c->tail, RELAXED) -
-	       atomic_load_explicit(&c->head, RELAXED);
+	return atomic_load_explicit(&c->n, RELAXED) +
+	       atomic_load_explicit(&c->prev_n, RELAXED);
 }
 
 /*
  * The count of another thread's cache, for statistics.  Its owner moves
- * head and tail without the lock, so the two loads may see different
- * moments: head first, then tail, and the difference is kept within what
- * a cache can hold, never negative.
+ * the counts without the lock, so each is kept within what a magazine
+ * can hold.
  */
 static unsigned int cache_count_racy(const struct ioflusher_mempool *pool,
 				     const struct mp_cache *c)
 {
-	unsigned int head =
-		atomic_load_explicit(&c->head, memory_order_acquire);
-	int d = (int)(atomic_load_explicit(&c->tail, memory_order_acquire) -
-		      head);
+	unsigned int n = atomic_load_explicit(&c->n, RELAXED);
+	unsigned int p = atomic_load_explicit(&c->prev_n, RELAXED);
 
-	if (d < 0)
-		return 0;
-	return (unsigned int)d > pool->cache_nr ? pool->cache_nr :
-						  (unsigned int)d;
+	return (n < pool->mag_nr ? n : pool->mag_nr) +
+	       (p < pool->mag_nr ? p : pool->mag_nr);
 }
 
-/* The n oldest elements of the cache; n <= cache_count(). */
-static void cache_take(const struct ioflusher_mempool *pool, struct mp_cache *c,
-		       void **out, unsigned int n)
+static void cache_swap(struct mp_cache *c)
 {
-	unsigned int head = atomic_load_explicit(&c->head, RELAXED), i;
+	void **m = c->loaded;
+	unsigned int n = atomic_load_explicit(&c->n, RELAXED);
 
-	for (i = 0; i < n; i++)
-		out[i] = c->elems[(head + i) & pool->cache_mask];
-	atomic_store_explicit(&c->head, head + n, RELAXED);
+	c->loaded = c->prev;
+	c->prev = m;
+	atomic_store_explicit(&c->n, atomic_load_explicit(&c->prev_n, RELAXED),
+			      RELAXED);
+	atomic_store_explicit(&c->prev_n, n, RELAXED);
+}
+
+/* Every element of the cache, into out; returns how many. */
+static unsigned int cache_take_all(struct mp_cache *c, void **out)
+{
+	unsigned int n = atomic_load_explicit(&c->n, RELAXED);
+	unsigned int p = atomic_load_explicit(&c->prev_n, RELAXED);
+
+	memcpy(out, c->loaded, n * sizeof(void *));
+	if (p)
+		memcpy(out + n, c->prev, p * sizeof(void *));
+	atomic_store_explicit(&c->n, 0, RELAXED);
+	atomic_store_explicit(&c->prev_n, 0, RELAXED);
+	return n + p;
 }
 
 /* The n most recently freed elements, still warm; n <= cache_count(). */
-static void cache_pop(const struct ioflusher_mempool *pool, struct mp_cache *c,
-		      void **out, unsigned int n)
+static void cache_pop(struct mp_cache *c, void **out, unsigned int n)
 {
-	unsigned int tail = atomic_load_explicit(&c->tail, RELAXED), i;
+	while (n) {
+		unsigned int k = atomic_load_explicit(&c->n, RELAXED);
 
-	for (i = 0; i < n; i++)
-		out[i] = c->elems[(tail - 1 - i) & pool->cache_mask];
-	atomic_store_explicit(&c->tail, tail - n, RELAXED);
+		if (!k) {
+			cache_swap(c);
+			continue;
+		}
+		if (k > n)
+			k = n;
+		n -= k;
+		while (k--) {
+			unsigned int top = atomic_load_explicit(&c->n, RELAXED);
+
+			*out++ = c->loaded[top - 1];
+			atomic_store_explicit(&c->n, top - 1, RELAXED);
+		}
+	}
 }
 
-/* Room for n is known to be there. */
-static void cache_put(const struct ioflusher_mempool *pool, struct mp_cache *c,
-		      void *const *elems, size_t n)
+/* Room in the loaded magazine for n is known to be there. */
+static void cache_put(struct mp_cache *c, void *const *elems, size_t n)
 {
-	unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
-	size_t i;
+	unsigned int top = atomic_load_explicit(&c->n, RELAXED);
 
-	for (i = 0; i < n; i++)
-		c->elems[(tail + i) & pool->cache_mask] = elems[i];
-	atomic_store_explicit(&c->tail, tail + (unsigned int)n, RELAXED);
+	memcpy(c->loaded + top, elems, n * sizeof(void *));
+	atomic_store_explicit(&c->n, top + (unsigned int)n, RELAXED);
 }
 
 /*
@@ -624,7 +684,7 @@ static void cache_put(const struct ioflusher_mempool *pool, struct mp_cache *c,
  */
 static bool depot_room(struct ioflusher_mempool *pool, size_t n)
 {
-	if (n <= pool->depot_cap - pool->depot_count)
+	if (n <= pool->depot_cap - depot_free(pool))
 		return true;
 	log_err(pool->ctx, "mempool: more elements freed than the pool holds: "
 			   "double free");
@@ -635,12 +695,9 @@ static bool depot_room(struct ioflusher_mempool *pool, size_t n)
  * double free the cache is left as it is and -EINVAL returned. */
 static int cache_drain(struct ioflusher_mempool *pool, struct mp_cache *c)
 {
-	unsigned int n = cache_count(c);
-
-	if (!depot_room(pool, n))
+	if (!depot_room(pool, cache_count(c)))
 		return -EINVAL;
-	cache_take(pool, c, pool->depot + pool->depot_count, n);
-	pool->depot_count += n;
+	pool->depot_count += cache_take_all(c, pool->depot + pool->depot_count);
 	return 0;
 }
 
@@ -654,9 +711,8 @@ static void cache_release(void *arg)
 	mp_lock(&pool->lock);
 	if (cache_drain(pool, c) < 0) {
 		/* What cannot go back was freed twice: forget it. */
-		atomic_store_explicit(&c->head,
-				      atomic_load_explicit(&c->tail, RELAXED),
-				      RELAXED);
+		atomic_store_explicit(&c->n, 0, RELAXED);
+		atomic_store_explicit(&c->prev_n, 0, RELAXED);
 	}
 	grant(pool);
 	mp_unlock(&pool->lock);
@@ -779,9 +835,10 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 				   struct ioflusher_mempool **poolp)
 {
 	struct ioflusher_mempool *pool;
-	size_t slot_size = 0, meta_size, stride, page = page_size();
-	void *meta;
-	unsigned int ring = 0;
+	size_t slot_size = 0, mag_size = 0, meta_size, stride;
+	size_t page = page_size();
+	unsigned int mag_nr = cache_nr > 1 ? cache_nr / 2 : cache_nr;
+	char *meta, *mags;
 	bool locked = true;
 	size_t i;
 	int err = 0;
@@ -796,15 +853,13 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 	if (stride < elem_size)
 		return -EINVAL;
 	if (cache_nr) {
-		ring = 1;
-		while (ring < cache_nr)
-			ring *= 2;
-		slot_size = round_up(sizeof(struct mp_cache) +
-					     ring * sizeof(void *),
-				     MP_LINE);
+		slot_size = round_up(sizeof(struct mp_cache), MP_LINE);
+		mag_size = round_up(mag_nr * sizeof(void *), MP_LINE);
 	}
+	/* The header, the caches, two magazines per cache and the depot's. */
 	meta_size = round_up(MP_META_OFFSET + round_up(sizeof(*pool), MP_LINE) +
-				     MP_CACHE_SLOTS * slot_size,
+				     MP_CACHE_SLOTS * slot_size +
+				     (2 * MP_CACHE_SLOTS + MP_MAGS) * mag_size,
 			     page);
 
 	meta = mp_map(ctx, meta_size, page, flags, &locked, &err);
@@ -823,11 +878,26 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 		if (pthread_key_create(&pool->key, cache_release) == 0) {
 			pool->have_key = true;
 			pool->cache_nr = cache_nr;
-			pool->cache_mask = ring - 1;
-			pool->free_limit = cache_nr;
+			pool->mag_nr = mag_nr;
+			pool->free_limit = mag_nr;
 			pool->slot_size = slot_size;
 			pool->slots =
 				(char *)pool + round_up(sizeof(*pool), MP_LINE);
+			mags = pool->slots + MP_CACHE_SLOTS * slot_size;
+			for (i = 0; i < MP_CACHE_SLOTS; i++) {
+				struct mp_cache *c =
+					slot(pool, (unsigned int)i);
+
+				c->loaded = (void **)mags;
+				mags += mag_size;
+				/* cache_nr 1: one magazine of one. */
+				c->prev = cache_nr > 1 ? (void **)mags : NULL;
+				mags += mag_size;
+			}
+			for (i = 0; i < MP_MAGS; i++) {
+				pool->mags[i] = (void **)mags;
+				mags += mag_size;
+			}
 		} else {
 			log_info(ctx, "mempool: no pthread key left: the pool "
 				      "has no per-thread caches");
@@ -953,34 +1023,78 @@ out:
 
 /* ------------------------------------------------------------ alloc */
 
+/*
+ * Start fetching the end of a magazine that another thread wrote (or
+ * read) where this one will use it first: the top for allocations, the
+ * bottom for frees.  A few lines, not all: more prefetches than the CPU
+ * has fill buffers would stall here, under the lock; the hardware's
+ * stream prefetcher follows the rest.
+ */
+#define MP_PREFETCH_LINES 4
+static void mag_prefetch(const struct ioflusher_mempool *pool, void **mag,
+			 bool for_free)
+{
+	const size_t per_line = 64 / sizeof(void *);
+	size_t i, lines = (pool->mag_nr + per_line - 1) / per_line;
+
+	if (lines > MP_PREFETCH_LINES)
+		lines = MP_PREFETCH_LINES;
+	for (i = 0; i < lines; i++) {
+		if (for_free)
+			__builtin_prefetch(mag + i * per_line, 1);
+		else
+			__builtin_prefetch(
+				mag + pool->mag_nr - 1 - i * per_line, 0);
+	}
+}
+
+/* A trade at the depot, lock held: both magazines of c are empty; the
+ * previous one goes to the depot for a full one, which is loaded. */
+static void *trade_for_full(struct ioflusher_mempool *pool, struct mp_cache *c)
+{
+	void **full = pool->mags[--pool->nfull];
+
+	pool->mags[pool->nfull] = c->prev;
+	c->prev = c->loaded;
+	c->loaded = full;
+	mag_prefetch(pool, full, false);
+	atomic_store_explicit(&c->n, pool->mag_nr - 1, RELAXED);
+	note_high_water(pool);
+	return pool->tops[pool->nfull];
+}
+
 static __attribute__((noinline)) void *
 alloc_slow(struct ioflusher_mempool *pool, unsigned int flags)
 {
 	struct mp_cache *c = cache_get(pool);
+	unsigned int top;
 	void *elem;
 	size_t n;
 
-	if (c && cache_count(c)) {
-		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED) - 1;
-
-		elem = c->elems[tail & pool->cache_mask];
-		atomic_store_explicit(&c->tail, tail, RELAXED);
+	if (c && !atomic_load_explicit(&c->n, RELAXED) &&
+	    atomic_load_explicit(&c->prev_n, RELAXED))
+		cache_swap(c);
+	if (c && (top = atomic_load_explicit(&c->n, RELAXED))) {
+		elem = c->loaded[top - 1];
+		atomic_store_explicit(&c->n, top - 1, RELAXED);
 		goto out;
 	}
 	mp_lock(&pool->lock);
-	if (!pool->wait_head && pool->depot_count) {
+	if (!pool->wait_head && c && pool->nfull && c->prev) {
+		elem = trade_for_full(pool, c);
+		mp_unlock(&pool->lock);
+		goto out;
+	}
+	if (!pool->wait_head && depot_free(pool)) {
 		depot_pop(pool, &elem, 1);
 		if (c) {
-			/* Refill the whole cache: the next cache_nr
-			 * allocations take no lock.  The cache is empty,
-			 * so the ring starts over at 0. */
-			n = pool->cache_nr;
-			if (n > pool->depot_count)
-				n = pool->depot_count;
-			depot_pop(pool, c->elems, n);
-			atomic_store_explicit(&c->head, 0, RELAXED);
-			atomic_store_explicit(&c->tail, (unsigned int)n,
-					      RELAXED);
+			/* Refill the loaded magazine: the next mag_nr
+			 * allocations take no lock. */
+			n = depot_free(pool);
+			if (n > pool->mag_nr)
+				n = pool->mag_nr;
+			depot_pop(pool, c->loaded, n);
+			atomic_store_explicit(&c->n, (unsigned int)n, RELAXED);
 		}
 		mp_unlock(&pool->lock);
 		goto out;
@@ -1013,11 +1127,11 @@ _public_ void *ioflusher_mempool_alloc(struct ioflusher_mempool *pool,
 	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
 	if (_likely_(t->serial == pool->serial)) {
 		struct mp_cache *c = t->cache;
-		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
+		unsigned int top = atomic_load_explicit(&c->n, RELAXED);
 
-		if (_likely_(tail != atomic_load_explicit(&c->head, RELAXED))) {
-			elem = c->elems[--tail & pool->cache_mask];
-			atomic_store_explicit(&c->tail, tail, RELAXED);
+		if (_likely_(top)) {
+			elem = c->loaded[--top];
+			atomic_store_explicit(&c->n, top, RELAXED);
 			debug_alloc(pool, elem);
 			return elem;
 		}
@@ -1055,7 +1169,7 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 	if (c)
 		k = cache_count(c);
 	if (k >= n) {
-		cache_pop(pool, c, elems, (unsigned int)n);
+		cache_pop(c, elems, (unsigned int)n);
 		goto out;
 	}
 	if (timeout_ns > 0)
@@ -1067,11 +1181,11 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 		mp_unlock(&pool->lock);
 		return -EINVAL;
 	}
-	if (!pool->wait_head && pool->depot_count + k >= n) {
+	if (!pool->wait_head && depot_free(pool) + k >= n) {
 		depot_pop(pool, elems, n - k);
 		mp_unlock(&pool->lock);
 		if (k)
-			cache_take(pool, c, elems + n - k, (unsigned int)k);
+			cache_take_all(c, elems + n - k);
 		goto out;
 	}
 	if (timeout_ns == 0) {
@@ -1114,39 +1228,50 @@ static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
 		     size_t n)
 {
 	struct mp_cache *c = cache_get(pool);
-	unsigned int count = 0, spill;
+	unsigned int top = 0, pn;
 	size_t i;
 
 	for (i = 0; i < n; i++)
 		debug_free_end(pool, elems[i]);
 	if (c)
-		count = cache_count(c);
+		top = atomic_load_explicit(&c->n, RELAXED);
+	/* free_limit is mag_nr, or 0 while anyone waits. */
 	if (c && n <= atomic_load_explicit(&pool->free_limit, RELAXED)) {
-		if (count + n <= pool->cache_nr) {
-			cache_put(pool, c, elems, n);
+		if (top + n <= pool->mag_nr) {
+			cache_put(c, elems, n);
 			return 0;
 		}
-		/* Full: the older three quarters go back, so that a thread
-		 * that only frees (a completion thread) takes the lock once
-		 * per 3/4 cache_nr frees, and one that alternates does not
-		 * bounce at the edge. */
-		spill = pool->cache_nr - pool->cache_nr / 4;
-		if (spill < count + n - pool->cache_nr)
-			spill = (unsigned int)(count + n - pool->cache_nr);
-		if (spill > count)
-			spill = count;
-		mp_lock(&pool->lock);
-		if (pool->wait_head)
-			goto to_depot;
-		if (!depot_room(pool, spill))
-			goto overflow;
-		cache_take(pool, c, pool->depot + pool->depot_count, spill);
-		pool->depot_count += spill;
-		mp_unlock(&pool->lock);
-		cache_put(pool, c, elems, n);
+		if (!c->prev)
+			goto locked;
+		pn = atomic_load_explicit(&c->prev_n, RELAXED);
+		if (pn) {
+			/* Both full: the previous magazine goes to the
+			 * depot, for an empty one if one is there. */
+			mp_lock(&pool->lock);
+			if (pool->wait_head)
+				goto to_depot;
+			if (!depot_room(pool, pn))
+				goto overflow;
+			if (pn == pool->mag_nr && pool->nfull < MP_MAGS) {
+				void **empty = pool->mags[pool->nfull];
+
+				pool->tops[pool->nfull] =
+					c->prev[pool->mag_nr - 1];
+				pool->mags[pool->nfull++] = c->prev;
+				c->prev = empty;
+				mag_prefetch(pool, empty, true);
+			} else {
+				depot_push(pool, c->prev, pn);
+			}
+			atomic_store_explicit(&c->prev_n, 0, RELAXED);
+			mp_unlock(&pool->lock);
+		}
+		cache_swap(c);
+		cache_put(c, elems, n);
 		return 0;
 	}
 
+locked:
 	mp_lock(&pool->lock);
 to_depot:
 	if (!depot_room(pool, n))
@@ -1206,18 +1331,17 @@ _public_ int ioflusher_mempool_free_elem(struct ioflusher_mempool *pool,
 	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
 	if (_likely_(t->serial == pool->serial)) {
 		struct mp_cache *c = t->cache;
-		unsigned int tail = atomic_load_explicit(&c->tail, RELAXED);
+		unsigned int top = atomic_load_explicit(&c->n, RELAXED);
 
 		/* A plain load: a waiter that queued a moment ago is
 		 * served by the next free, like one that queued a moment
 		 * later.  Elements already cached are part of what the
 		 * sizing rule of ioflusher(7) reserves for caches. */
-		if (_likely_(
-			    tail - atomic_load_explicit(&c->head, RELAXED) <
-			    atomic_load_explicit(&pool->free_limit, RELAXED))) {
+		if (_likely_(top < atomic_load_explicit(&pool->free_limit,
+							RELAXED))) {
 			debug_free_end(pool, elem);
-			c->elems[tail & pool->cache_mask] = elem;
-			atomic_store_explicit(&c->tail, tail + 1, RELAXED);
+			c->loaded[top] = elem;
+			atomic_store_explicit(&c->n, top + 1, RELAXED);
 			return 0;
 		}
 	}
@@ -1281,9 +1405,9 @@ _public_ int ioflusher_mempool_stats(const struct ioflusher_mempool *cpool,
 		st.cached += cache_count_racy(pool, slot(pool, i));
 	st.min_nr = pool->total;
 	/* Racy reads of the caches may add up to more than there is. */
-	if (st.cached > pool->total - pool->depot_count)
-		st.cached = pool->total - pool->depot_count;
-	st.free = pool->depot_count + st.cached;
+	if (st.cached > pool->total - depot_free(pool))
+		st.cached = pool->total - depot_free(pool);
+	st.free = depot_free(pool) + st.cached;
 	st.in_use = st.min_nr - st.free;
 	st.high_water = pool->high_water;
 	st.waits = pool->waits;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/capability.h>
 #include <sys/mman.h>
@@ -581,6 +582,173 @@ Test(mempool, stress_handoff_between_threads, .timeout = 120)
 	cr_assert_eq(stats_of(pool).in_use, 0);
 	cr_assert_eq(stats_of(pool).free, 256);
 	ioflusher_mempool_free(pool);
+}
+
+/*
+ * Every way a thread's two magazines and the depot's can fill and empty,
+ * for caches of 1 (a single magazine), odd and even sizes: after each
+ * burst of allocations, then of frees, the thread caches at most cache_nr
+ * elements, and the pool accounts for every one of them.
+ */
+Test(mempool, a_thread_caches_at_most_cache_nr)
+{
+	static const unsigned int caches[] = {1, 2, 3, 7, 8, 64};
+	static const size_t bursts[] = {1, 2, 3, 5, 8, 13, 31, 64, 65, 100};
+	void *e[128];
+	size_t c, b, r, i;
+
+	for (c = 0; c < sizeof(caches) / sizeof(caches[0]); c++) {
+		struct ioflusher_mempool *pool = make(200, 64, 0, caches[c]);
+
+		for (r = 0; r < 3; r++) {
+			for (b = 0; b < sizeof(bursts) / sizeof(bursts[0]);
+			     b++) {
+				struct ioflusher_mempool_stats st;
+
+				for (i = 0; i < bursts[b]; i++)
+					cr_assert_not_null(
+						e[i] = ioflusher_mempool_alloc(
+							pool, 0));
+				st = stats_of(pool);
+				cr_assert_leq(st.cached, caches[c]);
+				cr_assert_eq(st.in_use, bursts[b]);
+				/* Freed in an order that is not the
+				 * reverse of the allocations: 7 is prime
+				 * to every burst size. */
+				for (i = 0; i < bursts[b]; i++)
+					cr_assert_eq(
+						ioflusher_mempool_free_elem(
+							pool,
+							e[(i * 7) % bursts[b]]),
+						0);
+				st = stats_of(pool);
+				cr_assert_leq(st.cached, caches[c],
+					      "cache_nr %u: %llu cached",
+					      caches[c],
+					      (unsigned long long)st.cached);
+				cr_assert_eq(st.in_use, 0);
+				cr_assert_eq(st.free, 200);
+			}
+		}
+		ioflusher_mempool_free(pool);
+	}
+}
+
+struct unique_arg {
+	struct ioflusher_mempool *pool;
+	_Atomic unsigned char *out; /* per element: 1 while someone has it */
+	void *base;
+	size_t nr;
+	unsigned int seed;
+	_Atomic unsigned int *errors;
+};
+
+static size_t index_of(struct unique_arg *a, void *e)
+{
+	return (size_t)((char *)e - (char *)a->base) / 64;
+}
+
+/* Take and give back in bursts of varying sizes, singly and in bulk,
+ * checking that no element is ever held by two threads at once. */
+static void *churn_unique(void *p)
+{
+	struct unique_arg *a = p;
+	unsigned int seed = a->seed;
+	void *e[40];
+	int round;
+
+	for (round = 0; round < 20000; round++) {
+		size_t n = 1 + (size_t)rand_r(&seed) % 40, i;
+		bool bulk = rand_r(&seed) % 4 == 0;
+
+		if (bulk) {
+			if (ioflusher_mempool_alloc_bulk(
+				    a->pool, e, n, IOFLUSHER_MEMPOOL_FOREVER))
+				goto fail;
+		} else {
+			for (i = 0; i < n; i++)
+				if (!(e[i] = ioflusher_mempool_alloc(a->pool,
+								     0)))
+					goto fail;
+		}
+		for (i = 0; i < n; i++) {
+			unsigned char was = 0;
+
+			if (index_of(a, e[i]) >= a->nr ||
+			    !atomic_compare_exchange_strong(
+				    &a->out[index_of(a, e[i])], &was, 1))
+				goto fail;
+		}
+		for (i = 0; i < n; i++)
+			atomic_store(&a->out[index_of(a, e[i])], 0);
+		if (rand_r(&seed) % 4 == 0) {
+			if (ioflusher_mempool_free_bulk(a->pool, e, n))
+				goto fail;
+		} else {
+			for (i = 0; i < n; i++)
+				if (ioflusher_mempool_free_elem(a->pool,
+								e[n - 1 - i]))
+					goto fail;
+		}
+	}
+	ioflusher_mempool_flush(a->pool);
+	return NULL;
+fail:
+	atomic_fetch_add(a->errors, 1);
+	return NULL;
+}
+
+/* Four threads trading magazines through a depot that holds few of
+ * them; at the end one thread can take every element, each once. */
+Test(mempool, no_element_is_out_twice, .timeout = 120)
+{
+	static const unsigned int caches[] = {1, 3, 16, 64};
+	size_t c, i;
+
+	for (c = 0; c < sizeof(caches) / sizeof(caches[0]); c++) {
+		/* 4 x 40 held at most, plus 4 caches. */
+		size_t nr = 160 + 4 * caches[c];
+		struct ioflusher_mempool *pool = make(nr, 64, 64, caches[c]);
+		_Atomic unsigned char *out = calloc(nr, 1);
+		_Atomic unsigned int errors = 0;
+		struct unique_arg a[4];
+		pthread_t t[4];
+		void **all = calloc(nr, sizeof(void *)), *base;
+
+		cr_assert_not_null(out);
+		cr_assert_not_null(all);
+		/* A fresh pool hands out in address order. */
+		base = ioflusher_mempool_alloc(pool, 0);
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, base), 0);
+		cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+		for (i = 0; i < 4; i++) {
+			a[i] = (struct unique_arg){pool, out, base, nr,
+						   (unsigned int)(i + 1),
+						   &errors};
+			pthread_create(&t[i], NULL, churn_unique, &a[i]);
+		}
+		for (i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		cr_assert_eq(errors, 0, "cache_nr %u", caches[c]);
+		cr_assert_eq(stats_of(pool).in_use, 0);
+		cr_assert_eq(stats_of(pool).free, nr);
+		for (i = 0; i < nr; i++) {
+			all[i] = ioflusher_mempool_alloc(
+				pool, IOFLUSHER_MEMPOOL_NOWAIT);
+			cr_assert_not_null(all[i], "element %zu of %zu", i,
+					   nr);
+			cr_assert_lt(index_of(&a[0], all[i]), nr);
+			cr_assert_eq(atomic_exchange(
+					     &out[index_of(&a[0], all[i])], 1),
+				     0, "handed out twice");
+		}
+		cr_assert_null(ioflusher_mempool_alloc(
+			pool, IOFLUSHER_MEMPOOL_NOWAIT));
+		cr_assert_eq(ioflusher_mempool_free_bulk(pool, all, nr), 0);
+		free(all);
+		free(out);
+		ioflusher_mempool_free(pool);
+	}
 }
 
 Test(mempool, resize_grows_and_wakes_waiters, .timeout = 60)
