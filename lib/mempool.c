@@ -1129,6 +1129,11 @@ _public_ void *ioflusher_mempool_alloc(struct ioflusher_mempool *pool,
 		struct mp_cache *c = t->cache;
 		unsigned int top = atomic_load_explicit(&c->n, RELAXED);
 
+		/* Empty: the previous magazine, if it has any, trades
+		 * places with it here, without a call. */
+		if (_unlikely_(!top) &&
+		    (top = atomic_load_explicit(&c->prev_n, RELAXED)))
+			cache_swap(c);
 		if (_likely_(top)) {
 			elem = c->loaded[--top];
 			atomic_store_explicit(&c->n, top, RELAXED);
@@ -1337,8 +1342,17 @@ _public_ int ioflusher_mempool_free_elem(struct ioflusher_mempool *pool,
 		 * served by the next free, like one that queued a moment
 		 * later.  Elements already cached are part of what the
 		 * sizing rule of ioflusher(7) reserves for caches. */
-		if (_likely_(top < atomic_load_explicit(&pool->free_limit,
-							RELAXED))) {
+		unsigned int limit =
+			atomic_load_explicit(&pool->free_limit, RELAXED);
+
+		/* Full, and no one waits: an empty previous magazine
+		 * trades places with it here, without a call. */
+		if (_unlikely_(top >= limit) && limit && c->prev &&
+		    !atomic_load_explicit(&c->prev_n, RELAXED)) {
+			cache_swap(c);
+			top = 0;
+		}
+		if (_likely_(top < limit)) {
 			debug_free_end(pool, elem);
 			c->loaded[top] = elem;
 			atomic_store_explicit(&c->n, top + 1, RELAXED);
