@@ -17,7 +17,11 @@
  * are empty, or both full, does it take the depot lock, and then it trades
  * a whole magazine, as Bonwick's slab allocator and the kernel's per-cpu
  * sheaves do: what crosses to another CPU is one pointer and the lines of
- * the magazine, never a copy of it made under the lock.
+ * the magazine.  Elements are copied under the lock only where no
+ * magazine can be traded: a refill from loose elements (a fresh pool, or
+ * after waiters were served), a full magazine when the depot has no empty
+ * one, and bulk requests, waiters and threads without a cache, which take
+ * loose elements.
  *
  * Waiting.  An allocation that finds the depot short queues a waiter and
  * sleeps on a futex in it.  Frees refill the depot and hand elements to
@@ -126,7 +130,7 @@ struct ioflusher_mempool {
 	size_t stride;
 	unsigned int cache_nr;
 	unsigned int mag_nr; /* elements per magazine, cache_nr / 2 */
-	/* cache_nr, or 0 while anyone waits: frees then skip the caches.
+	/* mag_nr, or 0 while anyone waits: frees then skip the caches.
 	 * One load on the fast path for both conditions; written under the
 	 * lock when the queue of waiters becomes empty or not. */
 	_Atomic unsigned int free_limit;
@@ -751,7 +755,7 @@ static struct mp_cache *cache_get(struct ioflusher_mempool *pool)
 
 		c = slot(pool, i);
 		/* Load first: a failed compare-and-swap would take the
-		 * line, on which its owner's head and tail are, away from
+		 * line, on which its owner's counts are, away from
 		 * the owner. */
 		if (atomic_load_explicit(&c->owner, memory_order_relaxed) ||
 		    !atomic_compare_exchange_strong(&c->owner, &none,
@@ -1226,8 +1230,10 @@ _public_ int ioflusher_mempool_alloc_timeout(struct ioflusher_mempool *pool,
 /*
  * Elements validated: to the cache if it has room and no one waits, else
  * to the depot.  What is checked without the lock (free_limit) is checked
- * again under it: an element must not go into a cache once a waiter has
- * queued, or it could wait for it forever.
+ * again whenever the lock is taken: past that, an element must not go into
+ * a cache once a waiter has queued, or it could wait for it forever.  What
+ * goes into a cache without the lock races with a waiter's arrival as the
+ * fast path does, and is part of what the sizing rule reserves for caches.
  */
 static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
 		     size_t n)
