@@ -1030,11 +1030,12 @@ out:
 /*
  * Start fetching the end of a magazine that another thread wrote (or
  * read) where this one will use it first: the top for allocations, the
- * bottom for frees.  A few lines, not all: more prefetches than the CPU
- * has fill buffers would stall here, under the lock; the hardware's
- * stream prefetcher follows the rest.
+ * bottom for frees.  Sixteen lines (128 pointers): in the 64 B handoff
+ * with magazines of 512, 4 lines left the pool 4 to 6% slower, and all 64
+ * were no faster than 16.  The hardware's stream prefetcher follows the
+ * rest; a prefetch on the fast path, 128 pointers ahead, made it slower.
  */
-#define MP_PREFETCH_LINES 4
+#define MP_PREFETCH_LINES 16
 static void mag_prefetch(const struct ioflusher_mempool *pool, void **mag,
 			 bool for_free)
 {
