@@ -624,7 +624,7 @@ static unsigned int cache_count_racy(const struct ioflusher_mempool *pool,
 	       (p < pool->mag_nr ? p : pool->mag_nr);
 }
 
-static void cache_swap(struct mp_cache *c)
+static inline __attribute__((always_inline)) void cache_swap(struct mp_cache *c)
 {
 	void **m = c->loaded;
 	unsigned int n = atomic_load_explicit(&c->n, RELAXED);
