@@ -687,6 +687,9 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	struct nbd_io io = { sock_recv, sock_sendv, sock_shutdown,
 			     (void *)(intptr_t)fd };
 	struct timeval tv = { .tv_sec = srv->send_timeout };
+	struct sockaddr_storage sa;
+	socklen_t salen = sizeof(sa);
+	int sndbuf = NBD_UNIX_SNDBUF;
 	struct nbd_conn *c;
 	pthread_attr_t attr;
 	pthread_t t;
@@ -698,6 +701,12 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	if (handshake && srv->send_timeout &&
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
 		return -errno;
+	/* Unix sockets only: on TCP a set SO_SNDBUF turns off the
+	 * kernel's tuning of the buffer.  Best effort: the default works,
+	 * only slower. */
+	if (getsockname(fd, (struct sockaddr *)&sa, &salen) == 0 &&
+	    sa.ss_family == AF_UNIX)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	c = ioflusher_mempool_alloc(srv->conn_pool, IOFLUSHER_MEMPOOL_NOWAIT);
 	if (!c)
 		return -EMFILE;

@@ -43,6 +43,24 @@ fi
 tap_check "--sandbox: a seccomp filter is in place" \
 	grep -q "^Seccomp:[[:space:]]*2" "/proc/$nbd_pid/status"
 tap_check "--sandbox: and it serves" timeout 30 nbdinfo --size "$uri"
+# A unix socket's send buffer is raised to 1 MiB (the kernel doubles what
+# is asked, up to twice net.core.wmem_max), so that a 256 KiB reply is
+# queued whole: the default holds less than one.
+want=$((2 * 1048576))
+max=$((2 * $(cat /proc/sys/net/core/wmem_max)))
+[ "$max" -lt "$want" ] && want=$max
+tb=$(python3 -c '
+import socket, subprocess, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.recv(18)  # the handshake greeting: the server side is set up
+out = subprocess.run(["ss", "-xmpH"], capture_output=True, text=True).stdout
+for line in out.splitlines():
+    if "pid=%s," % sys.argv[2] in line and "tb" in line:
+        print(line.split("tb")[1].split(",")[0])
+' "$nbd_tmp/main.sock" "$nbd_pid" | sort -n | tail -1)
+tap_check "unix socket: the send buffer is raised ($tb bytes, want $want)" \
+	test "${tb:-0}" -eq "$want"
 if timeout 30 sh -c "nbdinfo --size '$uri' >/dev/null & nbdinfo --size '$uri' >/dev/null & wait"; then
 	tap_ok "two clients at once"
 else
