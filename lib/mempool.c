@@ -1068,6 +1068,18 @@ static void *trade_for_full(struct ioflusher_mempool *pool, struct mp_cache *c)
 	return pool->tops[pool->nfull];
 }
 
+/* The other way, lock held: the previous magazine of c is full and the
+ * depot has room for one more; it goes there for an empty one. */
+static void trade_for_empty(struct ioflusher_mempool *pool, struct mp_cache *c)
+{
+	void **empty = pool->mags[pool->nfull];
+
+	pool->tops[pool->nfull] = c->prev[pool->mag_nr - 1];
+	pool->mags[pool->nfull++] = c->prev;
+	c->prev = empty;
+	mag_prefetch(pool, empty, true);
+}
+
 static __attribute__((noinline)) void *
 alloc_slow(struct ioflusher_mempool *pool, unsigned int flags)
 {
@@ -1264,17 +1276,10 @@ static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
 				goto to_depot;
 			if (!depot_room(pool, pn))
 				goto overflow;
-			if (pn == pool->mag_nr && pool->nfull < MP_MAGS) {
-				void **empty = pool->mags[pool->nfull];
-
-				pool->tops[pool->nfull] =
-					c->prev[pool->mag_nr - 1];
-				pool->mags[pool->nfull++] = c->prev;
-				c->prev = empty;
-				mag_prefetch(pool, empty, true);
-			} else {
+			if (pn == pool->mag_nr && pool->nfull < MP_MAGS)
+				trade_for_empty(pool, c);
+			else
 				depot_push(pool, c->prev, pn);
-			}
 			atomic_store_explicit(&c->prev_n, 0, RELAXED);
 			mp_unlock(&pool->lock);
 		}

@@ -252,6 +252,8 @@ int nbd_errno(int err);
  * request, its payload and what follows; larger ones go straight to
  * their place, where a copy would cost more than the recv(2) it saves. */
 #define NBD_INLINE_PAYLOAD (32u << 10)
+/* What one recv(2) into ibuf asks for, unless more is needed. */
+#define NBD_RECV_MAX (NBD_INLINE_PAYLOAD + NBD_REQUEST_SIZE)
 /*
  * Send buffer asked of a unix socket: room for four 256 KiB replies.  The
  * default (net.core.wmem_default, 208 KiB) holds less than one, so the
@@ -259,8 +261,6 @@ int nbd_errno(int err);
  * read some; the kernel caps what is asked at net.core.wmem_max.
  */
 #define NBD_UNIX_SNDBUF (1 << 20)
-/* What one recv(2) into ibuf asks for, unless more is needed. */
-#define NBD_RECV_MAX (NBD_INLINE_PAYLOAD + NBD_REQUEST_SIZE)
 #define NBD_DATA_ELEM (256u << 10)
 #define NBD_DATA_ELEMS_MAX (NBD_MAX_PAYLOAD / NBD_DATA_ELEM)
 
