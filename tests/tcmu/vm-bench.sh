@@ -9,30 +9,38 @@
 # runs each workload on each disk in turn (O_DIRECT, libaio), several
 # times, the order of the two disks swapped at each repetition: the VM
 # emulates its CPUs (TCG) and one run's figure drifts by a fifth from the
-# next.  The median IOPS of each disk and their ratio ours/kernel are
-# printed, one TAP line per workload.  The seconds per run (4), the
-# repetitions (5), the daemon's --poll (0) and the workloads
+# next.  Each run is made at each of the target's completion affinities
+# (param/cmd_completion_affinity): -2, where LIO completes a command on
+# the CPU that completes it (the daemon's, as ioflusher-tcmu(8) advises),
+# and -1, the kernel's default, where it queues the completion back to
+# the CPU that submitted the command.  It applies to both disks alike;
+# rd_mcp completes on the submitting CPU either way.  The median IOPS of
+# each disk and their ratio ours/kernel are printed for each affinity,
+# one TAP line per workload.  The seconds per run (4), the repetitions
+# (5), the daemon's --poll (0), the affinities (-2,-1) and the workloads
 # (RW:BS:DEPTH,...) come from the kernel command line, which make
 # bench-tcmu sets from TCMU_BENCH_SECONDS, TCMU_BENCH_REPS,
-# TCMU_BENCH_POLL and TCMU_BENCH_WORKLOADS.
+# TCMU_BENCH_POLL, TCMU_BENCH_AFFINITIES and TCMU_BENCH_WORKLOADS.
 #
 # vm-modules: @tcmu
 # vm-binaries: examples/tcmu/ioflusher-tcmu fio
 # vm-memory: 1024
 # vm-cpus: 2
 # vm-timeout: 900
-# vm-cmdline: tcmu_bench_seconds=4 tcmu_bench_reps=5 tcmu_bench_poll=0
+# vm-cmdline: tcmu_bench_seconds=4 tcmu_bench_reps=5 tcmu_bench_poll=0 tcmu_bench_affinities=-2,-1
 . /vm/lib.sh
 
 secs=4
 reps=5
 poll=0
+affinities="-2 -1"
 workloads="randread:4k:32 randwrite:4k:32 read:256k:8 write:256k:8"
 for _a in $(cat /proc/cmdline); do
 	case $_a in
 	tcmu_bench_seconds=*) secs=${_a#*=} ;;
 	tcmu_bench_reps=*) reps=${_a#*=} ;;
 	tcmu_bench_poll=*) poll=${_a#*=} ;;
+	tcmu_bench_affinities=*) affinities=$(echo "${_a#*=}" | tr , ' ') ;;
 	tcmu_bench_workloads=*) workloads=$(echo "${_a#*=}" | tr , ' ') ;;
 	esac
 done
@@ -103,35 +111,50 @@ median() {
 		END { print NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-vm_diag "workload               ours IOPS   kernel IOPS   ours/kernel"
+param=${tpg%/*}/param/cmd_completion_affinity
+[ -w "$param" ] || { vm_not_ok "$param is there"; vm_exit; }
+vm_diag "workload               affinity   ours IOPS   kernel IOPS   ours/kernel"
 for w in $workloads; do
 	set -- $(echo "$w" | tr : ' ')
-	os= ks=
+	for a in $affinities; do
+		eval "os_${a#-}= ks_${a#-}="
+	done
 	_r=0
 	while [ $_r -lt "$reps" ]; do
-		if [ $((_r % 2)) = 0 ]; then
-			os="$os $(run "$ours" "$1" "$2" "$3")"
-			ks="$ks $(run "$kern" "$1" "$2" "$3")"
-		else
-			ks="$ks $(run "$kern" "$1" "$2" "$3")"
-			os="$os $(run "$ours" "$1" "$2" "$3")"
-		fi
+		for a in $affinities; do
+			echo "$a" >"$param" ||
+				{ vm_not_ok "cmd_completion_affinity $a"; vm_exit; }
+			if [ $((_r % 2)) = 0 ]; then
+				o=$(run "$ours" "$1" "$2" "$3")
+				k=$(run "$kern" "$1" "$2" "$3")
+			else
+				k=$(run "$kern" "$1" "$2" "$3")
+				o=$(run "$ours" "$1" "$2" "$3")
+			fi
+			eval "os_${a#-}=\"\$os_${a#-} $o\"; ks_${a#-}=\"\$ks_${a#-} $k\""
+		done
 		_r=$((_r + 1))
 	done
-	vm_diag "  $1 $2 runs: ours$os; kernel$ks"
-	o=$(median $os)
-	k=$(median $ks)
-	r=$(awk -v o="$o" -v k="$k" 'BEGIN { printf "%.2f", k ? o / k : 0 }')
-	vm_diag "$(printf '%-8s %-4s qd%-3s %12s %13s %13s' "$1" "$2" "$3" "$o" "$k" "$r")"
+	first=
+	for a in $affinities; do
+		eval "os=\$os_${a#-}; ks=\$ks_${a#-}"
+		vm_diag "  $1 $2 affinity $a runs: ours$os; kernel$ks"
+		o=$(median $os)
+		k=$(median $ks)
+		r=$(awk -v o="$o" -v k="$k" 'BEGIN { printf "%.2f", k ? o / k : 0 }')
+		vm_diag "$(printf '%-8s %-4s qd%-3s %10s %11s %13s %13s' "$1" "$2" "$3" "$a" "$o" "$k" "$r")"
+		[ -n "$first" ] || first="$a $r"
+	done
+	set -- "$1" "$2" $first
 	case $1 in
 	randread)
-		if awk -v r="$r" 'BEGIN { exit !(r >= 0.8) }'; then
-			vm_ok "4k random read: ours/kernel $r (target 0.8)"
+		if awk -v r="$4" 'BEGIN { exit !(r >= 0.8) }'; then
+			vm_ok "4k random read, affinity $3: ours/kernel $4 (target 0.8)"
 		else
-			vm_not_ok "4k random read: ours/kernel $r (target 0.8)"
+			vm_not_ok "4k random read, affinity $3: ours/kernel $4 (target 0.8)"
 		fi
 		;;
-	*) vm_ok "$1 $2: ours/kernel $r" ;;
+	*) vm_ok "$1 $2, affinity $3: ours/kernel $4" ;;
 	esac
 done
 kill -TERM "$pid"
