@@ -209,11 +209,18 @@ static int scan(const struct options *o, struct device *devs)
 	struct tcmu_uio_dev *found;
 	int r;
 
-	found = calloc(MAX_DEVICES, sizeof(*found));
+	/* One more than served, to tell that some are left out. */
+	found = calloc(MAX_DEVICES + 1, sizeof(*found));
 	if (!found)
 		return -ENOMEM;
-	r = tcmu_uio_scan(o->root, o->handler, o->device, found, MAX_DEVICES,
-			  skipped, NULL);
+	r = tcmu_uio_scan(o->root, o->handler, o->device, found,
+			  MAX_DEVICES + 1, skipped, NULL);
+	if (r > MAX_DEVICES) {
+		fprintf(stderr,
+			"more than %d devices: only %d of them are served\n",
+			MAX_DEVICES, MAX_DEVICES);
+		r = MAX_DEVICES;
+	}
 	for (int i = 0; i < r; i++) {
 		devs[i].uio = found[i];
 		devs[i].port.fd = -1;
@@ -515,8 +522,11 @@ int main(int argc, char **argv)
 	audit_threads();
 	if (o.sandbox) {
 		r = ioflusher_sandbox_lock(0);
-		if (r < 0)
-			fprintf(stderr, "sandbox: %s\n", strerror(-r));
+		if (r < 0) {
+			/* Asked for and not there: do not serve without it. */
+			fprintf(stderr, "--sandbox: %s\n", strerror(-r));
+			goto out_stop;
+		}
 	}
 	printf("serving: pid %d, %d device%s; SIGTERM to stop\n", (int)getpid(),
 	       n, n == 1 ? "" : "s");

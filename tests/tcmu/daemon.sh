@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..10"
+echo "1..13"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -44,7 +44,8 @@ check "--help exits 0 and names the options" \
 	"$([ $? -eq 0 ] && has --best-effort && has --handler; echo $?)"
 
 "$daemon" --version >"$tmp/out" 2>&1
-check "--version" "$(grep -q '^ioflusher-tcmu [0-9]' "$tmp/out"; echo $?)"
+check "--version: the release's, $PACKAGE_VERSION" \
+	"$(grep -qx "ioflusher-tcmu ${PACKAGE_VERSION:-?}" "$tmp/out"; echo $?)"
 
 "$daemon" --bogus >"$tmp/out" 2>&1
 check "an unknown option exits 2" "$([ $? -eq 2 ]; echo $?)"
@@ -74,6 +75,28 @@ check "serves a memory device: the report, the device, the audit, the end" \
 		has '^device: tcm-user/0/disk0/ioflusher/mem on /dev/uio0: mem backend, 32768 blocks of 512 bytes' &&
 		has '^audit: ' && has '^serving: ' && has 'device removed' &&
 		has '^stats: tcm-user/0/disk0/ioflusher/mem: 0 commands'; echo $?)"
+
+device 0 disk0 mem
+"$daemon" --best-effort --sandbox --root "$tmp/root" >"$tmp/out" 2>&1
+check "--sandbox: serves under the filter" \
+	"$([ $? -eq 0 ] && has '^serving: ' && has 'device removed'; echo $?)"
+
+# A sandbox asked for and not there (seccomp(2) failing, as where a
+# filter already forbids it) is no sandbox: the daemon must not serve.
+device 0 disk0 mem
+"$builddir/tests/failsys" seccomp=EINVAL \
+	"$daemon" --best-effort --sandbox --root "$tmp/root" >"$tmp/out" 2>&1
+check "--sandbox that cannot be installed: exit 1, said, nothing served" \
+	"$([ $? -eq 1 ] && has '^--sandbox: ' && ! has '^serving: '; echo $?)"
+
+# More devices than it serves: it says so, and serves as many as it can.
+for i in $(seq 0 64); do device "$i" "many$i" mem; done
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "more than 64 devices: 64 served, and the rest said to be left out" \
+	"$([ $? -eq 0 ] && has 'more than 64 devices: only 64 of them are served' &&
+		has '^serving: pid [0-9]*, 64 devices'; echo $?)"
+rm -rf "$tmp/root"
+device 0 disk0 mem
 
 # A device of ours being removed (its configfs directory already gone)
 # is skipped, and the others served.
