@@ -92,17 +92,23 @@ static void usage(FILE *out)
 		"  --memory SIZE        sparse export in memory, at most MemTotal (default 1G)\n"
 		"  --file PATH          export a file or block device\n"
 		"  --readonly           refuse writes\n"
-		"  --export-name NAME   the export's name (default: empty, the default export)\n"
-		"  --threads N          workers for the file backend (default 4)\n"
-		"  --queue-depth N      requests in flight, all connections (default 64)\n"
-		"  --max-connections N  clients at once (default 16)\n"
+		"  --export-name NAME   the export's name, at most 256 bytes (default:\n"
+		"                       empty, the default export)\n"
+		"  --threads N          workers for the file backend, 1 to 1024 (default 4)\n"
+		"  --queue-depth N      requests in flight, all connections, 1 to 4096\n"
+		"                       (default 64)\n"
+		"  --max-connections N  clients at once, 1 to 1024 (default 16)\n"
 		"  --send-timeout SECONDS  disconnect a client that takes no byte of a\n"
-		"                       reply for that long (default 30; 0: never)\n"
+		"                       reply for that long, at most 3600 (default 30;\n"
+		"                       0: never)\n"
 		"  --poll USEC          spin up to USEC for a client's next request\n"
-		"                       before sleeping (default 50; 0: never)\n"
+		"                       before sleeping, at most 1000000 (default 50;\n"
+		"                       0: never)\n"
 		"  --run CMD            run CMD once ready, with $uri set; exit with its status\n"
 		"  --best-effort        run even where a protection cannot be applied\n"
-		"  --sandbox            lock the protections in with a seccomp filter\n");
+		"  --sandbox            lock the protections in with a seccomp filter\n"
+		"  -h, --help           this text\n"
+		"  --version            the version\n");
 }
 
 /* "64M", "1G", "512", "2TiB": powers of 1024. */
@@ -177,8 +183,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	};
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "s:p:m:f:re:t:q:c:h", longopts,
-				NULL)) != -1) {
+	/* Long options only (and -h): they say what they do. */
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			o->socket_path = optarg;
@@ -255,7 +261,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			usage(stdout);
 			return 1;
 		case 'V':
-			printf(PROG " (libioflusher example)\n");
+			printf(PROG " " NBD_VERSION_STRING
+				    " (libioflusher example)\n");
 			return 1;
 		default:
 			usage(stderr);
@@ -687,20 +694,20 @@ int main(int argc, char **argv)
 	kfd = eventfd(0, EFD_CLOEXEC);
 	if (sfd < 0 || kfd < 0) {
 		log_stderr("signalfd: %s\n", strerror(errno));
-		return 1;
+		goto fail_listening;
 	}
 
 	/* 6. Workers, the kernel's device, then the audit of them all. */
 	r = nbd_server_start_workers(&srv);
 	if (r < 0) {
 		log_stderr("workers: %s\n", strerror(-r));
-		return 1;
+		goto fail_listening;
 	}
 	if (o.connect) {
 		r = nbd_kernel_connect(&srv, o.connect, kfd, &kern);
 		if (r < 0) {
 			log_stderr("%s: %s\n", o.connect, strerror(-r));
-			return 1;
+			goto fail_listening;
 		}
 	}
 	audit_threads();
@@ -719,7 +726,7 @@ int main(int argc, char **argv)
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
 			log_stderr("--sandbox: %s\n", strerror(-r));
-			return 1;
+			goto fail_listening;
 		}
 	}
 
@@ -808,7 +815,9 @@ int main(int argc, char **argv)
 		 * new ones, and flushes what was answered. */
 		log_stderr("connections did not end; exiting without them\n");
 		report_lost(&exp, nbd_export_stop(&exp));
-		return status ? status : 1;
+		if (run_pid > 0)
+			kill(run_pid, SIGTERM);
+		return 1;
 	}
 	nbd_kernel_wait(&kern);
 	nbd_server_fini(&srv);
@@ -822,4 +831,15 @@ int main(int argc, char **argv)
 	if (run_pid > 0)
 		kill(run_pid, SIGTERM);
 	return status;
+
+fail_listening:
+	/* Nothing was served: the socket must not outlive the daemon, or
+	 * clients that see it would be refused.  Threads already started
+	 * end with the process. */
+	if (lfd >= 0) {
+		close(lfd);
+		if (o.socket_path)
+			unlink(o.socket_path);
+	}
+	return 1;
 }

@@ -122,6 +122,9 @@ enum {
 #define NBD_CHUNK_HEADER_SIZE 20
 #define NBD_NAME_MAX 4096 /* strings: "MUST be no longer than 4096 bytes" */
 
+/* This example's version: the libioflusher release it comes with. */
+#define NBD_VERSION_STRING "0.1.0"
+
 /* Limits of this server. */
 #define NBD_MAX_PAYLOAD (32u << 20) /* advertised maximum block size */
 #define NBD_PREFERRED_BLOCK 4096u

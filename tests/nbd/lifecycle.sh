@@ -11,23 +11,57 @@ has_cap() { # has_cap BIT [PID]
 	[ $(((0x$eff >> $1) & 1)) -eq 1 ]
 }
 
+# refused NAME PATTERN DESC ARGS...: the daemon started with ARGS on
+# $nbd_tmp/NAME.sock (under the command $wrap, if set) exits 1 with
+# PATTERN in its error output, and leaves no socket behind, where clients
+# would be refused.
+wrap=
+refused() {
+	_name=$1 _pat=$2 _desc=$3
+	shift 3
+	# shellcheck disable=SC2086
+	timeout 20 $wrap "$NBD_DAEMON" --socket "$nbd_tmp/$_name.sock" "$@" \
+		>/dev/null 2>"$nbd_tmp/$_name.err"
+	_rc=$?
+	if [ $_rc -eq 1 ] && grep -q -- "$_pat" "$nbd_tmp/$_name.err" &&
+		[ ! -e "$nbd_tmp/$_name.sock" ]; then
+		tap_ok "$_desc"
+	else
+		tap_not_ok "$_desc (exit $_rc)"
+		ls -l "$nbd_tmp" | tap_diag
+		tap_diag <"$nbd_tmp/$_name.err"
+	fi
+}
+
 # Without --best-effort the io-flusher flag is required: on a machine
 # without CAP_SYS_RESOURCE the daemon must refuse to serve.
 if has_cap 24; then
 	tap_skip "without --best-effort, refuses to start unprotected" \
 		"this machine has CAP_SYS_RESOURCE"
 else
-	timeout 20 "$NBD_DAEMON" --socket "$nbd_tmp/strict.sock" --memory 1M \
-		>/dev/null 2>"$nbd_tmp/strict.err"
-	rc=$?
-	if [ $rc -eq 1 ] && grep -q "CAP_SYS_RESOURCE" "$nbd_tmp/strict.err" &&
-		[ ! -e "$nbd_tmp/strict.sock" ]; then
-		tap_ok "without --best-effort, refuses to start unprotected, naming CAP_SYS_RESOURCE"
-	else
-		tap_not_ok "without --best-effort, refuses to start unprotected (exit $rc)"
-		tap_diag <"$nbd_tmp/strict.err"
-	fi
+	refused strict CAP_SYS_RESOURCE \
+		"without --best-effort, refuses to start unprotected, naming CAP_SYS_RESOURCE" \
+		--memory 1M
 fi
+# A start that fails once the socket is made (here the kernel's device:
+# not there) must remove it.
+# shellcheck disable=SC2086
+refused failed no-such-nbd \
+	"a start that fails after listening exits 1 and removes its socket" \
+	$NBD_OPTS --memory 1M --connect "$nbd_tmp/no-such-nbd"
+# A sandbox asked for and not there (seccomp(2) failing, as where a
+# filter already forbids it) is no sandbox: nothing is served.
+wrap="${top_builddir:-.}/tests/failsys seccomp=EINVAL"
+# shellcheck disable=SC2086
+refused nosandbox "^ioflusher-nbd: --sandbox: " \
+	"--sandbox that cannot be installed: exit 1, said, the socket removed" \
+	$NBD_OPTS --memory 1M --sandbox
+wrap=
+
+tap_check "--version: the release's, $PACKAGE_VERSION" sh -c \
+	"'$NBD_DAEMON' --version | grep -qx 'ioflusher-nbd ${PACKAGE_VERSION:-?} (libioflusher example)'"
+tap_check "short options but -h are refused, exit 2" sh -c \
+	"timeout 10 '$NBD_DAEMON' -s '$nbd_tmp/short.sock' 2>/dev/null; [ \$? -eq 2 ]"
 
 nbd_start main --memory 16M --sandbox || exit 1
 err=$nbd_tmp/main.err
