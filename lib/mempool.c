@@ -903,7 +903,7 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 				mags += mag_size;
 			}
 		} else {
-			log_info(ctx, "mempool: no pthread key left: the pool "
+			log_warn(ctx, "mempool: no pthread key left: the pool "
 				      "has no per-thread caches");
 		}
 	}
@@ -1294,9 +1294,11 @@ to_depot:
 	if (!depot_room(pool, n))
 		goto overflow;
 	depot_push(pool, elems, n);
-	/* Someone waits: what this thread cached must not strand them. */
-	if (c && pool->wait_head && cache_drain(pool, c) < 0)
-		goto overflow;
+	/* Someone waits: what this thread cached must not strand them.  A
+	 * cache too big for the depot holds elements freed twice (logged);
+	 * it stays as it is, and these elements are back all the same. */
+	if (c && pool->wait_head)
+		(void)cache_drain(pool, c);
 	grant(pool);
 	mp_unlock(&pool->lock);
 	return 0;

@@ -242,9 +242,11 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 	struct ioflusher_report *report;
 	int failed = 0;
 
+	/* NULL first, as documented: also when ctx is what is wrong. */
+	if (reportp)
+		*reportp = NULL;
 	if (!ctx || !reportp)
 		return -EINVAL;
-	*reportp = NULL;
 	report = calloc(1, sizeof(*report));
 	if (!report)
 		return -ENOMEM;
