@@ -48,7 +48,8 @@ extern "C" {
 
 /*
  * Context: logging and the start-up policy.  Reference counted; the
- * library keeps no global state besides what the kernel holds.
+ * library keeps no global state besides what the kernel holds and the
+ * mempools' per-thread lookup of their caches (ioflusher(3)).
  */
 struct ioflusher_ctx;
 
