@@ -8,7 +8,10 @@ The same fio jobs (ioengine=nbd, libnbd over a unix socket) against:
   nbdkit_mlock   nbdkit memory allocator=malloc,mlock=true (pinned, as ours)
   qemu_nbd       qemu-nbd on a raw file in /dev/shm
 and nbdcopy with 4 connections in both directions (out to its null:
-sink, so that what is timed is the server).  For each workload:
+sink, so that what is timed is the server).  Beside the 4k queue-depth-1
+cell, in each run, the floor: echo-floor's server that only answers, over
+a unix socketpair, the least server CPU a request can cost here (sleeping
+for it or spinning through the client's round trip, whichever is less).  For each workload:
 IOPS or MB/s, p99 completion latency, and the server's CPU time per IO,
 from /proc/PID/stat (utime + stime), since fio shares the machine's cores.
 Each cell is the median of --runs runs (default 3).  All servers run at
@@ -17,7 +20,8 @@ turn, the order rotated from one run to the next, so that the machine's
 drift falls on all of them alike rather than on whichever ran last.
 
 Usage: bench-nbd.py [--runs N] [--runtime S] [--quick]
-Environment: NBD_DAEMON (default examples/nbd/ioflusher-nbd).
+Environment: NBD_DAEMON (default examples/nbd/ioflusher-nbd), NBD_FLOOR
+(default bench/nbd/echo-floor).
 """
 import argparse
 import json
@@ -153,6 +157,12 @@ def run_copy(uri, src, direction):
     return dict(iops=0.0, mbs=nbytes / dt / 1e6, p99=0.0, ios=nbytes / (256 << 10))
 
 
+def run_floor(prog):
+    out = subprocess.run([prog], capture_output=True, text=True, check=True,
+                         timeout=120).stdout
+    return {k: float(v) for k, v in (f.split("=") for f in out.split())}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -165,6 +175,7 @@ def main():
         if not shutil.which(tool):
             sys.exit("bench-nbd: %s is missing (see scripts/packages)" % tool)
     daemon = os.environ.get("NBD_DAEMON", "examples/nbd/ioflusher-nbd")
+    floor_prog = os.environ.get("NBD_FLOOR", "bench/nbd/echo-floor")
     servers = ["ours", "nbdkit", "nbdkit_mlock", "qemu_nbd"]
     tmp = tempfile.mkdtemp(prefix="ioflusher-bench-")
     src = os.path.join("/dev/shm", "ioflusher-bench-src-%d" % os.getpid())
@@ -198,6 +209,11 @@ def main():
                     print("# run %d %-13s %-18s iops=%.0f MB/s=%.0f p99=%.0fus cpu/io=%.2fus"
                           % (run + 1, srv.name, wl, r["iops"], r["mbs"], r["p99"],
                              r["cpu_us_per_io"]), flush=True)
+                if wl == "4k-randrw-qd1":
+                    f = run_floor(floor_prog)
+                    res.setdefault("floor", []).append(f)
+                    print("# run %d floor: sleeping %.2fus, spinning %.2fus of CPU per request"
+                          % (run + 1, f["sleep_cpu_us"], f["spin_cpu_us"]), flush=True)
     finally:
         for srv in live:
             srv.stop()
@@ -231,9 +247,21 @@ def main():
         print("%-18s %-6s" % ("", "cpu/IO") + "".join("%13.2fus" % cpu[s] for s in servers))
         lines.append("workload=%s ours=%.0f nbdkit=%.0f qemu_nbd=%.0f ratio_vs_nbdkit=%.2f"
                      % (wl, v["ours"], v["nbdkit"], v["qemu_nbd"], ratio))
+    fs = statistics.median(f["sleep_cpu_us"] for f in res["floor"])
+    fp = statistics.median(f["spin_cpu_us"] for f in res["floor"])
+    nk = med("4k-randrw-qd1", "nbdkit", "cpu_us_per_io")
+    ours = med("4k-randrw-qd1", "ours", "cpu_us_per_io")
+    floor = min(fs, fp)
+    print()
+    print("Floor at 4k qd1: a server that only answers (echo-floor) spends %.2fus of CPU"
+          % fs)
+    print("per request sleeping for it, %.2fus spinning: %.2fx nbdkit's CPU per IO"
+          % (fp, floor / nk if nk else 0))
+    print("(ours %.2fx). No server spends less per request here." % (ours / nk if nk else 0))
     print()
     for line in lines:
         print(line)
+    print("floor_cpu_us=%.2f floor_vs_nbdkit_cpu=%.2f" % (floor, floor / nk if nk else 0))
 
 
 if __name__ == "__main__":
