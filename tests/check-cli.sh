@@ -7,15 +7,7 @@
 # with it, the other way round.
 set -u
 tool=${top_builddir:-.}/tools/ioflusher
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-	n=$((n + 1))
-	fail=1
-	echo "not ok $n - $1"
-	[ -n "${2-}" ] && printf '%s\n' "$2" | sed 's/^/# /'
-}
+. "${top_srcdir:-.}/tests/tap.sh"
 # check DESC WANT_STATUS PATTERN CMD...: CMD exits WANT_STATUS and its
 # output (both streams) matches the grep -E PATTERN ("" for any).
 check() {

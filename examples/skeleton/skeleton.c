@@ -11,10 +11,13 @@
  *      the workers started would leave them theirs.  The flag stays set,
  *      and the workers inherit it without needing CAP_SYS_RESOURCE;
  *   4. start the workers with ioflusher_thread_create(), which refuses to
- *      run a worker that does not carry the flag;
+ *      run a worker that does not carry the flag, on small stacks (all of
+ *      a stack is locked under MCL_FUTURE), each pre-faulting its own;
  *   5. once they run, audit every thread of the process and log it, and
  *      lock the protections in with a seccomp filter;
  *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
+ * What is required and cannot be had stops the daemon (exit 1) with a
+ * message that names what is missing; --best-effort serves anyway.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,9 @@
 #include <ioflusher.h>
 
 #define MAX_WORKERS 64
+/* The IO path is shallow: a small stack is a small locked stack. */
+#define WORKER_STACK (256 << 10)
+#define WORKER_STACK_USED (64 << 10)
 
 static int request_pipe[2];
 
@@ -40,6 +46,10 @@ static void *worker(void *arg)
 	char req;
 
 	(void)arg;
+	/* Fault in (and, under MCL_FUTURE, lock) the stack the IO path will
+	 * use, now rather than on the IO path. */
+	if (ioflusher_memlock_prefault_stack(WORKER_STACK_USED) < 0)
+		fprintf(stderr, "worker: stack not pre-faulted\n");
 	/* The IO path: no malloc here; buffers come from a mempool set up at
 	 * start (see ioflusher_mempool_new(3)). */
 	while (read(request_pipe[0], &req, 1) == 1 && req != 'q')
@@ -104,16 +114,20 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	/* What the running daemon still needs: nothing, once set up.  A daemon
-	 * that re-opens devices or raises limits later keeps those here. */
+	/* What the running daemon still needs: CAP_IPC_LOCK, so that what it
+	 * maps later is locked beyond RLIMIT_MEMLOCK.  A daemon that forks
+	 * helpers (ioflusher_thread_child_clear) or clears the flag for a
+	 * scope keeps CAP_SYS_RESOURCE too; one that re-opens devices or
+	 * raises limits later keeps what those need. */
 	static const int keep[] = { CAP_IPC_LOCK };
 	struct ioflusher_report *report = NULL;
 	struct ioflusher_ctx *ctx;
 	pthread_t threads[MAX_WORKERS];
+	pthread_attr_t attr;
 	int policy = IOFLUSHER_POLICY_REQUIRED, nthreads = 2, duration = 0;
 	bool sandbox = false;
 	sigset_t sigs;
-	int c, r, sig, started = 0;
+	int c, r, sig, started = 0, status = 0;
 	char name[32];
 
 	while ((c = getopt_long(argc, argv, "bt:d:sh", opts, NULL)) != -1) {
@@ -161,9 +175,12 @@ int main(int argc, char **argv)
 		ioflusher_report_free(report);
 	}
 	if (r < 0) {
-		fprintf(stderr,
-			"setup failed: a required protection is missing "
-			"(--best-effort runs anyway)\n");
+		if (report)
+			fprintf(stderr, "setup failed: a required protection "
+					"is missing, as said above "
+					"(--best-effort runs anyway)\n");
+		else
+			fprintf(stderr, "setup: %s\n", strerror(-r));
 		return 1;
 	}
 
@@ -182,18 +199,29 @@ int main(int argc, char **argv)
 	/* 3. Drop what is no longer needed, before any thread exists. */
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
 	if (r < 0)
-		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+		fprintf(stderr,
+			"dropping capabilities: %s%s; the workers keep them\n",
+			strerror(-r),
+			r == -EPERM ? " (the bounding set needs CAP_SETPCAP, "
+				      "or a seccomp filter refused)" :
+				      "");
 
 	/* 4. Workers that carry the flag, or none at all.  Best effort: a
 	 * system without the flag still runs them, unprotected. */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, WORKER_STACK);
 	for (int i = 0; i < nthreads; i++) {
-		r = ioflusher_thread_create(&threads[i], NULL, worker,
+		r = ioflusher_thread_create(&threads[i], &attr, worker,
 					    (void *)(intptr_t)i);
 		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT)
-			r = -pthread_create(&threads[i], NULL, worker,
+			r = -pthread_create(&threads[i], &attr, worker,
 					    (void *)(intptr_t)i);
 		if (r < 0) {
-			fprintf(stderr, "worker %d: %s\n", i, strerror(-r));
+			/* Why the flag is missing, not just "EPERM". */
+			fprintf(stderr, "worker %d: %s: %s\n", i, strerror(-r),
+				ioflusher_reason_string(ioflusher_diagnose(
+					IOFLUSHER_PROTECT_FLAG, r)));
+			status = 1;
 			break;
 		}
 		/* Named by its creator, so that the audit right below sees
@@ -204,28 +232,44 @@ int main(int argc, char **argv)
 		started++;
 	}
 
-	/* 5. The audit, now that everything runs. */
-	audit_threads();
+	pthread_attr_destroy(&attr);
+
+	/* 5. The audit, now that everything runs: a thread without the flag
+	 * (one a library started, say) is a deadlock waiting to happen. */
+	if (!status) {
+		r = audit_threads();
+		if (r != 0 && policy == IOFLUSHER_POLICY_REQUIRED) {
+			fprintf(stderr, "%s: not serving\n",
+				r < 0 ? "the threads cannot be audited" :
+					"a thread runs without the flag");
+			status = 1;
+		}
+	}
 
 	/* And keep the protections: no thread may undo them from now on. */
-	if (sandbox) {
+	if (!status && sandbox) {
 		r = ioflusher_sandbox_lock(0);
-		if (r < 0)
-			fprintf(stderr, "sandbox: %s\n", strerror(-r));
+		if (r < 0) {
+			fprintf(stderr, "--sandbox: %s: not serving\n",
+				strerror(-r));
+			status = 1;
+		}
 	}
-	printf("serving: pid %d, %d workers; SIGTERM to stop\n", (int)getpid(),
-	       started);
-	fflush(stdout);
 
 	/* 6. Serve until told to stop. */
-	if (duration > 0)
-		alarm((unsigned int)duration);
-	sigwait(&sigs, &sig);
+	if (!status) {
+		printf("serving: pid %d, %d workers; SIGTERM to stop\n",
+		       (int)getpid(), started);
+		fflush(stdout);
+		if (duration > 0)
+			alarm((unsigned int)duration);
+		sigwait(&sigs, &sig);
+		printf("stopped by signal %d\n", sig);
+	}
 	for (int i = 0; i < started; i++)
 		if (write(request_pipe[1], "q", 1) != 1)
 			break;
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
-	printf("stopped by signal %d\n", sig);
-	return 0;
+	return status;
 }

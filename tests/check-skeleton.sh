@@ -1,0 +1,67 @@
+#!/bin/sh
+# examples/skeleton, the template daemon, on the machine the tests run on.
+# Where the flag cannot be had (no CAP_SYS_RESOURCE: CI, containers), it
+# must refuse to serve by default, naming the capability, and serve with
+# --best-effort: the report, the audit of the main thread and every
+# worker, the end on a signal.  A --sandbox that cannot be installed
+# (seccomp(2) failing, through tests/failsys) must stop it.  The success
+# paths, flag set and every thread flagged, are check-vm's (skeleton).
+set -u
+skel=${top_builddir:-.}/examples/skeleton/ioflusher-skeleton
+failsys=${top_builddir:-.}/tests/failsys
+. "${top_srcdir:-.}/tests/tap.sh"
+# check DESC WANT_STATUS CMD...: CMD exits WANT_STATUS; then each line of
+# $want (grep -E patterns) must match its output and no line of $never.
+check() {
+	desc=$1 status=$2
+	shift 2
+	out=$("$@" 2>&1)
+	rc=$?
+	good=1
+	[ "$rc" -eq "$status" ] || good=0
+	while IFS= read -r p; do
+		[ -z "$p" ] || printf '%s\n' "$out" | grep -Eq -e "$p" || good=0
+	done <<W
+$want
+W
+	while IFS= read -r p; do
+		[ -z "$p" ] || ! printf '%s\n' "$out" | grep -Eq -e "$p" || good=0
+	done <<W
+$never
+W
+	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
+}
+
+echo "1..4"
+want='Usage: '
+never=
+check "--help exits 0" 0 "$skel" --help
+
+eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
+if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then
+	ok "refuses to serve without the flag # SKIP CAP_SYS_RESOURCE is held"
+else
+	want='io-flusher flag: unavailable: .*CAP_SYS_RESOURCE
+^setup failed: a required protection is missing'
+	never='^serving: '
+	check "refuses to serve without the flag, naming CAP_SYS_RESOURCE" 1 \
+		"$skel" --threads 2 --duration 1
+fi
+
+want='^setup: io-flusher flag: 
+^setup: oom protection: 
+^setup: memory lock: 
+^setup: prefault: 
+^audit: [0-9] of 4 threads carry the io-flusher flag
+^audit: +[0-9]+ worker-2 
+^serving: pid [0-9]+, 3 workers
+^stopped by signal 14'
+never=
+check "--best-effort: report, audit of all 4 threads, serves, ends on SIGALRM" 0 \
+	"$skel" --best-effort --threads 3 --duration 1
+
+want='^--sandbox: .*not serving'
+never='^serving: '
+check "--sandbox that cannot be installed: exit 1, nothing served" 1 \
+	"$failsys" seccomp=EINVAL "$skel" --best-effort --sandbox --duration 1
+exit $fail
