@@ -6,7 +6,8 @@ srcdir="${top_srcdir:-.}"
 builddir="${top_builddir:-.}"
 sym="$srcdir/lib/libioflusher.sym"
 symbols=$(sed -n 's/^[[:space:]]*\(ioflusher_[a-z0-9_]*\);.*/\1/p' "$sym")
-pages="ioflusher.1 ioflusher.3 ioflusher.7"
+# Every page made from a source in man/, the daemons' (section 8) too.
+pages=$(cd "$srcdir/man" && ls ./*.scd | sed 's|^\./||; s|\.scd$||')
 n=0
 for s in $symbols $pages; do n=$((n + 1)); done
 echo "1..$n"
@@ -41,13 +42,17 @@ for p in $pages; do
 		echo "not ok $i - man/$p missing"
 		continue
 	fi
-	if command -v groff >/dev/null 2>&1; then
-		warn=$(groff -man -Tutf8 -ww -z "$f" 2>&1)
-		if [ -n "$warn" ]; then
-			echo "not ok $i - $p renders with warnings"
-			printf '%s\n' "$warn" | sed 's/^/# /'
-			continue
-		fi
+	# groff comes with man-db (groff-base), which scripts/packages lists:
+	# without it nothing was rendered, and that is no pass.
+	if ! command -v groff >/dev/null 2>&1; then
+		echo "not ok $i - $p renders: groff is missing"
+		continue
+	fi
+	warn=$(groff -man -Tutf8 -ww -z "$f" 2>&1)
+	if [ -n "$warn" ]; then
+		echo "not ok $i - $p renders with warnings"
+		printf '%s\n' "$warn" | sed 's/^/# /'
+		continue
 	fi
 	echo "ok $i - $p renders"
 done

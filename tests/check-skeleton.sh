@@ -53,6 +53,9 @@ want='^setup: io-flusher flag:
 ^setup: memory lock: 
 ^setup: prefault: 
 ^audit: [0-9] of 4 threads carry the io-flusher flag
+^audit: +[0-9]+ ioflusher-skele 
+^audit: +[0-9]+ worker-0 
+^audit: +[0-9]+ worker-1 
 ^audit: +[0-9]+ worker-2 
 ^serving: pid [0-9]+, 3 workers
 ^stopped by signal 14'

@@ -53,13 +53,7 @@ run_suite() {
 	fi
 	timeout 120 python3 "$srcdir/tests/nbd/nbd-malformed.py" \
 		"$nbd_tmp/$mode.sock" "$mode" $suite_args >"$nbd_tmp/$mode.tap" 2>&1
-	while IFS= read -r line; do
-		case $line in
-		"ok - "*) tap_ok "$label: ${line#ok - }" ;;
-		"not ok - "*) tap_not_ok "$label: ${line#not ok - }" ;;
-		*) echo "# $line" ;;
-		esac
-	done <"$nbd_tmp/$mode.tap"
+	nbd_client_tap "$label" $? <"$nbd_tmp/$mode.tap"
 }
 
 loop_on ramfs ramfs mode=0755 16M ||

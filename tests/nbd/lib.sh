@@ -102,6 +102,25 @@ nbd_stop() {
 
 nbd_alive() { kill -0 "$1" 2>/dev/null; }
 
+# nbd_client_tap LABEL STATUS <OUTPUT: the lines of nbd-malformed.py as
+# TAP lines of ours, labelled; STATUS is its exit status, which must be 0
+# (all passed) or 1 (some failed, each said): anything else (killed by its
+# timeout, crashed) fails a test of its own, since what it did not get to
+# was never checked.
+nbd_client_tap() {
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*) tap_ok "$1: ${line#ok - }" ;;
+		"not ok - "*) tap_not_ok "$1: ${line#not ok - }" ;;
+		*) echo "# $line" ;;
+		esac
+	done
+	case $2 in
+	0 | 1) ;;
+	*) tap_not_ok "$1: the malformed-input client ran to its end (exit $2)" ;;
+	esac
+}
+
 nbd_done() {
 	[ "$tap_fail" -eq 0 ]
 }

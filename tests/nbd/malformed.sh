@@ -18,13 +18,7 @@ run_mode() {
 	[ "$mode" = file ] && file=$nbd_tmp/disk.img
 	timeout 120 python3 "$srcdir/tests/nbd/nbd-malformed.py" \
 		"$nbd_tmp/$mode.sock" "$mode" $file >"$nbd_tmp/$mode.tap" 2>&1
-	while IFS= read -r line; do
-		case $line in
-		"ok - "*) tap_ok "$mode: ${line#ok - }" ;;
-		"not ok - "*) tap_not_ok "$mode: ${line#not ok - }" ;;
-		*) echo "# $line" ;;
-		esac
-	done <"$nbd_tmp/$mode.tap"
+	nbd_client_tap "$mode" $? <"$nbd_tmp/$mode.tap"
 	if grep -q "a reply made no progress for 2 s (--send-timeout): disconnected" \
 		"$nbd_tmp/$mode.err"; then
 		tap_ok "$mode: the send timeout is logged"

@@ -52,7 +52,12 @@ results = []
 
 
 def check(desc, cond, diag=""):
+    """Printed at once: a client killed by its timeout keeps what it found."""
     results.append((bool(cond), desc, diag))
+    print("%s - %s" % ("ok" if cond else "not ok", desc))
+    if diag and not cond:
+        print("# " + diag)
+    sys.stdout.flush()
 
 
 class Closed(Exception):
@@ -772,8 +777,4 @@ except Exception as e:  # noqa: BLE001 - reported, not raised
           traceback.format_exc().replace("\n", "\n# "))
 
 # No plan: the calling script numbers the lines and prints it.
-for ok, desc, diag in results:
-    print("%s - %s" % ("ok" if ok else "not ok", desc))
-    if diag and not ok:
-        print("# " + diag)
 sys.exit(0 if all(r[0] for r in results) else 1)

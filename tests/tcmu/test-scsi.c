@@ -177,10 +177,12 @@ Test(tcmu_scsi, inquiry_is_cut_to_the_allocation_length)
 	cr_assert_eq(c->in[4], 31, "the length says what there is");
 }
 
-Test(tcmu_scsi, inquiry_zeroes_the_rest_of_a_larger_buffer)
+/* With READ_LEN (what 6.1 offers) only the 36 bytes of the answer are
+ * returned; without it, the whole buffer, whose rest must then be zeros,
+ * not what a previous command left: test-ring.c's
+ * without_read_len_the_rest_of_the_buffer_is_zeros. */
+Test(tcmu_scsi, inquiry_tells_read_len_of_a_larger_buffer)
 {
-	/* Without READ_LEN the kernel returns the whole buffer: what is
-	 * past the answer must not be what a previous command left. */
 	uint8_t junk[4096];
 	struct kern_cmd *c;
 
@@ -188,9 +190,6 @@ Test(tcmu_scsi, inquiry_zeroes_the_rest_of_a_larger_buffer)
 	expect_good(rw(10, true, 0, 8, junk, sizeof(junk)));
 	c = inquiry(0, 0, 4096, 4096);
 	expect_good(c);
-	for (size_t i = 36; i < 4096; i++)
-		cr_assert_eq(c->in[i], 0, "byte %zu left over", i);
-	/* and read_len told, so that only 36 bytes count. */
 	cr_assert_eq(c->read_len, 36);
 }
 

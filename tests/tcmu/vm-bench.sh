@@ -154,7 +154,13 @@ for w in $workloads; do
 			vm_not_ok "4k random read, affinity $3: ours/kernel $4 (target 0.8)"
 		fi
 		;;
-	*) vm_ok "$1 $2, affinity $3: ours/kernel $4" ;;
+	*)
+		if awk -v r="$4" 'BEGIN { exit !(r > 0) }'; then
+			vm_ok "$1 $2, affinity $3: ours/kernel $4"
+		else
+			vm_not_ok "$1 $2, affinity $3: fio ran on both disks"
+		fi
+		;;
 	esac
 done
 kill -TERM "$pid"

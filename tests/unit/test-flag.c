@@ -125,7 +125,8 @@ Test(flag, faked_success_is_eio)
 	cr_assert(eq(int, r, -EIO));
 	cr_assert(eq(int, ioflusher_diagnose(IOFLUSHER_PROTECT_FLAG, r),
 		     IOFLUSHER_REASON_SANDBOX));
-	/* Clearing is verified the same way, and the flag is indeed clear. */
+	/* The flag is clear, so clearing it makes no call and succeeds (the
+	 * verification of a real clear runs in the VM, where it can be set). */
 	cr_assert(eq(int, ioflusher_flag_clear(), 0));
 }
 

@@ -137,8 +137,12 @@ static unsigned long stat_flags(const char *path)
 	}
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
-	if (n <= 0)
+	if (n <= 0) {
+		/* Not "no flags": a read that fails checks nothing. */
+		diag("read %s: %s", path, n < 0 ? strerror(errno) : "empty");
+		failures++;
 		return 0;
+	}
 	buf[n] = '\0';
 	p = strrchr(buf, ')');
 	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) != 1) {

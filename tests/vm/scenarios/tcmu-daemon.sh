@@ -4,8 +4,9 @@
 # Two target_core_user backstores, dev_config=ioflusher/mem and
 # ioflusher/file//tmp/lun1.img, exported through tcm_loop, are SCSI disks
 # of this VM whose every command crosses the daemon's rings (one thread
-# each).  The daemon runs as root with every capability, so the
-# flag is required (no --best-effort): its report must say that every
+# each).  The daemon runs as root with every capability and --sandbox, so
+# the flag is required (no --best-effort) and a seccomp filter must be in
+# place (/proc/PID/status); its report must say that every
 # protection applied, its audit and ioflusher status that every thread
 # carries the flag; every thread, the ring threads too, must have dropped
 # every capability but CAP_IPC_LOCK (/proc/PID/task/*/status), and each
@@ -33,7 +34,8 @@ mkdir -p "$mnt"
 
 # tcmu_start LOG: the daemon in the background, until it says it serves.
 tcmu_start() {
-	vm_daemon_start "$1" "grep -q '^serving: ' '$1'" ioflusher-tcmu --verbose
+	vm_daemon_start "$1" "grep -q '^serving: ' '$1'" ioflusher-tcmu --verbose \
+		--sandbox
 }
 
 # tcmu_stop: SIGTERM; its exit status (137 if it had to be killed).
@@ -207,6 +209,8 @@ vm_check "ioflusher status $pid: every thread carries the flag" \
 	status_flagged "$pid"
 vm_check "every thread, the ring threads too, kept CAP_IPC_LOCK alone" \
 	caps_dropped "$pid"
+vm_check "--sandbox: a seccomp filter is in place" \
+	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status"
 vm_check "each ring thread's stack is pre-faulted and locked, 64 kB or more" \
 	ring_stacks_prefaulted "$pid"
 ring_stacks_prefaulted "$pid" | vm_diag_lines
@@ -303,9 +307,15 @@ vm_check "the daemon still serves" vm_alive "$pid"
 tcmu_stop
 vm_check "SIGTERM: the daemon exits 0" test $? = 0
 grep '^stats: ' /tmp/tcmu.log | vm_diag_lines
-vm_check "it counted the commands, and no malformed entry or break" \
-	grep -Eq '^stats: .*: [1-9][0-9]* commands, .* 0 malformed, .* 0 breaks' \
-	/tmp/tcmu.log
+# stats_clean: a line per device, each with commands counted and neither
+# a malformed entry nor a break.
+stats_clean() {
+	grep '^stats: ' /tmp/tcmu.log >/tmp/stats || return 1
+	[ "$(wc -l </tmp/stats)" -eq 2 ] &&
+		! grep -Evq ': [1-9][0-9]* commands, .* 0 malformed, .* 0 breaks' /tmp/stats
+}
+vm_check "both devices counted their commands, no malformed entry or break" \
+	stats_clean
 # Commands sent while no daemon serves wait in the ring for the next one.
 dd if="/dev/$disk" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null &
 reader=$!
