@@ -135,6 +135,10 @@ static void check_export(void)
 			abort(); /* a write past the end of the memory export */
 	if (fstat(file_exp.fd, &st) < 0 || st.st_size != FILE_SIZE)
 		abort(); /* a write past the end of the file export */
+	/* Trim and zero keep the size (FALLOC_FL_KEEP_SIZE): one past the
+	 * end would show as blocks beyond it instead. */
+	if ((uint64_t)st.st_blocks * 512 > (FILE_SIZE + page - 1) / page * page)
+		abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -5,7 +5,11 @@
  * the device, that puts garbage in it: lengths, offsets, iovecs, cmd_head
  * and cmd_tail.  The daemon's view of the mapping sits between 4 GiB
  * guards of PROT_NONE, so that a stray access crashes the test, and every
- * pass is checked for writes anywhere but where the daemon may write.
+ * pass made through harness_process() is checked for writes anywhere but
+ * where the daemon may write.  Not checked for writes, only guarded: the
+ * map of a full-size data area (too large to copy at each pass), the
+ * passes a test makes by calling tcmu_ring_process() itself, and the
+ * tests of the serving loop (tcmu_ring_serve()).
  */
 #include <criterion/criterion.h>
 #include <errno.h>

@@ -2,9 +2,11 @@
 /*
  * The parser of /proc/PID/task/TID/stat lines (lib/proc.c, compiled into
  * this test: it is not exported).  comm may hold spaces and parentheses;
- * a line cut short anywhere must be refused without reading past its end,
- * which AddressSanitizer checks here: each line sits in a buffer of its
- * own exact length.
+ * a line cut short anywhere before its flags must be refused without
+ * reading past its end, which AddressSanitizer checks here: each line sits
+ * in a buffer of its own exact length.  (A line cut inside the flags
+ * number reads as a smaller number: /proc writes whole lines, and nothing
+ * in the line can tell.)
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -61,10 +63,31 @@ Test(proc, comm_is_cut_to_the_buffer)
 {
 	char comm[4];
 
-	cr_assert(eq(int, parse("7 (abcdef) R 1 7 7 0 -1 0", NULL, NULL, comm,
-				sizeof(comm)),
+	cr_assert(eq(int,
+		     parse("7 (abcdef) R 1 7 7 0 -1 0", NULL, NULL, comm,
+			   sizeof(comm)),
 		     0));
 	cr_assert(eq(str, comm, "abc"));
+}
+
+Test(proc, every_prefix_before_the_flags_is_refused)
+{
+	/* comm with a space and a ')' of its own: the last ')' ends it. */
+	static const char line[] =
+		"4242 (a b) c) S 1 4242 4242 0 -1 5767488 170";
+	const char *flags_at = strstr(line, "5767488");
+	unsigned long flags;
+	char prefix[sizeof(line)];
+
+	for (size_t len = 0; line + len <= flags_at; len++) {
+		memcpy(prefix, line, len);
+		prefix[len] = '\0';
+		cr_assert(eq(int, parse(prefix, NULL, &flags, NULL, 0),
+			     -EBADMSG),
+			  "cut at %zu: \"%s\"", len, prefix);
+	}
+	cr_assert(eq(int, parse(line, NULL, &flags, NULL, 0), 0));
+	cr_assert(eq(ulong, flags, 5767488UL));
 }
 
 Test(proc, lines_cut_short_are_refused)
@@ -87,6 +110,7 @@ Test(proc, lines_cut_short_are_refused)
 	unsigned long flags;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		cr_assert(eq(int, parse(bad[i], NULL, &flags, NULL, 0), -EBADMSG),
+		cr_assert(eq(int, parse(bad[i], NULL, &flags, NULL, 0),
+			     -EBADMSG),
 			  "line %zu: \"%s\"", i, bad[i]);
 }
