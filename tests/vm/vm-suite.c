@@ -723,6 +723,8 @@ static void test_tool_status(void)
 	char *plain[] = {(char *)self_path, "--helper", "hold", NULL};
 	char *run[] = {"ioflusher", "run",  "--", (char *)self_path,
 		       "--helper",  "hold", NULL};
+	char *one[] = {"ioflusher", "run",  "--", (char *)self_path,
+		       "--helper",  "hold-one-cleared", NULL};
 	pid_t child, pid;
 
 	pid = hold_start(run, &child);
@@ -731,9 +733,18 @@ static void test_tool_status(void)
 	kill(child, SIGKILL);
 	wait_child(child);
 
+	/* 1, "not ready": not 2, a usage error or no such process. */
 	pid = hold_start(plain, &child);
 	if (EXPECT(pid > 0))
-		EXPECT(tool_status(pid) != 0);
+		EXPECT_EQ(tool_status(pid), 1);
+	kill(child, SIGKILL);
+	wait_child(child);
+
+	/* Every thread flagged but one: a status that looked at the main
+	 * thread alone would pass this. */
+	pid = hold_start(one, &child);
+	if (EXPECT(pid > 0))
+		EXPECT_EQ(tool_status(pid), 1);
 	kill(child, SIGKILL);
 	wait_child(child);
 }
@@ -1117,10 +1128,12 @@ static int helper(const char *what)
 		crew_finish(&c);
 		return count == 4 && missing == 0 ? 0 : HELPER_FAILED;
 	}
-	if (strcmp(what, "hold") == 0) {
+	if (strcmp(what, "hold") == 0 ||
+	    strcmp(what, "hold-one-cleared") == 0) {
 		struct crew c;
 
-		if (!crew_start(&c, 2, -1))
+		/* The second of two workers clears its own flag. */
+		if (!crew_start(&c, 2, strcmp(what, "hold") == 0 ? -1 : 1))
 			return 2;
 		printf("ready %d\n", (int)getpid());
 		fflush(stdout);
