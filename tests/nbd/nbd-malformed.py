@@ -646,12 +646,17 @@ def main():
         check("%s: flush with an offset: EINVAL" % kind, c.status() == EINVAL)
 
         tail = on_disk(size - 4096, 4096) if FILE else None
+        seen = c.read(size - 4096, 4096)[1]
         err = c.write(size - 100, b"\xee" * 200)
         check("%s: write past the end: %s, the payload skipped" %
               (kind, "EPERM" if not writable else "ENOSPC"),
               err == (ENOSPC if writable else EPERM))
+        # Whatever the backend: the 100 bytes inside the export are not
+        # written either, as the export reads them.
+        check("%s: ... and nothing of it was written" % kind,
+              c.read(size - 4096, 4096)[1] == seen)
         if FILE:
-            check("%s: ... and nothing of it reached the file" % kind,
+            check("%s: ... nor reached the file" % kind,
                   on_disk(size - 4096, 4096) == tail)
         err = c.write(0, b"\xcc" * (MAX_PAYLOAD + 4096))
         check("%s: write longer than the maximum block size: %s, payload skipped" %
@@ -741,6 +746,11 @@ def main():
         c.close()
         c = fresh()
         c.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, off, 16 << 10) + b"\xaa" * 1000)
+        c.s.shutdown(socket.SHUT_WR)
+        # The daemon sees the end of the stream and closes its side: only
+        # then has it done all it will with the write.
+        check("client gone mid-write: the daemon ends the connection",
+              c.closed())
         c.close()
         c = fresh()
         after = c.read(off - 4096, (16 << 10) + 8192)[1]
