@@ -319,7 +319,19 @@ vm_check "both devices counted their commands, no malformed entry or break" \
 # Commands sent while no daemon serves wait in the ring for the next one.
 dd if="/dev/$disk" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null &
 reader=$!
-usleep 500000
+# in_flight: the disk has a read in flight (queued in the ring, since no
+# daemon serves it): the first field of /sys/block/X/inflight.
+in_flight() {
+	_i=0
+	while [ $_i -lt 50 ]; do
+		set -- $(cat "/sys/block/$disk/inflight")
+		[ "$1" -ge 1 ] && return 0
+		usleep 100000
+		_i=$((_i + 1))
+	done
+	return 1
+}
+vm_check "with no daemon, a read is in flight on the disk" in_flight
 if tcmu_start /tmp/tcmu2.log; then
 	vm_ok "a second daemon attaches to the same ring"
 else
@@ -330,6 +342,8 @@ while vm_alive "$reader" && [ $_i -lt 100 ]; do
 	usleep 100000
 	_i=$((_i + 1))
 done
+# Not answered in 10 s: killed, so that the wait below cannot hang.
+vm_alive "$reader" && kill -9 "$reader"
 wait "$reader"
 vm_check "the read queued while no daemon ran is answered by the second" \
 	test $? = 0
