@@ -128,11 +128,20 @@ static void check_export(void)
 	const uint8_t *p = mem_exp.map + MEM_SIZE;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	size_t tail = mem_exp.map_len - page - MEM_SIZE;
+	/* The bitmap's bits, in its first page (all of it here). */
+	uint64_t nbits = (MEM_SIZE + mem_exp.grain - 1) / mem_exp.grain;
 	struct stat st;
 
 	for (size_t i = 0; i < tail; i++)
 		if (p[i])
 			abort(); /* a write past the end of the memory export */
+	/* Nor a grain marked past it: the bits after the last grain's, in
+	 * its word and in the rest of the bitmap's page. */
+	if (nbits % 64 && mem_exp.bitmap[nbits / 64] >> (nbits % 64))
+		abort();
+	for (size_t w = (nbits + 63) / 64; w < page / sizeof(uint64_t); w++)
+		if (mem_exp.bitmap[w])
+			abort();
 	if (fstat(file_exp.fd, &st) < 0 || st.st_size != FILE_SIZE)
 		abort(); /* a write past the end of the file export */
 	/* Trim and zero keep the size (FALLOC_FL_KEEP_SIZE): one past the
