@@ -874,6 +874,13 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The median of v[0, k), sorted in place; k > 0. */
+static double median_of(double *v, int k)
+{
+	qsort(v, (size_t)k, sizeof(double), cmp_double);
+	return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+}
+
 static double median(const struct result *r, int n, size_t off, bool *ok)
 {
 	double v[MAX_REPS];
@@ -883,10 +890,7 @@ static double median(const struct result *r, int n, size_t off, bool *ok)
 		if (r[i].ok)
 			v[k++] = *(const double *)((const char *)&r[i] + off);
 	*ok = k > 0;
-	if (!k)
-		return 0;
-	qsort(v, (size_t)k, sizeof(double), cmp_double);
-	return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+	return k ? median_of(v, k) : 0;
 }
 
 /* Two threads over one: the median, over the repetitions, of the pool's
@@ -900,10 +904,7 @@ static double scaling_of(const struct cell *c)
 	for (i = 0; i < reps; i++)
 		if (c->one[i].ok && c->rep[0][i].ok && c->rep[0][i].ns > 0)
 			v[n++] = c->one[i].ns / c->rep[0][i].ns;
-	if (!n)
-		return 0;
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+	return n ? median_of(v, n) : 0;
 }
 
 /* ---------------------------------------------------- memory pressure */
