@@ -476,6 +476,17 @@ static void uri_escape(char *out, size_t size, const char *s, bool keep_slash)
 
 /* ---------------------------------------------------------------- sockets */
 
+/* Stop listening: a unix socket left behind would have clients that see
+ * it refused. */
+static void unlisten(int lfd, const char *path)
+{
+	if (lfd < 0)
+		return;
+	close(lfd);
+	if (path)
+		unlink(path);
+}
+
 static int listen_unix(const char *path, char *tmp, size_t tmpsize)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -791,11 +802,7 @@ int main(int argc, char **argv)
 	 * and the rest refused with ESHUTDOWN, upon which they disconnect;
 	 * after the grace period, those left are hard-disconnected, and a
 	 * connection that does not end even then is left behind. */
-	if (lfd >= 0) {
-		close(lfd);
-		if (o.socket_path)
-			unlink(o.socket_path);
-	}
+	unlisten(lfd, o.socket_path);
 	if (o.connect)
 		nbd_kernel_disconnect(&kern);
 	nbd_server_stop(&srv);
@@ -833,13 +840,8 @@ int main(int argc, char **argv)
 	return status;
 
 fail_listening:
-	/* Nothing was served: the socket must not outlive the daemon, or
-	 * clients that see it would be refused.  Threads already started
-	 * end with the process. */
-	if (lfd >= 0) {
-		close(lfd);
-		if (o.socket_path)
-			unlink(o.socket_path);
-	}
+	/* Nothing was served, and the socket must not outlive the daemon
+	 * all the same.  Threads already started end with the process. */
+	unlisten(lfd, o.socket_path);
 	return 1;
 }
