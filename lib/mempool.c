@@ -654,21 +654,17 @@ static unsigned int cache_take_all(struct mp_cache *c, void **out)
 static void cache_pop(struct mp_cache *c, void **out, unsigned int n)
 {
 	while (n) {
-		unsigned int k = atomic_load_explicit(&c->n, RELAXED);
+		unsigned int top = atomic_load_explicit(&c->n, RELAXED), k;
 
-		if (!k) {
+		if (!top) {
 			cache_swap(c);
 			continue;
 		}
-		if (k > n)
-			k = n;
+		k = top < n ? top : n;
+		for (unsigned int i = 1; i <= k; i++)
+			*out++ = c->loaded[top - i];
+		atomic_store_explicit(&c->n, top - k, RELAXED);
 		n -= k;
-		while (k--) {
-			unsigned int top = atomic_load_explicit(&c->n, RELAXED);
-
-			*out++ = c->loaded[top - 1];
-			atomic_store_explicit(&c->n, top - 1, RELAXED);
-		}
 	}
 }
 
