@@ -278,7 +278,7 @@ static bool round_up_checked(size_t x, size_t a, size_t *out)
 /* ------------------------------------------------------------ memory */
 
 static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
-			     bool fatal)
+			     bool fatal, const char *why)
 {
 	int reason = ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, err);
 	uint64_t soft = 0, hard = 0;
@@ -294,7 +294,7 @@ static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
 		      (unsigned long long)soft, (unsigned long long)hard,
 		      ioflusher_caps_have(CAP_IPC_LOCK) == 1 ? "held" :
 							       "not held",
-		      fatal ? "" : "; the pool is pre-faulted but not locked");
+		      why);
 }
 
 /*
@@ -316,6 +316,19 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 	}
 	map = mmap(NULL, total, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED && errno == EAGAIN) {
+		/* mlockall(MCL_FUTURE) is in force, and the mapping, locked
+		 * as it is made, would exceed RLIMIT_MEMLOCK: do_mmap() in
+		 * mm/mmap.c checks the limit first and answers EAGAIN.  No
+		 * flag of ours can map it unlocked: the error of a limit too
+		 * low, whatever the flags. */
+		*errp = -ENOMEM;
+		log_lock_failure(ctx, total, *errp, true,
+				 "; mlockall(MCL_FUTURE) locks each mapping as "
+				 "it is made, so not even "
+				 "IOFLUSHER_MEMPOOL_UNLOCKED_OK can make it");
+		return NULL;
+	}
 	if (map == MAP_FAILED) {
 		*errp = -errno;
 		log_err(ctx, "mempool: cannot map %zu bytes: %s", total,
@@ -336,7 +349,10 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 		int err = -errno;
 		bool ok = flags & IOFLUSHER_MEMPOOL_UNLOCKED_OK;
 
-		log_lock_failure(ctx, len, err, !ok);
+		log_lock_failure(ctx, len, err, !ok,
+				 ok ? "; the pool is pre-faulted but not "
+				      "locked" :
+				      "");
 		if (!ok) {
 			munmap(p, len);
 			*errp = err;

@@ -928,6 +928,41 @@ Test(mempool, lock_failure_is_reported)
 }
 
 /*
+ * In the order ioflusher(7) teaches, mlockall(MCL_FUTURE) comes first: the
+ * kernel then locks a pool's mapping as it makes it, and refuses the
+ * mapping itself (EAGAIN from mmap) when it would exceed RLIMIT_MEMLOCK.
+ * That is the limit's error, logged with the limit, and no flag helps.
+ */
+Test(mempool, lock_failure_under_mcl_future_is_reported)
+{
+	struct ioflusher_ctx *ctx;
+	struct ioflusher_mempool *pool = NULL;
+	int r, r_ok, lockall;
+
+	skip_under_asan("mlockall()");
+	ctx = capture_ctx();
+	lockall = mlockall(MCL_CURRENT | MCL_FUTURE);
+	cr_assert_eq(lockall, 0, "mlockall: %s", strerror(errno));
+	drop_ipc_lock(64 * 1024);
+	r = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0, 0, &pool);
+	r_ok = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0,
+				     IOFLUSHER_MEMPOOL_UNLOCKED_OK, &pool);
+	/* What the asserts below may allocate is not locked any more. */
+	munlockall();
+	cr_assert_eq(r, -ENOMEM, "got %d", r);
+	cr_assert_eq(r_ok, -ENOMEM, "with UNLOCKED_OK: got %d", r_ok);
+	cr_assert_null(pool);
+	cr_assert_eq(ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, r),
+		     IOFLUSHER_REASON_LIMIT);
+	cr_assert_not_null(strstr(logbuf, "RLIMIT_MEMLOCK is 65536"), "%s",
+			   logbuf);
+	cr_assert_not_null(strstr(logbuf, "CAP_IPC_LOCK is not held"), "%s",
+			   logbuf);
+	cr_assert_not_null(strstr(logbuf, "MCL_FUTURE"), "%s", logbuf);
+	ioflusher_ctx_unref(ctx);
+}
+
+/*
  * Without the debug checks a double free is not seen when it happens; it
  * must be refused when the pool would hold more than it has, and never
  * write past the depot.  With them, it is refused at once.
