@@ -139,6 +139,23 @@ static int audit_threads(void)
 	return r;
 }
 
+/* What a ring that cannot be attached means, beside its errno. */
+static const char *ring_error(int r)
+{
+	switch (r) {
+	case -EPROTONOSUPPORT:
+		return "its mailbox is of another version than this daemon's "
+		       "(2)";
+	case -EUCLEAN:
+		return "cmd_head or cmd_tail is not an entry of the ring: "
+		       "reset it (echo 1 > action/reset_ring in the device's "
+		       "configfs directory)";
+	default:
+		return "the ring's offset or size in the mailbox does not fit "
+		       "map0, or map0 cannot be read whole";
+	}
+}
+
 static int open_device(struct device *d, const struct options *o)
 {
 	uint64_t data_bytes;
@@ -164,8 +181,8 @@ static int open_device(struct device *d, const struct options *o)
 	r = tcmu_ring_init(&d->ring, d->map, d->uio.map_size, &d->lun,
 			   &tcmu_port_ops, &d->port);
 	if (r < 0) {
-		fprintf(stderr, "%s: command ring: %s\n", d->uio.name,
-			strerror(-r));
+		fprintf(stderr, "%s: command ring: %s: %s\n", d->uio.name,
+			strerror(-r), ring_error(r));
 		return r;
 	}
 	data_bytes = d->uio.map_size - d->ring.data_off;
@@ -174,7 +191,9 @@ static int open_device(struct device *d, const struct options *o)
 	if (r < 0) {
 		fprintf(stderr,
 			"%s: block size %u, size %llu, data area %llu: not "
-			"served (block sizes 512 to 4096)\n",
+			"served (block sizes are powers of two from 512 to "
+			"4096; the device must hold a block, and half the "
+			"data area too)\n",
 			d->uio.name, d->uio.block_size,
 			(unsigned long long)d->uio.dev_size,
 			(unsigned long long)data_bytes);
@@ -199,12 +218,40 @@ static void close_device(struct device *d)
 
 static void skipped(const struct tcmu_uio_dev *dev, int err, void *data)
 {
-	fprintf(stderr, "%s on /dev/%s: skipped: its sizes: %s\n", dev->name,
-		dev->uio, strerror(-err));
+	fprintf(stderr,
+		"%s on /dev/%s: skipped: its sizes (maps/map0/size in sysfs, "
+		"attrib/hw_block_size and attrib/dev_size in configfs): %s\n",
+		dev->name, dev->uio, strerror(-err));
+	++*(unsigned int *)data;
 }
 
-/* The devices found, into devs[].uio; the number, or a negative errno. */
-static int scan(const struct options *o, struct device *devs)
+/* Why no device was found, and what to do. */
+static void no_device(const struct options *o, unsigned int nskipped)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/sys/class/uio", o->root);
+	if (access(path, F_OK) < 0) {
+		fprintf(stderr,
+			"no TCMU device: %s is missing, no UIO device exists: "
+			"load target_core_user (modprobe target_core_user)\n",
+			path);
+		return;
+	}
+	if (nskipped)
+		return; /* each one said why */
+	fprintf(stderr,
+		"no TCMU device for handler \"%s\"%s%s: write "
+		"dev_config=%s/mem to a user backstore's control file and "
+		"enable it\n",
+		o->handler, o->device ? " named " : "",
+		o->device ? o->device : "", o->handler);
+}
+
+/* The devices found, into devs[].uio; the number, or a negative errno.
+ * *nskipped: those found and skipped, each said. */
+static int scan(const struct options *o, struct device *devs,
+		unsigned int *nskipped)
 {
 	struct tcmu_uio_dev *found;
 	int r;
@@ -214,7 +261,7 @@ static int scan(const struct options *o, struct device *devs)
 	if (!found)
 		return -ENOMEM;
 	r = tcmu_uio_scan(o->root, o->handler, o->device, found,
-			  MAX_DEVICES + 1, skipped, NULL);
+			  MAX_DEVICES + 1, skipped, nskipped);
 	if (r > MAX_DEVICES) {
 		fprintf(stderr,
 			"more than %d devices: only %d of them are served\n",
@@ -443,6 +490,7 @@ int main(int argc, char **argv)
 	struct ioflusher_ctx *ctx = NULL;
 	struct device *devs;
 	struct options o;
+	unsigned int nskipped = 0;
 	int n, r, sig, exit_code = 1;
 	sigset_t sigs;
 
@@ -455,26 +503,29 @@ int main(int argc, char **argv)
 	if (setup(&o, &ctx) < 0)
 		return 1;
 
-	/* 3: devices, backends, rings, the pool. */
+	/* 3: devices, backends, rings, the pool.  The SIGBUS guard first:
+	 * attaching a ring reads every page of it under the guard, and a
+	 * ring smaller than its mailbox says must fail that device, not
+	 * kill the daemon. */
+	r = tcmu_ring_guard_init();
+	if (r < 0) {
+		fprintf(stderr, "SIGBUS guard: %s\n", strerror(-r));
+		goto out_ctx;
+	}
 	devs = calloc(MAX_DEVICES, sizeof(*devs));
 	if (!devs) {
 		fprintf(stderr, "out of memory\n");
 		goto out_ctx;
 	}
 	n = 0;
-	r = scan(&o, devs);
+	r = scan(&o, devs, &nskipped);
 	if (r < 0) {
 		fprintf(stderr, "looking for TCMU devices: %s\n", strerror(-r));
 		goto out_devs;
 	}
 	n = r;
 	if (n == 0) {
-		fprintf(stderr,
-			"no TCMU device for handler \"%s\"%s%s: write "
-			"dev_config=%s/mem to a user backstore's control "
-			"file and enable it\n",
-			o.handler, o.device ? " named " : "",
-			o.device ? o.device : "", o.handler);
+		no_device(&o, nskipped);
 		goto out_devs;
 	}
 	for (int i = 0; i < n; i++)
@@ -507,12 +558,6 @@ int main(int argc, char **argv)
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
 	if (r < 0)
 		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
-	r = tcmu_ring_guard_init();
-	if (r < 0) {
-		fprintf(stderr, "SIGBUS guard: %s\n", strerror(-r));
-		goto out_stop;
-	}
-
 	/* 5: ring threads that carry the flag. */
 	if (start_threads(devs, n, o.policy) < 0)
 		goto out_stop;

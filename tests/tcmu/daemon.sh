@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..13"
+echo "1..15"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -51,6 +51,12 @@ check "--version: the release's, $PACKAGE_VERSION" \
 check "an unknown option exits 2" "$([ $? -eq 2 ]; echo $?)"
 
 mkdir -p "$tmp/root"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "no UIO at all: exit 1, and the module to load" \
+	"$([ $? -eq 1 ] && has "$tmp/root/sys/class/uio is missing" &&
+		has 'modprobe target_core_user'; echo $?)"
+
+mkdir -p "$tmp/root/sys/class/uio"
 "$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
 check "no device: exit 1, and what to write to configfs" \
 	"$([ $? -eq 1 ] && has 'no TCMU device for handler "ioflusher"' &&
@@ -144,4 +150,16 @@ rm -rf "$tmp/root"
 device 0 disk2 mem 001
 "$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
 check "a mailbox of another version is refused" \
-	"$([ $? -eq 1 ] && has 'command ring: Protocol not supported'; echo $?)"
+	"$([ $? -eq 1 ] && has 'command ring: Protocol not supported' &&
+		has 'another version'; echo $?)"
+
+# map0 says 320 KiB, the ring 64 KiB, and the pages behind them are not
+# there: attaching reads the ring under the SIGBUS guard, so the device
+# is refused and the daemon lives to say so.
+rm -rf "$tmp/root"
+device 0 disk3 mem
+truncate -s 4096 "$tmp/root/dev/uio0"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "a ring whose pages are missing is refused, not a SIGBUS" \
+	"$([ $? -eq 1 ] && has 'command ring: Invalid argument: ' &&
+		has 'cannot be read whole'; echo $?)"
