@@ -111,6 +111,7 @@ static void guard_handler(int sig, siginfo_t *si, void *uc)
 	struct guard *g = guard_active;
 	const uint8_t *addr = si->si_addr;
 
+	(void)uc;
 	/* A fault (si_code > 0, not a kill) on a data-area page of the
 	 * command this thread runs: the page the kernel never allocated. */
 	if (g && si->si_code > 0 && addr >= g->lo && addr < g->hi)
@@ -600,6 +601,16 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* Serving pass after pass without poll(2) while commands keep coming:
+ * a look at stop_fd every 64 passes, so that a stop does not wait for
+ * the initiator to pause. */
+static bool stop_seen(struct pollfd *stop, unsigned int *passes)
+{
+	if (++*passes % 64)
+		return false;
+	return poll(stop, 1, 0) > 0;
+}
+
 int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		    unsigned int poll_us)
 {
@@ -607,6 +618,7 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		{ .fd = fd, .events = POLLIN },
 		{ .fd = stop_fd, .events = POLLIN },
 	};
+	unsigned int passes = 0;
 	int backoff_ms = 0, r;
 
 	/*
@@ -632,8 +644,11 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 		/* The kernel queued more while we worked: serve it now, without
 		 * the poll(2) and read(2) of a wake-up.  The event count they
 		 * would have consumed is read when the ring is caught up. */
-		if (r > 0 && ring_pending(ring))
+		if (r > 0 && ring_pending(ring)) {
+			if (stop_seen(&pfd[1], &passes))
+				return 0;
 			continue;
+		}
 		if (poll_us && r > 0) {
 			/* More commands often follow at once: catching them
 			 * here saves a sleep and a wake-up. */
@@ -641,8 +656,11 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 
 			while (!ring_pending(ring) && now_us() < end)
 				cpu_relax();
-			if (ring_pending(ring))
+			if (ring_pending(ring)) {
+				if (stop_seen(&pfd[1], &passes))
+					return 0;
 				continue;
+			}
 		}
 		/* Entries left after the pass: cmd_get found no command
 		 * state for them.  The kernel, which notified once, will not

@@ -6,7 +6,7 @@
  * (backend-*.c) form a small library that knows nothing of /dev, sysfs or
  * libioflusher: it takes a mapping laid out as the kernel's
  * target_core_user lays out a device's map0, and callbacks for per-command
- * state and for telling the kernel.  The daemon (main.c, uio.c, pool.c)
+ * state and for telling the kernel.  The daemon (main.c, uio.c, port.c)
  * feeds it the real /dev/uioN; the test harness (tests/tcmu/) feeds it a
  * memfd laid out by a kernel emulator, with guard pages around it; the
  * fuzzer (fuzz/tcmu-fuzz.c) feeds it whatever libFuzzer makes up.
@@ -228,7 +228,8 @@ int tcmu_ring_process(struct tcmu_ring *ring);
  * dead predecessor left unreaped), then wait on fd (the uio fd, or
  * anything that reads 4 bytes per event), process, and spin up to poll_us
  * microseconds for more before sleeping again; entries left for want of
- * command state are tried again after 1 to 128 ms.  Returns 0 when
+ * command state are tried again after 1 to 128 ms.  stop_fd is looked at
+ * every 64 passes too while commands keep coming.  Returns 0 when
  * stopped, -ENODEV when fd reports the device gone (or notify does),
  * another negative errno on error.
  */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -835,6 +836,43 @@ Test(tcmu_ring, serving_ends_when_the_device_goes)
 	pthread_join(s.thread, NULL);
 	close(s.stop);
 	cr_assert_eq(s.result, -ENODEV);
+}
+
+/* An initiator that never pauses: each notification of completions
+ * reaps them and queues the next command, so that every pass leaves one
+ * pending and the serving loop never needs to poll(2). */
+static atomic_int busy_passes;
+
+static int notify_and_queue(void *data)
+{
+	int r = tcmu_port_ops.notify(data);
+	uint8_t events[4096];
+
+	busy_passes++;
+	/* uio's event count is a counter, where the emulator's are 4-byte
+	 * messages: left unread by a loop that never polls, they would fill
+	 * the socket. */
+	while (recv(h.k.sock[1], events, sizeof(events), MSG_DONTWAIT) > 0)
+		;
+	if (r == 0 && kern_take_notify(&h.k) >= 0 && kern_complete(&h.k) >= 0 &&
+	    queue_read(0, 1) < 0)
+		r = -EIO;
+	return r;
+}
+
+Test(tcmu_ring, a_stop_is_seen_while_commands_keep_coming, .timeout = 60)
+{
+	struct tcmu_ring_ops ops = tcmu_port_ops;
+	struct server s;
+
+	ops.notify = notify_and_queue;
+	h.ring.ops = &ops;
+	cr_assert_geq(queue_read(0, 1), 0);
+	start(&s, 0);
+	/* Without a look at stop_fd between passes, this never returns. */
+	cr_assert_eq(stop(&s), 0);
+	cr_assert_geq(busy_passes, 64, "%d passes: the ring ran dry",
+		      (int)busy_passes);
 }
 
 static int notify_nothing(void *data)
