@@ -56,7 +56,7 @@ static void port_broken(void *data, const char *why)
 
 	fprintf(stderr,
 		"%s: command ring broken (%s): nothing is completed until "
-		"the entry at cmd_tail fits again (attrib/reset_ring)\n",
+		"the entry at cmd_tail fits again (action/reset_ring)\n",
 		port->name, why);
 }
 
