@@ -193,11 +193,16 @@ _public_ int ioflusher_memlock_prefault_heap(size_t bytes)
 		/*
 	 * glibc: keep freed memory in the heap rather than trimming it or
 	 * unmapping large blocks, so that the reserve faulted in here serves
-	 * later malloc() calls of the main arena without new faults.  This is
-	 * process-wide and is what the call is for (ioflusher_memlock_prefault_heap(3)).
+	 * later malloc() calls without new faults; and one arena for every
+	 * thread, so that it serves theirs too.  Otherwise a thread's first
+	 * malloc() (pthread_getattr_np() makes one) maps an arena of its own:
+	 * 64 MiB of address space, locked whole under MCL_FUTURE, whose pages
+	 * fault on first use.  This is process-wide and is what the call is
+	 * for (ioflusher_memlock_prefault_heap(3)).
 	 */
 #ifdef __GLIBC__
-	if (!mallopt(M_TRIM_THRESHOLD, -1) || !mallopt(M_MMAP_MAX, 0))
+	if (!mallopt(M_TRIM_THRESHOLD, -1) || !mallopt(M_MMAP_MAX, 0) ||
+	    !mallopt(M_ARENA_MAX, 1))
 		return -EINVAL;
 #endif
 	p = malloc(bytes);

@@ -9,6 +9,7 @@
 #include <linux/capability.h>
 #include <locale.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -440,6 +441,36 @@ Test(memlock, prefault_heap_faults_in)
 	cr_assert(lt(long, faults_touching_heap(HEAP_USED),
 		     (long)(HEAP_USED / 4096 / 8)));
 	cr_assert(eq(int, ioflusher_memlock_prefault_heap(0), 0));
+}
+
+struct heap_probe {
+	size_t bytes;
+	long faults;
+};
+
+static void *thread_touching_heap(void *arg)
+{
+	struct heap_probe *hp = arg;
+
+	hp->faults = faults_touching_heap(hp->bytes);
+	return NULL;
+}
+
+/* The reserve serves the other threads too: their malloc() comes from the
+ * same arena, not from one of their own that faults page by page. */
+Test(memlock, prefault_heap_serves_other_threads)
+{
+	struct heap_probe hp = { HEAP_USED, 0 };
+	pthread_t t;
+
+	skip_under_asan("mallopt()");
+	cr_assert(eq(int, disable_thp(), 0));
+	cr_assert(eq(int, ioflusher_memlock_prefault_heap(HEAP_RESERVE), 0));
+	cr_assert(eq(int, pthread_create(&t, NULL, thread_touching_heap, &hp),
+		     0));
+	pthread_join(t, NULL);
+	cr_assert(lt(long, hp.faults, (long)(HEAP_USED / 4096 / 8)),
+		  "%ld faults in a thread", hp.faults);
 }
 
 Test(memlock, prefault_heap_too_big)
