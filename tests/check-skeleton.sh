@@ -32,10 +32,20 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..4"
+echo "1..7"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
+
+# Values that atoi() took silently: a number with junk after it, a
+# negative duration (it served forever), an argument nobody reads.
+want='^--threads takes 1 to 64$'
+never='^setup: '
+check "--threads 4x exits 2 before setting up" 2 "$skel" --threads 4x
+want='^--duration takes 1 to 86400$'
+check "--duration -1 exits 2" 2 "$skel" --best-effort --duration -1
+want='^unexpected argument: extra$'
+check "a stray argument exits 2" 2 "$skel" --best-effort extra
 
 eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then

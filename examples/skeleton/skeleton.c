@@ -47,7 +47,8 @@ static void *worker(void *arg)
 
 	(void)arg;
 	/* Fault in (and, under MCL_FUTURE, lock) the stack the IO path will
-	 * use, now rather than on the IO path. */
+	 * use, now rather than on the IO path.  It calls malloc() once, in
+	 * pthread_getattr_np(), from the one arena the heap reserve set. */
 	if (ioflusher_memlock_prefault_stack(WORKER_STACK_USED) < 0)
 		fprintf(stderr, "worker: stack not pre-faulted\n");
 	/* The IO path: no malloc here; buffers come from a mempool set up at
@@ -98,10 +99,29 @@ static int audit_threads(void)
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
-		"Usage: %s [--best-effort] [--threads N] [--duration SECONDS] [--sandbox]\n"
+		"Usage: %s [OPTION]...\n"
 		"A template IO-flusher daemon: sets up, starts N workers, audits them,\n"
-		"then waits for SIGTERM (or SECONDS) and exits.\n",
-		prog);
+		"then waits for SIGTERM (or SECONDS) and exits.\n"
+		"\n"
+		"  -b, --best-effort     serve even where the io-flusher flag cannot be set\n"
+		"  -t, --threads N       workers, 1 to %d (default 2)\n"
+		"  -d, --duration SECONDS  exit after SECONDS, 1 to 86400 (default: at SIGTERM)\n"
+		"  -s, --sandbox         lock the protections in with a seccomp filter\n"
+		"  -h, --help            this text\n",
+		prog, MAX_WORKERS);
+}
+
+/* A whole decimal number from min to max, or -1. */
+static long parse_num(const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -1;
+	return v;
 }
 
 int main(int argc, char **argv)
@@ -136,15 +156,20 @@ int main(int argc, char **argv)
 			policy = IOFLUSHER_POLICY_BEST_EFFORT;
 			break;
 		case 't':
-			nthreads = atoi(optarg);
-			if (nthreads < 1 || nthreads > MAX_WORKERS) {
+			nthreads = (int)parse_num(optarg, 1, MAX_WORKERS);
+			if (nthreads < 0) {
 				fprintf(stderr, "--threads takes 1 to %d\n",
 					MAX_WORKERS);
 				return 2;
 			}
 			break;
 		case 'd':
-			duration = atoi(optarg);
+			duration = (int)parse_num(optarg, 1, 86400);
+			if (duration < 0) {
+				fprintf(stderr,
+					"--duration takes 1 to 86400\n");
+				return 2;
+			}
 			break;
 		case 's':
 			sandbox = true;
@@ -156,6 +181,10 @@ int main(int argc, char **argv)
 			usage(stderr, argv[0]);
 			return 2;
 		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "unexpected argument: %s\n", argv[optind]);
+		return 2;
 	}
 
 	/* 1. Set up, before any thread exists. */
@@ -196,14 +225,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* 3. Drop what is no longer needed, before any thread exists. */
+	/* 3. Drop what is no longer needed, before any thread exists.
+	 * Without CAP_SETPCAP the bounding set is left as it is: what this
+	 * process executes later could gain capabilities back. */
+	if (ioflusher_caps_have(CAP_SETPCAP) != 1)
+		fprintf(stderr, "capabilities: no CAP_SETPCAP, the bounding "
+				"set stays as it is\n");
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
 	if (r < 0)
 		fprintf(stderr,
 			"dropping capabilities: %s%s; the workers keep them\n",
 			strerror(-r),
-			r == -EPERM ? " (the bounding set needs CAP_SETPCAP, "
-				      "or a seccomp filter refused)" :
+			r == -EPERM ? " (a seccomp filter or a security "
+				      "module refused)" :
 				      "");
 
 	/* 4. Workers that carry the flag, or none at all.  Best effort: a

@@ -329,8 +329,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->policy = IOFLUSHER_POLICY_BEST_EFFORT;
 			break;
 		case 'p':
+			errno = 0;
 			v = strtol(optarg, &end, 10);
-			if (*end || v < 0 || v > 1000000) {
+			if (errno || end == optarg || *end || v < 0 ||
+			    v > 1000000) {
 				fprintf(stderr, "--poll takes 0 to 1000000\n");
 				return 2;
 			}
