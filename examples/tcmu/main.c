@@ -82,11 +82,8 @@ static unsigned int poll_us;
 static void *ring_thread(void *arg)
 {
 	struct device *d = arg;
-	char name[16];
 	int r;
 
-	snprintf(name, sizeof(name), "tcmu-%.10s", d->uio.uio);
-	pthread_setname_np(pthread_self(), name);
 	/* ioflusher_setup() pre-faulted the main thread's stack only. */
 	r = ioflusher_memlock_prefault_stack(RING_STACK_RESERVE);
 	if (r < 0)
@@ -434,6 +431,7 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 
 static int start_threads(struct device *devs, int n, int policy)
 {
+	char name[16];
 	int started = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -448,6 +446,10 @@ static int start_threads(struct device *devs, int n, int policy)
 				strerror(-r));
 			return r;
 		}
+		/* Named by its creator, so that the audit right after sees
+		 * the name whether or not the thread has run yet. */
+		snprintf(name, sizeof(name), "tcmu-%.10s", d->uio.uio);
+		pthread_setname_np(d->thread, name);
 		d->started = true;
 		started++;
 	}
@@ -564,9 +566,16 @@ int main(int argc, char **argv)
 	if (start_threads(devs, n, o.policy) < 0)
 		goto out_stop;
 
-	/* 6: audit, and the sandbox over every thread. */
-	usleep(10000); /* let the threads name themselves */
-	audit_threads();
+	/* 6: audit, and the sandbox over every thread.  With the flag
+	 * required, a thread without it (one a library started) is a daemon
+	 * that must not serve. */
+	r = audit_threads();
+	if (r != 0 && o.policy != IOFLUSHER_POLICY_BEST_EFFORT) {
+		fprintf(stderr, "audit: %s: not serving\n",
+			r < 0 ? strerror(-r) :
+				"a thread runs without the flag");
+		goto out_stop;
+	}
 	if (o.sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
