@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -273,6 +274,19 @@ static int parse_args(int argc, char **argv, struct options *o)
 		log_stderr("unexpected argument: %s\n", argv[optind]);
 		return 2;
 	}
+	if (o->tcp) {
+		/* The port as a number from 0 to 65535: getaddrinfo() would
+		 * take 99999 modulo 65536, and "" as 0. */
+		const char *colon = strrchr(o->tcp, ':');
+		unsigned int port;
+
+		if (parse_uint(colon ? colon + 1 : o->tcp, 0, 65535, &port) <
+		    0) {
+			log_stderr("--tcp takes [ADDR:]PORT, a numeric address "
+				   "and a port from 0 to 65535\n");
+			return 2;
+		}
+	}
 	if (o->socket_path && o->tcp) {
 		log_stderr("--socket and --tcp: one listening socket only\n");
 		return 2;
@@ -438,6 +452,9 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		}
 		if (buf[0])
 			setenv("uri", buf, 1);
+		/* A process group of its own: what the command starts ends
+		 * with it when the daemon stops (kill_run()). */
+		setpgid(0, 0);
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
 		if (r < 0)
 			fprintf(stderr,
@@ -447,9 +464,33 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
+	setpgid(pid, pid); /* as the child does: whichever runs first */
 	close(p[0]);
 	*wfd = p[1];
 	return pid;
+}
+
+/* The daemon stops before --run's command ended: the command and what it
+ * started, not only the shell. */
+static void kill_run(pid_t pid)
+{
+	if (pid > 0 && kill(-pid, SIGTERM) < 0)
+		kill(pid, SIGTERM);
+}
+
+/* Each worker of the file backend opens the file anew and each client
+ * is a descriptor: --threads 1024 with --max-connections 1024 needs more
+ * than the usual soft limit of 1024.  The hard limit is the daemon's to
+ * take; the --run command, forked before, keeps the soft one. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_stderr("RLIMIT_NOFILE: %s\n", strerror(errno));
+	}
 }
 
 /* Percent-encode for a URI, keeping '/' where it is a path. */
@@ -476,21 +517,62 @@ static void uri_escape(char *out, size_t size, const char *s, bool keep_slash)
 
 /* ---------------------------------------------------------------- sockets */
 
+/* The socket this daemon put at --socket's path: only that is removed. */
+static dev_t socket_dev;
+static ino_t socket_ino;
+
 /* Stop listening: a unix socket left behind would have clients that see
- * it refused. */
+ * it refused.  Whatever replaced ours at the path since is left alone. */
 static void unlisten(int lfd, const char *path)
 {
+	struct stat st;
+
 	if (lfd < 0)
 		return;
 	close(lfd);
-	if (path)
+	if (path && lstat(path, &st) == 0 && st.st_dev == socket_dev &&
+	    st.st_ino == socket_ino)
 		unlink(path);
+}
+
+/*
+ * Whether path may be taken: nothing there, or a socket nobody listens on
+ * (left by a daemon that was killed).  A file that is not a socket is
+ * never replaced (-EEXIST), nor a socket another server listens on
+ * (-EADDRINUSE): the rename into place would take it from its clients.
+ */
+static int socket_path_free(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? -EADDRINUSE :
+	    errno == ECONNREFUSED				 ? 0 :
+								   -errno;
+	close(fd);
+	return r;
 }
 
 static int listen_unix(const char *path, char *tmp, size_t tmpsize)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
 	int fd;
+
+	fd = socket_path_free(path);
+	if (fd < 0)
+		return fd;
 
 	/* Bound and listening under a temporary name, then renamed: a client
 	 * that finds the path can connect, never ECONNREFUSED. */
@@ -504,13 +586,16 @@ static int listen_unix(const char *path, char *tmp, size_t tmpsize)
 	unlink(tmp);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    listen(fd, 128) < 0 ||
-	    (strcmp(tmp, path) && rename(tmp, path) < 0)) {
+	    (strcmp(tmp, path) && rename(tmp, path) < 0) ||
+	    lstat(path, &st) < 0) {
 		int r = -errno;
 
 		unlink(tmp);
 		close(fd);
 		return r;
 	}
+	socket_dev = st.st_dev;
+	socket_ino = st.st_ino;
 	return fd;
 }
 
@@ -569,13 +654,27 @@ static int listen_tcp(const char *spec, char *uri_host, size_t hsize,
 	return fd;
 }
 
-static void accept_one(struct nbd_server *srv, int lfd, bool tcp)
+/* Take a client; false when the process is out of descriptors or
+ * memory for one, and the caller waits before it tries again: the client
+ * stays in the listening socket's backlog, and poll(2) would report it at
+ * once, spinning. */
+static bool accept_one(struct nbd_server *srv, int lfd, bool tcp, bool *said)
 {
 	int fd, one = 1, r;
 
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
-		return;
+	if (fd < 0) {
+		if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS &&
+		    errno != ENOMEM)
+			return true;
+		if (!*said)
+			log_stderr("cannot take a client: %s (RLIMIT_NOFILE, "
+				   "or memory): trying again every 100 ms\n",
+				   strerror(errno));
+		*said = true;
+		return false;
+	}
+	*said = false;
 	/* Replies are batched per sendmsg already; Nagle would only add a
 	 * round trip of latency to the last one. */
 	if (tcp)
@@ -587,6 +686,7 @@ static void accept_one(struct nbd_server *srv, int lfd, bool tcp)
 					  strerror(-r));
 		close(fd);
 	}
+	return true;
 }
 
 /* ---------------------------------------------------------------- main */
@@ -621,7 +721,7 @@ int main(int argc, char **argv)
 	int lfd = -1, sfd = -1, kfd = -1, run_wfd = -1, status = 0, r;
 	unsigned int port = 0, left;
 	pid_t run_pid = -1;
-	bool running = true;
+	bool running = true, accept_paused = false, accept_said = false;
 	sigset_t sigs;
 
 	r = parse_args(argc, argv, &o);
@@ -640,6 +740,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	raise_nofile();
 
 	/* 4. The export, and the buffers of the IO path. */
 	exp.name = o.export_name;
@@ -688,7 +789,11 @@ int main(int argc, char **argv)
 	}
 	if (lfd < 0 && (o.socket_path || o.tcp)) {
 		log_stderr("%s: %s\n", o.socket_path ? o.socket_path : o.tcp,
-			   strerror(-lfd));
+			   lfd == -EEXIST && o.socket_path ?
+				   "exists and is not a socket: not replaced" :
+			   lfd == -EADDRINUSE && o.socket_path ?
+				   "another server listens on it" :
+				   strerror(-lfd));
 		return 1;
 	}
 
@@ -766,14 +871,18 @@ int main(int argc, char **argv)
 			{ lfd, POLLIN, 0 },
 		};
 		struct signalfd_siginfo si;
+		int np = lfd >= 0 && !accept_paused ? 3 : 2;
 
-		if (poll(pfd, lfd >= 0 ? 3 : 2, -1) < 0) {
+		r = poll(pfd, np, accept_paused ? 100 : -1);
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		if (pfd[2].revents & POLLIN)
-			accept_one(&srv, lfd, o.tcp != NULL);
+		accept_paused = false;
+		if (np == 3 && (pfd[2].revents & POLLIN))
+			accept_paused = !accept_one(&srv, lfd, o.tcp != NULL,
+						    &accept_said);
 		if (pfd[1].revents & POLLIN) {
 			log_stderr("%s: disconnected\n", o.connect);
 			running = false;
@@ -823,7 +932,7 @@ int main(int argc, char **argv)
 		log_stderr("connections did not end; exiting without them\n");
 		report_lost(&exp, nbd_export_stop(&exp));
 		if (run_pid > 0)
-			kill(run_pid, SIGTERM);
+			kill_run(run_pid);
 		return 1;
 	}
 	nbd_kernel_wait(&kern);
@@ -836,7 +945,7 @@ int main(int argc, char **argv)
 	nbd_export_close(&exp);
 	ioflusher_ctx_unref(srv.ctx);
 	if (run_pid > 0)
-		kill(run_pid, SIGTERM);
+		kill_run(run_pid);
 	return status;
 
 fail_listening:

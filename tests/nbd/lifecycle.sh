@@ -105,10 +105,32 @@ if timeout 30 sh -c "nbdinfo --size '$uri' >'$nbd_tmp/c1' & p1=\$!;
 else
 	tap_not_ok "two clients at once"
 fi
+# --socket never takes a path from anyone: not a running server's socket
+# (its clients would lose it), nor a file that is not a socket.
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/main.sock" --memory 1M \
+	>/dev/null 2>"$nbd_tmp/taken.err"
+rc=$?
+tap_check "--socket on a running server's socket: exit 1, said" \
+	sh -c "test $rc -eq 1 && grep -q 'another server listens on it' '$nbd_tmp/taken.err'"
+tap_check "... and the running server still serves there" \
+	sh -c "test \"\$(timeout 30 nbdinfo --size '$uri')\" = 16777216"
+echo precious >"$nbd_tmp/precious"
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/precious" --memory 1M \
+	>/dev/null 2>"$nbd_tmp/precious.err"
+rc=$?
+tap_check "--socket on a regular file: exit 1, said, the file kept" \
+	sh -c "test $rc -eq 1 && grep -q 'not a socket' '$nbd_tmp/precious.err' &&
+		test \"\$(cat '$nbd_tmp/precious')\" = precious"
 nbd_stop "$nbd_pid"
 rc=$?
 tap_check "SIGTERM: exit 0" test $rc -eq 0
 tap_check "SIGTERM: the socket is removed" test ! -e "$nbd_tmp/main.sock"
+# The socket of a daemon killed with SIGKILL, nobody listening: replaced.
+python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' \
+	"$nbd_tmp/stale.sock"
+tap_check "--socket on a stale socket (nobody listening): replaced, served" \
+	timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/stale.sock" \
+	--memory 1M --run 'nbdinfo --size "$uri" >/dev/null'
 
 # SIGTERM while writes are in flight: what was acknowledged is in the file.
 head -c 8M /dev/urandom >"$nbd_tmp/data"
@@ -196,6 +218,13 @@ for bad in "--memory 12X|--memory: not a size" "--memory 0|--memory: not a size"
 	tap_check "refused: ${bad%%|*}" test $rc -eq 1 -o $rc -eq 2
 	tap_check "refused: ${bad%%|*}: and says so" refused "${bad#*|}"
 done
+# A port getaddrinfo() would wrap (99999 is 34463) or take as 0.
+for port in 99999 65536 127.0.0.1: x1; do
+	timeout 20 "$NBD_DAEMON" $NBD_OPTS --tcp "$port" >/dev/null 2>"$nbd_tmp/port.err"
+	rc=$?
+	tap_check "refused: --tcp '$port', exit 2, saying the range" \
+		sh -c "test $rc -eq 2 && grep -q '0 to 65535' '$nbd_tmp/port.err'"
+done
 # A memory export is RAM, and the daemon is shielded from the OOM killer:
 # one larger than the machine's memory is refused.
 timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/big.sock" --memory 64T \
@@ -210,6 +239,52 @@ else
 	rc=$?
 	tap_check "--connect without nbd.ko fails cleanly, naming the device" \
 		sh -c "test $rc -eq 1 && grep -q /dev/nbd0 '$nbd_tmp/c.err'"
+fi
+# Out of descriptors (RLIMIT_NOFILE 16, 24 clients holding theirs): the
+# daemon says so once, waits, and takes clients again once they leave.
+(ulimit -n 16 && exec "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/fd.sock" \
+	--memory 1M) >/dev/null 2>"$nbd_tmp/fd.err" &
+fdd=$!
+nbd_pids="$nbd_pids $fdd"
+i=0
+while [ ! -S "$nbd_tmp/fd.sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+python3 - "$nbd_tmp/fd.sock" <<'EOF2'
+import socket, sys, time
+held = []
+for _ in range(24):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    held.append(s)
+time.sleep(1)
+EOF2
+tap_check "out of descriptors: said once, then clients are taken again" \
+	sh -c "test \"\$(timeout 30 nbdinfo --size 'nbd+unix:///?socket=$nbd_tmp/fd.sock')\" = 1048576 &&
+		test \$(grep -c 'cannot take a client: Too many open files' '$nbd_tmp/fd.err') -eq 1"
+nbd_stop "$fdd"
+
+# The daemon stopped while --run's command runs: the command's children
+# end too, not only its shell.
+marker=$((3000 + $$ % 1000))
+"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/grp.sock" --memory 1M \
+	--run "sleep $marker; echo after" >"$nbd_tmp/grp.out" 2>&1 &
+grp=$!
+i=0
+while ! pgrep -f "^sleep $marker\$" >/dev/null && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+kill -TERM $grp
+wait $grp
+i=0
+while pgrep -f "^sleep $marker\$" >/dev/null && [ $i -lt 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+if pgrep -f "^sleep $marker\$" >/dev/null; then
+	tap_not_ok "SIGTERM during --run: the command's children end too"
+	pkill -f "^sleep $marker\$"
+else
+	tap_ok "SIGTERM during --run: the command's children end too"
 fi
 tap_plan "$tap_n"
 nbd_done
