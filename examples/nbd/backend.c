@@ -163,7 +163,9 @@ static void memory_clear_bits(struct nbd_export *exp, uint64_t g, uint64_t n)
 }
 
 /* Zero [off, off+len): whole grains are given back to the kernel (they
- * read as zeroes again), partial ones written with zeroes. */
+ * read as zeroes again), partial ones written with zeroes.  Without punch
+ * (NO_HOLE) the range is written and marked, as a write of zeroes is:
+ * allocated, and read back as data. */
 static int memory_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 		       bool punch)
 {
@@ -175,6 +177,8 @@ static int memory_zero(struct nbd_export *exp, uint64_t off, uint64_t len,
 	last = end / exp->grain * exp->grain;
 	if (!punch || first >= last) {
 		memset(exp->map + off, 0, len);
+		if (!punch)
+			nbd_memory_mark(exp, off, len);
 		return 0;
 	}
 	if (off < first)

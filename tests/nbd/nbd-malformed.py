@@ -733,6 +733,17 @@ def main():
                 chunks, err, _ = c.chunks()
                 check("structured: a trimmed range reads as an OFFSET_HOLE chunk",
                       err == 0 and chunks[0][0] == TYPE_HOLE)
+                # NO_HOLE asks that the range stay allocated: written with
+                # zeroes, it reads back as data, not as a hole.
+                c.request(CMD_WRITE_ZEROES, 1 << 20, 64 << 10, flags=F_NO_HOLE)
+                zerr = c.status()
+                c.request(CMD_READ, 1 << 20, 64 << 10)
+                chunks, err, _ = c.chunks()
+                check("structured: a NO_HOLE write zeroes over a hole reads "
+                      "back as data",
+                      zerr == 0 and err == 0 and
+                      [t for t, _ in chunks] == [TYPE_DATA],
+                      "chunks %r" % [t for t, _ in chunks])
 
         c.request(CMD_READ, 0, 512, magic=0xDEADBEEF)
         check("%s: bad request magic: the server hangs up" % kind, c.closed())
