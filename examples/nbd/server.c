@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,14 +80,60 @@ static ssize_t sock_recv(void *opaque, void *buf, size_t len, bool nowait)
 	return r < 0 ? -errno : r;
 }
 
-/* Without nowait, each sendmsg(2) waits at most the socket's SO_SNDTIMEO
- * (set from --send-timeout by nbd_server_add) and then returns what it
- * sent, or EAGAIN if nothing: a reply is given up only when no byte of it
- * went out for that long, however slow the link. */
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/*
+ * The socket is full: wait until it takes more, for at most the socket's
+ * SO_SNDTIMEO (--send-timeout, set by nbd_server_add(); none in kernel
+ * mode) since it last took a byte, *since.  Timed here rather than by
+ * SO_SNDTIMEO in a blocking sendmsg(2), which returns what it sent when
+ * its time is up however early that was, and then waits its whole time
+ * again: a client cut off after up to twice --send-timeout.
+ */
+static int wait_writable(int fd, int64_t *timeout_ns, uint64_t *since)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	uint64_t now = now_ns();
+	int left = -1, r;
+
+	if (*timeout_ns == -2) {
+		struct timeval tv;
+		socklen_t len = sizeof(tv);
+
+		*timeout_ns = -1;
+		if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0 &&
+		    (tv.tv_sec || tv.tv_usec))
+			*timeout_ns = (int64_t)tv.tv_sec * 1000000000 +
+				      (int64_t)tv.tv_usec * 1000;
+	}
+	if (!*since)
+		*since = now;
+	if (*timeout_ns >= 0) {
+		if (now - *since >= (uint64_t)*timeout_ns)
+			return -ETIMEDOUT;
+		left = (int)((*timeout_ns - (int64_t)(now - *since)) / 1000000 +
+			     1);
+	}
+	r = poll(&p, 1, left);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	return 0;
+}
+
+/* Without nowait, a reply is given up only when no byte of it went out
+ * for --send-timeout, however slow the link (wait_writable()). */
 static int sock_sendv(void *opaque, struct iovec *iov, int n, bool nowait)
 {
 	int fd = (int)(intptr_t)opaque, first = 0;
+	int64_t timeout_ns = -2; /* not read yet */
 	struct msghdr m = { 0 };
+	uint64_t since = 0;
 	ssize_t r;
 
 	while (first < n) {
@@ -98,13 +145,20 @@ static int sock_sendv(void *opaque, struct iovec *iov, int n, bool nowait)
 		m.msg_iovlen =
 			(size_t)(n - first < IOV_MAX ? n - first : IOV_MAX);
 		/* MSG_NOSIGNAL: a client gone is an error here, not SIGPIPE. */
-		r = sendmsg(fd, &m, MSG_NOSIGNAL | (nowait ? MSG_DONTWAIT : 0));
+		r = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return nowait ? -EAGAIN : -ETIMEDOUT;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (nowait)
+				return -EAGAIN;
+			r = wait_writable(fd, &timeout_ns, &since);
+			if (r < 0)
+				return (int)r;
+			continue;
+		}
 		if (r < 0)
 			return -errno;
+		since = 0; /* it took bytes: the time runs from the next wait */
 		while (first < n && (size_t)r >= iov[first].iov_len) {
 			r -= (ssize_t)iov[first].iov_len;
 			iov[first].iov_len = 0;
@@ -355,14 +409,6 @@ int nbd_conn_flush(struct nbd_conn *c)
 	c->niov = 0;
 	c->olen = 0;
 	return r;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /*
