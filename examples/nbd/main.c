@@ -340,8 +340,9 @@ static int check_memory_size(uint64_t size)
 	if (size / 1024 <= kib)
 		return 0;
 	log_stderr("--memory: %llu MiB is more than this machine's memory "
-		   "(MemTotal %llu MiB): the daemon is shielded from the OOM "
-		   "killer, so filling the export would kill everything else\n",
+		   "(MemTotal %llu MiB): the daemon asks to be shielded from "
+		   "the OOM killer, so filling the export would kill "
+		   "everything else\n",
 		   (unsigned long long)(size >> 20), kib >> 10);
 	return -EFBIG;
 }
@@ -756,7 +757,9 @@ int main(int argc, char **argv)
 		r = nbd_export_memory(&exp, o.memory);
 	if (r < 0) {
 		log_stderr("%s: %s\n", o.file ? o.file : "--memory",
-			   strerror(-r));
+			   o.file && r == -EINVAL ?
+				   "neither a regular file nor a block device" :
+				   strerror(-r));
 		return 1;
 	}
 	srv.exp = &exp;
@@ -819,10 +822,20 @@ int main(int argc, char **argv)
 		log_stderr("workers: %s\n", strerror(-r));
 		goto fail_listening;
 	}
+	if (o.connect && exp.size % 512) {
+		log_stderr("%s: the export's %llu bytes are not a whole number "
+			   "of 512-byte sectors, as a block device's size is\n",
+			   o.connect, (unsigned long long)exp.size);
+		goto fail_listening;
+	}
 	if (o.connect) {
 		r = nbd_kernel_connect(&srv, o.connect, kfd, &kern);
 		if (r < 0) {
-			log_stderr("%s: %s\n", o.connect, strerror(-r));
+			log_stderr("%s: %s\n", o.connect,
+				   r == -ENOENT ?
+					   "No such device (modprobe nbd makes "
+					   "/dev/nbd0 to /dev/nbd15)" :
+					   strerror(-r));
 			goto fail_listening;
 		}
 	}

@@ -702,7 +702,13 @@ static void *conn_main(void *arg)
 	    !atomic_load(&c->send_failed))
 		srv->log("connection %u: %s\n", c->id,
 			 r == -EPROTO ? "protocol violation, disconnected" :
-					strerror(-r));
+			 r == -ENOENT ? "NBD_OPT_EXPORT_NAME asked for another "
+					"export: disconnected, as that option "
+					"has no error reply" :
+			 r == -ENAMETOOLONG ? "NBD_OPT_EXPORT_NAME with a name "
+					      "longer than any export's: "
+					      "disconnected" :
+					      strerror(-r));
 
 	/* Out of the list before the descriptor is closed: the number may
 	 * be reused at once by a new connection, and nbd_server_shutdown()
