@@ -692,6 +692,31 @@ static bool accept_one(struct nbd_server *srv, int lfd, bool tcp, bool *said)
 
 /* ---------------------------------------------------------------- main */
 
+/* The grace period of a shutdown: until the connections end, NBD_GRACE_MS
+ * pass, or a second SIGTERM or SIGINT says not to wait.  The connections
+ * left. */
+static unsigned int grace_wait(struct nbd_server *srv, int sfd, int *waited_s)
+{
+	struct signalfd_siginfo si;
+	unsigned int left = 1;
+	int ms;
+
+	for (ms = 0; ms < NBD_GRACE_MS && left; ms += 100) {
+		struct pollfd p = { .fd = sfd, .events = POLLIN };
+
+		left = nbd_server_wait_idle(srv, 100);
+		if (!left || poll(&p, 1, 0) != 1 ||
+		    read(sfd, &si, sizeof(si)) != sizeof(si) ||
+		    si.ssi_signo == SIGCHLD)
+			continue;
+		log_stderr("signal %d again: not waiting for the clients\n",
+			   (int)si.ssi_signo);
+		break;
+	}
+	*waited_s = (ms + 999) / 1000;
+	return left;
+}
+
 /* r from nbd_export_stop(): true, and said, if writes may have been lost. */
 static bool report_lost(const struct nbd_export *exp, int r)
 {
@@ -721,6 +746,7 @@ int main(int argc, char **argv)
 	int keep[2], nkeep = 0;
 	int lfd = -1, sfd = -1, kfd = -1, run_wfd = -1, status = 0, r;
 	unsigned int port = 0, left;
+	int grace_s = 0;
 	pid_t run_pid = -1;
 	bool running = true, accept_paused = false, accept_said = false;
 	sigset_t sigs;
@@ -928,11 +954,11 @@ int main(int argc, char **argv)
 	if (o.connect)
 		nbd_kernel_disconnect(&kern);
 	nbd_server_stop(&srv);
-	left = nbd_server_wait_idle(&srv, NBD_GRACE_MS);
+	left = grace_wait(&srv, sfd, &grace_s);
 	if (left) {
 		log_stderr("%u connection%s still open after %d s: "
 			   "disconnecting %s\n",
-			   left, left == 1 ? "" : "s", NBD_GRACE_MS / 1000,
+			   left, left == 1 ? "" : "s", grace_s,
 			   left == 1 ? "it" : "them");
 		nbd_server_shutdown(&srv);
 		left = nbd_server_wait_idle(&srv, NBD_HARD_GRACE_MS);

@@ -163,6 +163,33 @@ tap_check "shutdown: the hard disconnect is logged" \
 	grep -q "1 connection still open after 10 s: disconnecting it" \
 	"$nbd_tmp/stop.err"
 
+# A second SIGTERM during the grace period: the idle client is cut off
+# then, not after the 10 s.
+nbd_start again --memory 8M || exit 1
+python3 - "$nbd_tmp/again.sock" <<'EOF2' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.recv(18)  # the greeting, then nothing: an idle client in the handshake
+time.sleep(30)
+EOF2
+idle=$!
+sleep 0.5
+kill -TERM "$nbd_pid"
+i=0
+while ! grep -q "signal 15: shutting down" "$nbd_tmp/again.err" && [ $i -lt 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+nbd_stop "$nbd_pid"
+rc=$?
+kill "$idle" 2>/dev/null
+wait "$idle" 2>/dev/null
+tap_check "a second SIGTERM cuts the grace period short, said; exit 0" \
+	sh -c "test $rc -eq 0 &&
+		grep -q 'signal 15 again: not waiting for the clients' '$nbd_tmp/again.err' &&
+		grep -q '1 connection still open after [0-9] s: disconnecting it' '$nbd_tmp/again.err'"
+
 # Captive mode.
 URI_OUT=$nbd_tmp/uri timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run.sock" \
 	--memory 8M --export-name 'a b/c' --run 'echo "$uri" >"$URI_OUT"; exit 7' \
