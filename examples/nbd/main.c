@@ -135,7 +135,7 @@ static int parse_size(const char *s, uint64_t *out)
 		p++;
 		if (*p == 'i')
 			p++;
-		if (*p == 'B')
+		if (*p == 'B' || *p == 'b')
 			p++;
 		if (*p)
 			return -EINVAL;
@@ -196,7 +196,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'm':
 			r = parse_size(optarg, &o->memory);
 			if (r < 0 || o->memory == 0) {
-				log_stderr("--memory: not a size: %s\n",
+				log_stderr("--memory: %s: %s\n",
+					   r == -ERANGE ? "more than 16 EiB" :
+							  "not a size",
 					   optarg);
 				return 2;
 			}
