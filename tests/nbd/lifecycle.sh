@@ -166,15 +166,20 @@ tap_check "shutdown: the hard disconnect is logged" \
 # A second SIGTERM during the grace period: the idle client is cut off
 # then, not after the 10 s.
 nbd_start again --memory 8M || exit 1
-python3 - "$nbd_tmp/again.sock" <<'EOF2' &
+python3 - "$nbd_tmp/again.sock" "$nbd_tmp/again.ready" <<'EOF2' &
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.recv(18)  # the greeting, then nothing: an idle client in the handshake
+open(sys.argv[2], "w").close()
 time.sleep(30)
 EOF2
 idle=$!
-sleep 0.5
+i=0
+while [ ! -e "$nbd_tmp/again.ready" ] && [ $i -lt 200 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 kill -TERM "$nbd_pid"
 i=0
 while ! grep -q "signal 15: shutting down" "$nbd_tmp/again.err" && [ $i -lt 50 ]; do
