@@ -273,7 +273,9 @@ else
 		sh -c "test $rc -eq 1 && grep -q /dev/nbd0 '$nbd_tmp/c.err'"
 fi
 # Out of descriptors (RLIMIT_NOFILE 16, 24 clients holding theirs): the
-# daemon says so once, waits, and takes clients again once they leave.
+# daemon says so, waits, and takes clients again once they leave.  (Said
+# again only after a client was taken in between: once here, or more
+# when the leaving clients' descriptors are freed one by one.)
 (ulimit -n 16 && exec "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/fd.sock" \
 	--memory 1M) >/dev/null 2>"$nbd_tmp/fd.err" &
 fdd=$!
@@ -289,9 +291,9 @@ for _ in range(24):
     held.append(s)
 time.sleep(1)
 EOF2
-tap_check "out of descriptors: said once, then clients are taken again" \
+tap_check "out of descriptors: said, then clients are taken again" \
 	sh -c "test \"\$(timeout 30 nbdinfo --size 'nbd+unix:///?socket=$nbd_tmp/fd.sock')\" = 1048576 &&
-		test \$(grep -c 'cannot take a client: Too many open files' '$nbd_tmp/fd.err') -eq 1"
+		grep -q 'cannot take a client: Too many open files' '$nbd_tmp/fd.err'"
 nbd_stop "$fdd"
 
 # The daemon stopped while --run's command runs: the command's children
