@@ -84,14 +84,16 @@ want=$((2 * 1048576))
 max=$((2 * $(cat /proc/sys/net/core/wmem_max)))
 [ "$max" -lt "$want" ] && want=$max
 tb=$(python3 -c '
-import socket, subprocess, sys, time
+import re, socket, subprocess, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.recv(18)  # the handshake greeting: the server side is set up
 out = subprocess.run(["ss", "-xmpH"], capture_output=True, text=True).stdout
 for line in out.splitlines():
-    if "pid=%s," % sys.argv[2] in line and "tb" in line:
-        print(line.split("tb")[1].split(",")[0])
+    # skmem:(r0,rb212992,t0,tb2097152,...): not a "tb" in a path
+    m = re.search(r"skmem:\(.*[(,]tb(\d+)[,)]", line)
+    if "pid=%s," % sys.argv[2] in line and m:
+        print(m.group(1))
 ' "$nbd_tmp/main.sock" "$nbd_pid" | sort -n | tail -1)
 tap_check "unix socket: the send buffer is raised ($tb bytes, want $want)" \
 	test "${tb:-0}" -eq "$want"
