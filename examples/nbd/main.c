@@ -152,9 +152,12 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 	char *end;
 	unsigned long v;
 
+	/* Digits only: strtoul() takes "+5", " 7" and "-1" too. */
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
 	errno = 0;
 	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || v < min || v > max)
+	if (errno || *end || v < min || v > max)
 		return -EINVAL;
 	*out = (unsigned int)v;
 	return 0;
@@ -288,6 +291,16 @@ static int parse_args(int argc, char **argv, struct options *o)
 				   "and a port from 0 to 65535\n");
 			return 2;
 		}
+	}
+	if (o->socket_path && !o->socket_path[0]) {
+		log_stderr("--socket takes a path\n");
+		return 2;
+	}
+	if (o->connect && !o->file && o->memory % 512) {
+		log_stderr(
+			"--connect: the --memory size must be a whole number "
+			"of 512-byte sectors\n");
+		return 2;
 	}
 	if (o->socket_path && o->tcp) {
 		log_stderr("--socket and --tcp: one listening socket only\n");
@@ -876,6 +889,11 @@ int main(int argc, char **argv)
 	keep[nkeep++] = CAP_IPC_LOCK;
 	if (o.connect)
 		keep[nkeep++] = CAP_SYS_ADMIN;
+	/* Without CAP_SETPCAP the bounding set is left as it is, silently:
+	 * what the daemon executes could gain capabilities back. */
+	if (ioflusher_caps_have(CAP_SETPCAP) != 1)
+		log_stderr("capabilities: no CAP_SETPCAP, the bounding set "
+			   "stays as it is\n");
 	r = ioflusher_caps_drop(keep, (size_t)nkeep);
 	if (r < 0)
 		log_stderr("dropping capabilities: %s\n", strerror(-r));

@@ -244,7 +244,9 @@ refused() {
 }
 for bad in "--memory 12X|--memory: not a size" "--memory 0|--memory: not a size" \
 	"--threads 0|--threads takes" "--poll 1000001|--poll takes" "--poll -1|--poll takes" \
-	"--tcp 1|--socket and --tcp" "--file $nbd_tmp/nonexistent|nonexistent: No such file"; do
+	"--tcp 1|--socket and --tcp" "--file $nbd_tmp/nonexistent|nonexistent: No such file" \
+	"--threads +5|--threads takes" \
+	"--connect /dev/nbd9 --memory 1000|whole number of 512-byte sectors"; do
 	# shellcheck disable=SC2086
 	timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/bad.sock" ${bad%%|*} \
 		>/dev/null 2>"$nbd_tmp/bad.err"
@@ -252,6 +254,10 @@ for bad in "--memory 12X|--memory: not a size" "--memory 0|--memory: not a size"
 	tap_check "refused: ${bad%%|*}" test $rc -eq 1 -o $rc -eq 2
 	tap_check "refused: ${bad%%|*}: and says so" refused "${bad#*|}"
 done
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket '' >/dev/null 2>"$nbd_tmp/empty.err"
+rc=$?
+tap_check "refused: --socket '', exit 2, saying it takes a path" \
+	sh -c "test $rc -eq 2 && grep -q 'takes a path' '$nbd_tmp/empty.err'"
 # A port getaddrinfo() would wrap (99999 is 34463) or take as 0.
 for port in 99999 65536 127.0.0.1: x1; do
 	timeout 20 "$NBD_DAEMON" $NBD_OPTS --tcp "$port" >/dev/null 2>"$nbd_tmp/port.err"
