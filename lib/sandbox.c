@@ -8,9 +8,12 @@
  * wins).
  */
 #include <errno.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "private.h"
 
@@ -18,6 +21,23 @@ static void seccomp_releasep(scmp_filter_ctx *f)
 {
 	if (*f)
 		seccomp_release(*f);
+}
+
+/*
+ * A filter already in place may refuse seccomp(2) itself (systemd's
+ * SystemCallFilter= puts it in no group), which libseccomp reports as
+ * -EOPNOTSUPP, as if the kernel were too old: ask the kernel once and
+ * pass its answer on.  EINVAL is a kernel older than 4.14, which does not
+ * know the question; ENOSYS is left to libseccomp.
+ */
+static int seccomp_callable(void)
+{
+	uint32_t action = SECCOMP_RET_ALLOW;
+
+	if (syscall(SYS_seccomp, SECCOMP_GET_ACTION_AVAIL, 0, &action) == 0 ||
+	    errno == EINVAL || errno == ENOSYS)
+		return 0;
+	return -errno;
 }
 
 _public_ int ioflusher_sandbox_lock(unsigned int flags)
@@ -30,11 +50,18 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 		return -EINVAL;
 	deny = flags & IOFLUSHER_SANDBOX_LOG ? SCMP_ACT_LOG :
 					       SCMP_ACT_ERRNO(EPERM);
+	r = seccomp_callable();
+	if (r < 0)
+		return r;
 	f = seccomp_init(SCMP_ACT_ALLOW);
 	if (!f)
 		return -ENOMEM;
-	/* Without CAP_SYS_ADMIN a filter needs no_new_privs (libseccomp sets
-	 * it by default); the filter applies to every thread. */
+	/* Without CAP_SYS_ADMIN a filter needs no_new_privs.  Set here, not
+	 * by libseccomp, whose failure to set it is -EFAULT; TSYNC gives it
+	 * to every thread with the filter. */
+	r = seccomp_attr_set(f, SCMP_FLTATR_CTL_NNP, 0);
+	if (r < 0)
+		return r;
 	r = seccomp_attr_set(f, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (r < 0)
 		return r;
@@ -42,8 +69,12 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 	r = seccomp_attr_set(f, SCMP_FLTATR_API_SYSRAWRC, 1);
 	if (r < 0)
 		return r;
+	/* The kernel takes prctl's option as an int: only its low 32 bits
+	 * are compared, or an option with high bits set would get through
+	 * to the same prctl. */
 	r = seccomp_rule_add(f, deny, SCMP_SYS(prctl), 2,
-			     SCMP_A0(SCMP_CMP_EQ, PR_SET_IO_FLUSHER),
+			     SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu,
+				     PR_SET_IO_FLUSHER),
 			     SCMP_A1(SCMP_CMP_EQ, 0));
 	if (r < 0)
 		return r;
@@ -59,5 +90,7 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 			     SCMP_A0(SCMP_CMP_MASKED_EQ, MCL_FUTURE, 0));
 	if (r < 0)
 		return r;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
 	return seccomp_load(f);
 }

@@ -59,8 +59,9 @@ static int load_filter(int nr, int err, unsigned int nargs,
 int install_prctl_filter(int err)
 {
 	const struct scmp_arg_cmp args[] = {
-	    SCMP_A0(SCMP_CMP_EQ, PR_SET_IO_FLUSHER),
-	    SCMP_A0(SCMP_CMP_EQ, PR_GET_IO_FLUSHER),
+	    /* The option is an int to the kernel: its low 32 bits. */
+	    SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, PR_SET_IO_FLUSHER),
+	    SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, PR_GET_IO_FLUSHER),
 	};
 
 	return load_filter(SCMP_SYS(prctl), err, 1, args, 2);

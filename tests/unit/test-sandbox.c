@@ -59,11 +59,14 @@ static int sys_mlockall(int flags)
 	return syscall(SYS_mlockall, flags) < 0 ? errno : 0;
 }
 
+static int sys_prctl(unsigned long option, unsigned long value)
+{
+	return syscall(SYS_prctl, option, value, 0UL, 0UL, 0UL) < 0 ? errno : 0;
+}
+
 static int sys_io_flusher(unsigned long value)
 {
-	return syscall(SYS_prctl, PR_SET_IO_FLUSHER, value, 0UL, 0UL, 0UL) < 0
-		   ? errno
-		   : 0;
+	return sys_prctl(PR_SET_IO_FLUSHER, value);
 }
 
 Test(sandbox, lock_refuses_unlocking)
@@ -94,6 +97,19 @@ Test(sandbox, lock_refuses_clearing_the_flag)
 	cr_assert(eq(int, sys_io_flusher(0), EPERM));
 	/* Setting it is not the sandbox's business. */
 	cr_assert(eq(int, sys_io_flusher(1), ENOSYS));
+}
+
+/* The kernel reads prctl's option as an int: bits above 31 are ignored,
+ * and must not take the call past the filter. */
+Test(sandbox, lock_refuses_clearing_with_high_option_bits)
+{
+	const unsigned long high = 1UL << 32 | PR_SET_IO_FLUSHER;
+
+	cr_assert(eq(int, install_prctl_filter(ENOSYS), 0));
+	cr_assert(eq(int, sys_prctl(high, 0), ENOSYS));
+	cr_assert(eq(int, ioflusher_sandbox_lock(0), 0));
+	cr_assert(eq(int, sys_prctl(high, 0), EPERM));
+	cr_assert(eq(int, sys_prctl(high, 1), ENOSYS));
 }
 
 struct waiter {
@@ -138,6 +154,23 @@ Test(sandbox, log_mode_refuses_nothing)
 	cr_assert(zero(int, sys_munlockall()));
 	/* Logged, and the earlier filter's answer stands. */
 	cr_assert(eq(int, sys_io_flusher(0), ENOSYS));
+}
+
+/* A sandbox in place that refuses what the lock needs: its answer is
+ * passed on (libseccomp alone says -EOPNOTSUPP and -EFAULT). */
+Test(sandbox, refused_seccomp_is_passed_on)
+{
+	cr_assert(eq(int, install_syscall_filter(SYS_seccomp, EPERM), 0));
+	cr_assert(eq(int, ioflusher_sandbox_lock(0), -EPERM));
+	cr_assert(eq(int, seccomp_mode(gettid()), 2));
+	cr_assert(zero(int, sys_munlockall()));
+}
+
+Test(sandbox, refused_no_new_privs_is_passed_on)
+{
+	cr_assert(eq(int, install_syscall_filter(SYS_prctl, EPERM), 0));
+	cr_assert(eq(int, ioflusher_sandbox_lock(0), -EPERM));
+	cr_assert(zero(int, sys_munlockall()));
 }
 
 Test(sandbox, bad_flags)
