@@ -47,7 +47,7 @@ _public_ int ioflusher_thread_create(pthread_t *thread,
 {
 	struct trampoline t = { .start = start, .arg = arg };
 	int detached = PTHREAD_CREATE_JOINABLE;
-	int r;
+	int r, cancel;
 
 	if (!thread || !start)
 		return -EINVAL;
@@ -55,17 +55,22 @@ _public_ int ioflusher_thread_create(pthread_t *thread,
 		return -EINVAL;
 	if (sem_init(&t.ready, 0, 0) < 0)
 		return -errno;
+	/* sem_wait() is a cancellation point, pthread_create() is not: a
+	 * caller cancelled while waiting would leave t, on its stack, to a
+	 * thread that still writes to it. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	r = pthread_create(thread, attr, trampoline, &t);
-	if (r) {
-		sem_destroy(&t.ready);
-		return -r;
+	if (r == 0) {
+		while (sem_wait(&t.ready) < 0 && errno == EINTR)
+			;
+		r = -t.result;
+		/* Neither may the thread that failed be left unjoined. */
+		if (r && detached == PTHREAD_CREATE_JOINABLE)
+			pthread_join(*thread, NULL);
 	}
-	while (sem_wait(&t.ready) < 0 && errno == EINTR)
-		;
+	pthread_setcancelstate(cancel, NULL);
 	sem_destroy(&t.ready);
-	if (t.result < 0 && detached == PTHREAD_CREATE_JOINABLE)
-		pthread_join(*thread, NULL);
-	return t.result < 0 ? t.result : 0;
+	return -r;
 }
 
 static int raise_effective(cap_value_t cap, cap_flag_value_t value)
@@ -91,7 +96,7 @@ _public_ int ioflusher_thread_child_clear(unsigned int flags)
 		return -EINVAL;
 	r = ioflusher_flag_get();
 	if (r < 0)
-		return r;
+		err = r;
 	if (r == 1) {
 		/* Clearing needs CAP_SYS_RESOURCE too: a daemon that dropped it
 		 * from the effective set but kept it permitted can still. */

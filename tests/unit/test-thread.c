@@ -65,6 +65,45 @@ Test(thread, create_detached_eperm_never_runs_start)
 	cr_assert(zero(int, __atomic_load_n(&ran, __ATOMIC_SEQ_CST)));
 }
 
+struct canceled {
+	int go;
+	int result;
+	int returned;
+};
+
+static void *cancelled_creator(void *arg)
+{
+	struct canceled *c = arg;
+	pthread_t t;
+
+	/* Spinning is no cancellation point: the cancel stays pending
+	 * until ioflusher_thread_create() reaches one, if it has any. */
+	while (!__atomic_load_n(&c->go, __ATOMIC_SEQ_CST))
+		sched_yield();
+	c->result = ioflusher_thread_create(&t, NULL, start, NULL);
+	__atomic_store_n(&c->returned, 1, __ATOMIC_SEQ_CST);
+	pthread_testcancel();
+	return NULL;
+}
+
+/* Like pthread_create(), no cancellation point: a caller cancelled
+ * inside would leave the new thread writing to its dead stack. */
+Test(thread, create_is_no_cancellation_point)
+{
+	struct canceled c = {0};
+	pthread_t creator;
+	void *res;
+
+	cr_assert(zero(int, pthread_create(&creator, NULL, cancelled_creator,
+					   &c)));
+	cr_assert(zero(int, pthread_cancel(creator)));
+	__atomic_store_n(&c.go, 1, __ATOMIC_SEQ_CST);
+	cr_assert(zero(int, pthread_join(creator, &res)));
+	cr_assert(eq(ptr, res, PTHREAD_CANCELED));
+	cr_assert(eq(int, __atomic_load_n(&c.returned, __ATOMIC_SEQ_CST), 1));
+	cr_assert(eq(int, c.result, -EPERM));
+}
+
 Test(thread, create_faked_success_eio)
 {
 	pthread_t t;

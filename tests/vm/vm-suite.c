@@ -26,6 +26,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -577,6 +579,49 @@ static void test_child_clear(void)
 	EXPECT_EQ(adj, -1000);
 }
 
+/* Clear CAP_SYS_RESOURCE from the effective set: PR_GET_IO_FLUSHER then
+ * fails, and so does clearing the flag. */
+static bool lower_sys_resource(void)
+{
+	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct d[2];
+
+	if (syscall(SYS_capget, &h, d) < 0)
+		return false;
+	d[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+	return syscall(SYS_capset, &h, d) == 0;
+}
+
+/* The flag cannot be read at all (its stat file hidden, the prctl
+ * refused): the OOM score is reset all the same, and the error said. */
+static void test_child_clear_oom_without_flag_reading(void)
+{
+	pid_t pid;
+
+	EXPECT_EQ(ioflusher_flag_set(), 0);
+	EXPECT_EQ(ioflusher_oom_set(0, -1000), 0);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		char path[64];
+		int r;
+
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat",
+			 (int)getpid());
+		EXPECT_EQ(unshare(CLONE_NEWNS), 0);
+		EXPECT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+		EXPECT_EQ(mount("/dev/null", path, NULL, MS_BIND, NULL), 0);
+		EXPECT(lower_sys_resource());
+		EXPECT(ioflusher_flag_get() < 0);
+		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
+		EXPECT(r < 0);
+		EXPECT_EQ(proc_oom_score_adj(), 0);
+		fflush(stdout);
+		_exit(failures ? 1 : 0);
+	}
+	EXPECT_EQ(wait_child(pid), 0);
+}
+
 static void test_oom(void)
 {
 	int adj = 1;
@@ -1059,6 +1104,8 @@ static const struct test tests[] = {
      SUITE_ROOT, NULL},
     {"thread: child_clear in a forked child clears the flag and the OOM score",
      test_child_clear, SUITE_ROOT, NULL},
+    {"thread: child_clear resets the OOM score when the flag cannot be read",
+     test_child_clear_oom_without_flag_reading, SUITE_ROOT, NULL},
     {"oom: oom_score_adj -1000 is set and read back", test_oom, SUITE_ROOT,
      NULL},
     {"setup: every protection is applied", test_setup_applied, SUITE_ROOT,
