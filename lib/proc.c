@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,32 +139,82 @@ int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 	return r;
 }
 
+/* One line of a status file: -ENOENT when it is not key's. */
+static int status_line(const char *line, const char *key, size_t keylen,
+		       int base, uint64_t *value)
+{
+	unsigned long long v;
+	char *end;
+
+	if (strncmp(line, key, keylen) != 0 || line[keylen] != ':')
+		return -ENOENT;
+	errno = 0;
+	v = strtoull(line + keylen + 1, &end, base);
+	if (errno || end == line + keylen + 1)
+		return -EBADMSG;
+	*value = v;
+	return 0;
+}
+
+/*
+ * A field of /proc/PID/status, read line by line: the file has no bound
+ * (Groups: lists every supplementary group, up to 65536 of them, before
+ * VmLck, Threads and Seccomp), so a line longer than the buffer is
+ * skipped, never taken for the end of the file.  No field read here is
+ * anywhere near that long.
+ */
 int proc_status_u64(pid_t pid, const char *key, int base, uint64_t *value)
 {
-	char path[64], buf[8192], *p, *end;
-	size_t keylen = strlen(key);
-	unsigned long long v;
+	char path[64], buf[4096], *p, *nl;
+	size_t keylen = strlen(key), len = 0;
+	bool skip = false;
+	int fd, r = -ENOENT;
 	ssize_t n;
 
 	if (pid == 0)
 		snprintf(path, sizeof(path), "/proc/self/status");
 	else
 		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	n = proc_read_file(path, buf, sizeof(buf));
-	if (n < 0)
-		return (int)n;
-	for (p = buf; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-		if (strncmp(p, key, keylen) != 0 || p[keylen] != ':')
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EINTR)
 			continue;
-		p += keylen + 1;
-		errno = 0;
-		v = strtoull(p, &end, base);
-		if (errno || end == p)
-			return -EBADMSG;
-		*value = v;
-		return 0;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0) {
+			/* A last line without its newline. */
+			buf[len] = '\0';
+			if (len && !skip)
+				r = status_line(buf, key, keylen, base, value);
+			break;
+		}
+		len += (size_t)n;
+		buf[len] = '\0';
+		for (p = buf; (nl = memchr(p, '\n', len - (size_t)(p - buf)));
+		     p = nl + 1) {
+			*nl = '\0';
+			if (!skip)
+				r = status_line(p, key, keylen, base, value);
+			skip = false;
+			if (r != -ENOENT)
+				goto out;
+		}
+		len -= (size_t)(p - buf);
+		if (len == sizeof(buf) - 1) {
+			skip = true;
+			len = 0;
+		} else {
+			memmove(buf, p, len);
+		}
 	}
-	return -ENOENT;
+out:
+	close(fd);
+	return r;
 }
 
 int proc_thread_count(pid_t pid)

@@ -6,11 +6,14 @@
  * reading past its end, which AddressSanitizer checks here: each line sits
  * in a buffer of its own exact length.  (A line cut inside the flags
  * number reads as a smaller number: /proc writes whole lines, and nothing
- * in the line can tell.)
+ * in the line can tell.)  And the reader of /proc/PID/status fields,
+ * whose file has no bound on its length.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <errno.h>
+#include <grp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,4 +116,41 @@ Test(proc, lines_cut_short_are_refused)
 		cr_assert(eq(int, parse(bad[i], NULL, &flags, NULL, 0),
 			     -EBADMSG),
 			  "line %zu: \"%s\"", i, bad[i]);
+}
+
+/* The length of /proc/self/status, read whole with stdio. */
+static size_t status_length(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	size_t n = 0;
+
+	cr_assert_not_null(f);
+	while (fgetc(f) != EOF)
+		n++;
+	fclose(f);
+	return n;
+}
+
+/* Groups: comes before Threads, VmLck and Seccomp, and has no bound: a
+ * status file much longer than any buffer still yields every field. */
+Test(proc, status_fields_after_a_long_groups_line)
+{
+	uint64_t threads, seccomp, vmlck, v;
+	gid_t groups[2000];
+
+	cr_assert(eq(int, proc_status_u64(0, "Threads", 10, &threads), 0));
+	cr_assert(eq(int, proc_status_u64(0, "Seccomp", 10, &seccomp), 0));
+	cr_assert(eq(int, proc_status_u64(0, "VmLck", 10, &vmlck), 0));
+	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+		groups[i] = (gid_t)(1000000 + i);
+	if (setgroups(sizeof(groups) / sizeof(groups[0]), groups) < 0)
+		cr_skip("setgroups: %s", strerror(errno));
+	cr_assert(gt(sz, status_length(), 16384));
+	cr_assert(eq(int, proc_status_u64(0, "Threads", 10, &v), 0));
+	cr_assert(eq(u64, v, threads));
+	cr_assert(eq(int, proc_status_u64(0, "Seccomp", 10, &v), 0));
+	cr_assert(eq(u64, v, seccomp));
+	cr_assert(eq(int, proc_status_u64(0, "VmLck", 10, &v), 0));
+	cr_assert(eq(u64, v, vmlck));
+	cr_assert(eq(int, proc_status_u64(0, "NoSuchField", 10, &v), -ENOENT));
 }
