@@ -112,16 +112,23 @@ _public_ int ioflusher_caps_drop(const int *keep, size_t n)
 	if (r < 0)
 		return r;
 	/* Keep a capability only where the process holds it: asking to keep
-	 * what is not there is not an error, it stays absent. */
+	 * what is not there is not an error, it stays absent.  The kernel
+	 * refuses a new inheritable capability outside the bounding set: one
+	 * permitted but no longer bounded stays out of the inheritable set,
+	 * or the whole change would fail. */
 	for (int c = 0; c < max; c++) {
 		cap_value_t v = (cap_value_t)c;
-		cap_flag_value_t p;
+		cap_flag_value_t p, i;
 
 		if (!kept[c] || cap_get_flag(cur, v, CAP_PERMITTED, &p) < 0 ||
 		    p != CAP_SET)
 			continue;
+		if (cap_get_flag(cur, v, CAP_INHERITABLE, &i) < 0)
+			return -errno;
 		if (cap_set_flag(next, CAP_PERMITTED, 1, &v, CAP_SET) < 0 ||
-		    cap_set_flag(next, CAP_EFFECTIVE, 1, &v, CAP_SET) < 0 ||
+		    cap_set_flag(next, CAP_EFFECTIVE, 1, &v, CAP_SET) < 0)
+			return -errno;
+		if ((i == CAP_SET || cap_get_bound(v) == 1) &&
 		    cap_set_flag(next, CAP_INHERITABLE, 1, &v, CAP_SET) < 0)
 			return -errno;
 	}

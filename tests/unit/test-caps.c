@@ -8,6 +8,7 @@
 #include <linux/capability.h>
 #include <string.h>
 #include <sys/capability.h>
+#include <sys/prctl.h>
 
 #include "helpers.h"
 #include "ioflusher.h"
@@ -111,6 +112,24 @@ Test(caps, drop_everything)
 	cr_assert(eq(int, ioflusher_caps_drop(NULL, 0), 0));
 	cr_assert(zero(u64, status_mask("CapEff")));
 	cr_assert(zero(u64, status_mask("CapPrm")));
+	cr_assert(zero(u64, status_mask("CapBnd")));
+}
+
+/* A kept capability that is permitted but out of the bounding set cannot
+ * become inheritable: it is kept all the same, and the rest dropped. */
+Test(caps, drop_keeps_one_outside_the_bounding_set)
+{
+	const int keep[] = {CAP_IPC_LOCK};
+
+	if (!(status_mask("CapPrm") & BIT(CAP_IPC_LOCK)) ||
+	    !(status_mask("CapEff") & BIT(CAP_SETPCAP)))
+		cr_skip("needs CAP_IPC_LOCK and CAP_SETPCAP");
+	cr_assert(zero(int, prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0)));
+	cr_assert(zero(u64, status_mask("CapInh") & BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 1), 0));
+	cr_assert(eq(u64, status_mask("CapEff"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(u64, status_mask("CapPrm"), BIT(CAP_IPC_LOCK)));
+	cr_assert(zero(u64, status_mask("CapInh")));
 	cr_assert(zero(u64, status_mask("CapBnd")));
 }
 
