@@ -126,7 +126,12 @@ struct ioflusher_mempool {
 	 * free_limit, which changes when someone starts or stops waiting. */
 	uint64_t serial;
 	uintptr_t base0; /* chunk 0, the only one checked on the fast path */
-	size_t span0;
+	/* Element k of chunk 0 starts at base0 + k * stride, and nothing
+	 * else does: ror(offset * inv0, shift0) is k for those offsets and
+	 * at least nr0 for every other (elem_index0()). */
+	uint64_t inv0;
+	size_t nr0;
+	unsigned int shift0;
 	size_t stride;
 	unsigned int cache_nr;
 	unsigned int mag_nr; /* elements per magazine, cache_nr / 2 */
@@ -275,26 +280,61 @@ static bool round_up_checked(size_t x, size_t a, size_t *out)
 	return true;
 }
 
+/* The inverse of an odd d modulo 2^64, by Newton's iteration: each step
+ * doubles the bits that are right, from the 3 of d * d == 1 mod 8. */
+static uint64_t odd_inverse(uint64_t d)
+{
+	uint64_t x = d;
+
+	for (int i = 0; i < 5; i++)
+		x *= 2 - d * x;
+	return x;
+}
+
+/*
+ * The index of elem in chunk 0, or a number of at least nr0 when elem is
+ * not the start of one of its elements: with stride = d << shift0, d odd,
+ * a multiple q * stride of it maps to q, and every other offset, inside
+ * an element or outside the chunk, to more than UINT64_MAX / stride, which
+ * nr0 cannot reach (a division test: Granlund and Montgomery, 1994).  One
+ * multiplication, where a division would cost ten times more.
+ */
+static inline uint64_t elem_index0(const struct ioflusher_mempool *pool,
+				   const void *elem)
+{
+	uint64_t x = ((uintptr_t)elem - pool->base0) * pool->inv0;
+	unsigned int s = pool->shift0;
+
+	return s ? x >> s | x << (64 - s) : x;
+}
+
 /* ------------------------------------------------------------ memory */
 
 static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
 			     bool fatal, const char *why)
 {
 	int reason = ioflusher_diagnose(IOFLUSHER_PROTECT_MEMLOCK, err);
-	uint64_t soft = 0, hard = 0;
+	uint64_t soft = 0, hard = 0, locked = 0;
 	int prio = fatal ? LOG_ERR : LOG_WARNING;
+	bool cap = ioflusher_caps_have(CAP_IPC_LOCK) == 1;
 
 	if (!ioflusher_log_enabled(ctx, prio))
 		return;
 	ioflusher_memlock_limit(&soft, &hard);
+	ioflusher_memlock_locked(0, &locked);
+	/* The limit counts what the process has locked already (mlockall,
+	 * the heap reserve, other pools), not this mapping alone. */
 	ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__,
-		      "mempool: cannot lock %zu bytes: %s: %s; RLIMIT_MEMLOCK "
-		      "is %llu bytes (hard %llu), CAP_IPC_LOCK is %s%s",
+		      "mempool: cannot lock a mapping of %zu bytes of the "
+		      "pool: %s: %s; %llu bytes are locked already, "
+		      "RLIMIT_MEMLOCK is %llu bytes (hard %llu), CAP_IPC_LOCK "
+		      "is %s%s%s",
 		      len, strerror(-err), ioflusher_reason_string(reason),
-		      (unsigned long long)soft, (unsigned long long)hard,
-		      ioflusher_caps_have(CAP_IPC_LOCK) == 1 ? "held" :
-							       "not held",
-		      why);
+		      (unsigned long long)locked, (unsigned long long)soft,
+		      (unsigned long long)hard, cap ? "held" : "not held", why,
+		      cap ? "" :
+			    "; grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK "
+			    "(LimitMEMLOCK=infinity)");
 }
 
 /*
@@ -388,6 +428,27 @@ static struct mp_chunk *chunk_of(const struct ioflusher_mempool *pool,
 	return NULL;
 }
 
+/* The chunk of elem, which must be the start of one of its elements:
+ * NULL, logged, when it is not. */
+static struct mp_chunk *elem_chunk(struct ioflusher_mempool *pool,
+				   const void *elem, size_t *index)
+{
+	struct mp_chunk *ch = chunk_of(pool, elem, index);
+
+	if (!ch) {
+		log_err(pool->ctx, "mempool: free of %p: not from this pool",
+			elem);
+		return NULL;
+	}
+	if (((uintptr_t)elem - ch->base) % pool->stride) {
+		log_err(pool->ctx,
+			"mempool: free of %p: not the start of an element",
+			elem);
+		return NULL;
+	}
+	return ch;
+}
+
 #ifdef IOFLUSHER_DEBUG
 /* Check the poison left by free and mark the element in use. */
 static void debug_alloc(struct ioflusher_mempool *pool, void *elem)
@@ -420,18 +481,9 @@ static int debug_free_begin(struct ioflusher_mempool *pool, void *elem)
 	size_t index;
 	unsigned char used = MP_STATE_USED;
 
-	ch = chunk_of(pool, elem, &index);
-	if (!ch) {
-		log_err(pool->ctx, "mempool: free of %p: not from this pool",
-			elem);
+	ch = elem_chunk(pool, elem, &index);
+	if (!ch)
 		return -EINVAL;
-	}
-	if (((uintptr_t)elem - ch->base) % pool->stride) {
-		log_err(pool->ctx,
-			"mempool: free of %p: not the start of an element",
-			elem);
-		return -EINVAL;
-	}
 	if (!atomic_compare_exchange_strong(&ch->state[index], &used,
 					    MP_STATE_FREEING)) {
 		log_err(pool->ctx, "mempool: free of %p: double free", elem);
@@ -460,9 +512,11 @@ static void debug_free_end(struct ioflusher_mempool *pool, void *elem)
 static inline void debug_alloc(struct ioflusher_mempool *pool, void *elem)
 {
 }
+/* Without the debug states, what can be told: an element of ours, at
+ * its start (a pointer inside one would be handed out again). */
 static inline int debug_free_begin(struct ioflusher_mempool *pool, void *elem)
 {
-	return chunk_of(pool, elem, NULL) ? 0 : -EINVAL;
+	return elem_chunk(pool, elem, NULL) ? 0 : -EINVAL;
 }
 static inline void debug_free_undo(struct ioflusher_mempool *pool, void *elem)
 {
@@ -925,7 +979,9 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 		goto fail;
 	atomic_store(&pool->nchunks, 1);
 	pool->base0 = pool->chunks[0].base;
-	pool->span0 = min_nr * stride;
+	pool->nr0 = min_nr;
+	pool->shift0 = (unsigned int)__builtin_ctzll(stride);
+	pool->inv0 = odd_inverse(stride >> pool->shift0);
 	pool->depot =
 		depot_map(pool, min_nr, &pool->depot_map_size, &locked, &err);
 	if (!pool->depot)
@@ -1332,11 +1388,8 @@ free_slow_one(struct ioflusher_mempool *pool, void *elem)
 static __attribute__((noinline)) int
 free_foreign(struct ioflusher_mempool *pool, void *elem)
 {
-	if (debug_free_begin(pool, elem) < 0) {
-		log_err(pool->ctx, "mempool: free of %p: not from this pool",
-			elem);
+	if (debug_free_begin(pool, elem) < 0)
 		return -EINVAL;
-	}
 	return free_slow(pool, &elem, 1);
 }
 #endif
@@ -1356,7 +1409,7 @@ _public_ int ioflusher_mempool_free_elem(struct ioflusher_mempool *pool,
 	if (ret < 0)
 		return ret;
 #else
-	if (_unlikely_((uintptr_t)elem - pool->base0 >= pool->span0))
+	if (_unlikely_(elem_index0(pool, elem) >= pool->nr0))
 		return free_foreign(pool, elem);
 #endif
 	t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];

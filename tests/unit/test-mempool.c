@@ -914,8 +914,12 @@ Test(mempool, lock_failure_is_reported)
 			   logbuf);
 	msg = strstr(logbuf, "cannot lock ");
 	cr_assert_not_null(msg, "%s", logbuf);
-	cr_assert_eq(sscanf(msg, "cannot lock %zu bytes", &bytes), 1);
+	cr_assert_eq(sscanf(msg, "cannot lock a mapping of %zu bytes", &bytes),
+		     1);
 	cr_assert_geq(bytes, 1024 * 4096, "the bytes needed are named");
+	cr_assert_not_null(strstr(logbuf, "bytes are locked already"), "%s",
+			   logbuf);
+	cr_assert_not_null(strstr(logbuf, "grant CAP_IPC_LOCK"), "%s", logbuf);
 
 	logbuf[0] = 0;
 	r = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0,
@@ -970,6 +974,64 @@ Test(mempool, lock_failure_under_mcl_future_is_reported)
  * must be refused when the pool would hold more than it has, and never
  * write past the depot.  With them, it is refused at once.
  */
+/*
+ * A pointer inside an element, or just outside the pool, is refused in
+ * every build, and the pool loses nothing: strides that are powers of
+ * two and strides that are not, whose check on the fast path is a
+ * multiplication rather than a mask.
+ */
+Test(mempool, interior_and_outside_pointers_are_refused)
+{
+	static const size_t shapes[][2] = {
+		{64, 0}, {96, 32}, {4160, 64}, {3 * 4096, 4096}, {8, 8},
+	};
+	struct ioflusher_ctx *ctx = capture_ctx();
+
+	for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+		size_t size = shapes[k][0], nr = 8, i;
+		struct ioflusher_mempool *pool;
+		char *e[8], *lo = NULL;
+
+		cr_assert_eq(ioflusher_mempool_new(ctx, nr, size, shapes[k][1],
+						   2, 0, &pool),
+			     0);
+		for (i = 0; i < nr; i++) {
+			e[i] = ioflusher_mempool_alloc(pool, 0);
+			if (!lo || e[i] < lo)
+				lo = e[i];
+		}
+		for (i = 0; i < nr; i++) {
+			const ptrdiff_t bad[] = {1, (ptrdiff_t)size / 2,
+						 (ptrdiff_t)size - 1};
+
+			for (size_t b = 0; b < 3; b++)
+				cr_assert_eq(ioflusher_mempool_free_elem(
+						 pool, e[i] + bad[b]),
+					     -EINVAL, "size %zu, +%td", size,
+					     bad[b]);
+		}
+		cr_assert_not_null(strstr(logbuf, "not the start"), "%s",
+				   logbuf);
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, lo - size),
+			     -EINVAL);
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, lo + nr * size),
+			     -EINVAL);
+		cr_assert_eq(stats_of(pool).in_use, nr);
+		for (i = 0; i < nr; i++)
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
+		cr_assert_eq(stats_of(pool).free, nr);
+		/* What comes out again are the elements' starts. */
+		for (i = 0; i < nr; i++) {
+			char *p = ioflusher_mempool_alloc(pool, 0);
+
+			cr_assert_eq((size_t)(p - lo) % size, 0, "size %zu",
+				     size);
+		}
+		ioflusher_mempool_free(pool);
+	}
+	ioflusher_ctx_unref(ctx);
+}
+
 Test(mempool, double_free_never_overflows_the_depot)
 {
 	struct ioflusher_ctx *ctx = capture_ctx();
