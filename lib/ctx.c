@@ -14,10 +14,12 @@
 
 #include "private.h"
 
+/* The message names what it is about; the internal function that logs,
+ * which no caller knows, is left to log functions that want it. */
 static void log_stderr(void *data, int priority, const char *file, int line,
 		       const char *fn, const char *format, va_list args)
 {
-	fprintf(stderr, "libioflusher: %s: ", fn);
+	fputs("libioflusher: ", stderr);
 	vfprintf(stderr, format, args);
 	fputc('\n', stderr);
 }

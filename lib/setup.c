@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <sys/prctl.h>
 
 #include "private.h"
 
@@ -56,6 +57,28 @@ static int outcome_of(int reason)
 	}
 }
 
+/* Where CAP_SYS_RESOURCE is missing says what would bring it. */
+static void capability_missing(struct report_entry *e)
+{
+	uint64_t prm = 0;
+	const char *what;
+
+	if (prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0, 0, 0) == 0)
+		what = "which is not in this process's bounding set, so not "
+		       "even root can have it: grant it to the service "
+		       "(CapabilityBoundingSet=, AmbientCapabilities=; for "
+		       "a container, --cap-add SYS_RESOURCE)";
+	else if (proc_status_u64(0, "CapPrm", 16, &prm) == 0 &&
+		 prm & (1ull << CAP_SYS_RESOURCE))
+		what = "which this process has permitted but not effective: "
+		       "raise it before setup";
+	else
+		what = "which this process does not have: run it as root, or "
+		       "grant it (AmbientCapabilities=CAP_SYS_RESOURCE)";
+	snprintf(e->detail, sizeof(e->detail),
+		 "PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, %s", what);
+}
+
 static void flag_failure(struct report_entry *e, int err)
 {
 	switch (ioflusher_diagnose(IOFLUSHER_PROTECT_FLAG, err)) {
@@ -64,9 +87,7 @@ static void flag_failure(struct report_entry *e, int err)
 			 "prctl(PR_SET_IO_FLUSHER) came with Linux 5.6");
 		break;
 	case IOFLUSHER_REASON_CAPABILITY:
-		snprintf(e->detail, sizeof(e->detail),
-			 "PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which this "
-			 "process does not have");
+		capability_missing(e);
 		break;
 	case IOFLUSHER_REASON_USER_NAMESPACE:
 		snprintf(

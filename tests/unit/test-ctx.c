@@ -140,6 +140,8 @@ Test(ctx, env_debug_raises_level)
 		  out);
 	cr_assert(not(zero(ptr, strstr(out, "CAP_SYS_RESOURCE"))), "stderr: %s",
 		  out);
+	/* No internal function names, which no caller could look up. */
+	cr_assert(zero(ptr, strstr(out, "log_entry")), "stderr: %s", out);
 	ioflusher_ctx_unref(ctx);
 }
 

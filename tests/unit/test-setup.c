@@ -152,6 +152,31 @@ Test(setup, format_explains)
 	ioflusher_ctx_unref(ctx);
 }
 
+/* What would bring the missing capability depends on where it is
+ * missing: the bounding set (not even root has it), or only this
+ * process's sets. */
+Test(setup, format_says_where_the_capability_is_missing)
+{
+	struct ioflusher_ctx *ctx = ctx_with(IOFLUSHER_POLICY_BEST_EFFORT);
+	struct ioflusher_report *report = NULL;
+	uint64_t bnd = 0, prm = 0;
+
+	cr_assert(eq(int, status_caps("CapBnd", &bnd), 0));
+	cr_assert(eq(int, status_caps("CapPrm", &prm), 0));
+	if (prm & (1ull << CAP_SYS_RESOURCE))
+		cr_assert(eq(int, drop_capability(CAP_SYS_RESOURCE), 0));
+	cr_assert(eq(int, ioflusher_setup(ctx, &report), 0));
+	if (!(bnd & (1ull << CAP_SYS_RESOURCE)))
+		assert_line_has(report, IOFLUSHER_PROTECT_FLAG,
+				"not in this process's bounding set");
+	else
+		assert_line_has(report, IOFLUSHER_PROTECT_FLAG,
+				"which this process does not have: run it as "
+				"root, or grant it");
+	ioflusher_report_free(report);
+	ioflusher_ctx_unref(ctx);
+}
+
 Test(setup, format_truncates_like_snprintf)
 {
 	struct ioflusher_ctx *ctx = NULL;
