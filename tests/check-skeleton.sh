@@ -1,7 +1,8 @@
 #!/bin/sh
 # examples/skeleton, the template daemon, on the machine the tests run on.
 # Where the flag cannot be had (no CAP_SYS_RESOURCE: CI, containers), it
-# must refuse to serve by default, naming the capability, and serve with
+# must refuse to serve by default, naming the capability, with exit status
+# 4 (a required protection could not be applied), and serve with
 # --best-effort: the report, the audit of the main thread and every
 # worker, the end on a signal.  A --sandbox that cannot be installed
 # (seccomp(2) failing, through tests/failsys) must stop it.  The success
@@ -54,7 +55,7 @@ else
 	want='io-flusher flag: unavailable: .*CAP_SYS_RESOURCE
 ^setup failed: a required protection is missing'
 	never='^serving: '
-	check "refuses to serve without the flag, naming CAP_SYS_RESOURCE" 1 \
+	check "refuses to serve without the flag, naming CAP_SYS_RESOURCE: exit 4" 4 \
 		"$skel" --threads 2 --duration 1
 fi
 
@@ -75,6 +76,6 @@ check "--best-effort: report, audit of all 4 threads, serves, ends on SIGALRM" 0
 
 want='^--sandbox: .*not serving'
 never='^serving: '
-check "--sandbox that cannot be installed: exit 1, nothing served" 1 \
+check "--sandbox that cannot be installed: exit 4, nothing served" 4 \
 	"$failsys" seccomp=EINVAL "$skel" --best-effort --sandbox --duration 1
 exit $fail

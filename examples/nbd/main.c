@@ -314,6 +314,22 @@ static int parse_args(int argc, char **argv, struct options *o)
 		log_stderr("--memory and --file exclude each other\n");
 		return 2;
 	}
+	if (o->connect && o->file) {
+		/* A regular file's size, known before setup; a block device's
+		 * is whole sectors.  main() checks the export again, since the
+		 * file may change size in between. */
+		struct stat st;
+
+		if (stat(o->file, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size % 512) {
+			log_stderr(
+				"--connect: %s: the file's %llu bytes are not "
+				"a whole number of 512-byte sectors, as a "
+				"block device's size is\n",
+				o->file, (unsigned long long)st.st_size);
+			return 2;
+		}
+	}
 	if (o->socket_path &&
 	    strlen(o->socket_path) >=
 		    sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -362,6 +378,12 @@ static int check_memory_size(uint64_t size)
 	return -EFBIG;
 }
 
+/*
+ * 0, or the exit status: 4 when a required protection could not be
+ * applied (the LSB's "insufficient privilege": the unit's
+ * RestartPreventExitStatus= does not restart what a restart cannot fix),
+ * 1 when setup could not even try (out of memory).
+ */
 static int setup(const struct options *o)
 {
 	struct ioflusher_report *report = NULL;
@@ -372,7 +394,7 @@ static int setup(const struct options *o)
 	r = ioflusher_ctx_new(&ctx);
 	if (r < 0) {
 		log_stderr("ioflusher_ctx_new: %s\n", strerror(-r));
-		return r;
+		return 1;
 	}
 	/* Production wants the flag: without it the daemon can deadlock
 	 * serving its own writeback.  --best-effort runs anyway and says so. */
@@ -383,15 +405,22 @@ static int setup(const struct options *o)
 	ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
 	r = ioflusher_setup(ctx, &report);
 	ioflusher_ctx_unref(ctx);
+	if (r < 0 && !report) {
+		/* The report could not be allocated: nothing was tried. */
+		log_stderr("setup: %s\n", strerror(-r));
+		return 1;
+	}
 	for (int p = 0; report && p < IOFLUSHER_PROTECT_COUNT; p++) {
 		ioflusher_report_format(report, p, line, sizeof(line));
 		log_stderr("setup: %s\n", line);
 	}
 	ioflusher_report_free(report);
-	if (r < 0)
+	if (r < 0) {
 		log_stderr("setup failed: a required protection is missing "
 			   "(--best-effort runs anyway, unprotected)\n");
-	return r;
+		return 4;
+	}
+	return 0;
 }
 
 static int audit_threads(void)
@@ -417,8 +446,9 @@ static int audit_threads(void)
 		log_stderr("audit:   %d %-15s %s\n", (int)tid, comm,
 			   flagged ? "flagged" : "MISSING");
 	}
+	r = ioflusher_audit_missing(audit);
 	ioflusher_audit_free(audit);
-	return 0;
+	return r;
 }
 
 /* ---------------------------------------------------------------- --run */
@@ -761,7 +791,7 @@ int main(int argc, char **argv)
 	int keep[2], nkeep = 0;
 	int lfd = -1, sfd = -1, kfd = -1, run_wfd = -1, status = 0, r;
 	unsigned int port = 0, left;
-	int grace_s = 0;
+	int grace_s = 0, fail_status = 1;
 	pid_t run_pid = -1;
 	bool running = true, accept_paused = false, accept_said = false;
 	sigset_t sigs;
@@ -771,8 +801,9 @@ int main(int argc, char **argv)
 		return r == 1 ? 0 : r;
 
 	/* 1-2. Protections first, before any thread or buffer. */
-	if (setup(&o) < 0)
-		return 1;
+	r = setup(&o);
+	if (r)
+		return r;
 
 	/* 3. The --run helper, while there is one thread to fork. */
 	if (o.run) {
@@ -863,6 +894,8 @@ int main(int argc, char **argv)
 		log_stderr("workers: %s\n", strerror(-r));
 		goto fail_listening;
 	}
+	/* parse_args() checked the file already; it may have changed size
+	 * since. */
 	if (o.connect && exp.size % 512) {
 		log_stderr("%s: the export's %llu bytes are not a whole number "
 			   "of 512-byte sectors, as a block device's size is\n",
@@ -880,7 +913,16 @@ int main(int argc, char **argv)
 			goto fail_listening;
 		}
 	}
-	audit_threads();
+	/* With the flag required, a thread without it (one a library
+	 * started) is a daemon that must not serve. */
+	r = audit_threads();
+	if (r != 0 && !o.best_effort) {
+		log_stderr("audit: %s: not serving\n",
+			   r < 0 ? strerror(-r) :
+				   "a thread runs without the flag");
+		fail_status = 4;
+		goto fail_listening;
+	}
 
 	/* 7. What is left of privilege.  CAP_IPC_LOCK: under MCL_FUTURE
 	 * every new mapping is locked, the stack of each new connection's
@@ -900,7 +942,10 @@ int main(int argc, char **argv)
 	if (o.sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
-			log_stderr("--sandbox: %s\n", strerror(-r));
+			/* Asked for and not there: do not serve without it. */
+			log_stderr("--sandbox: %s: not serving\n",
+				   strerror(-r));
+			fail_status = 4;
 			goto fail_listening;
 		}
 	}
@@ -1011,5 +1056,5 @@ fail_listening:
 	/* Nothing was served, and the socket must not outlive the daemon
 	 * all the same.  Threads already started end with the process. */
 	unlisten(lfd, o.socket_path);
-	return 1;
+	return fail_status;
 }

@@ -16,8 +16,9 @@
  *   5. once they run, audit every thread of the process and log it, and
  *      lock the protections in with a seccomp filter;
  *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
- * What is required and cannot be had stops the daemon (exit 1) with a
- * message that names what is missing; --best-effort serves anyway.
+ * A required protection that setup cannot apply stops the daemon (exit 4)
+ * with a message that names what is missing; --best-effort serves anyway.
+ * Any other failure to start exits 1, a bad command line 2.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -198,19 +199,22 @@ int main(int argc, char **argv)
 	r = ioflusher_setup(ctx, &report);
 	ioflusher_ctx_unref(ctx);
 
-	/* 2. Say what was applied and what was not, and the risk left. */
-	if (report) {
-		print_report(report);
-		ioflusher_report_free(report);
-	}
-	if (r < 0) {
-		if (report)
-			fprintf(stderr, "setup failed: a required protection "
-					"is missing, as said above "
-					"(--best-effort runs anyway)\n");
-		else
-			fprintf(stderr, "setup: %s\n", strerror(-r));
+	/* 2. Say what was applied and what was not, and the risk left.  No
+	 * report: it could not be allocated, and nothing was tried. */
+	if (!report) {
+		fprintf(stderr, "setup: %s\n", strerror(-r));
 		return 1;
+	}
+	print_report(report);
+	ioflusher_report_free(report);
+	if (r < 0) {
+		/* 4, the LSB's "insufficient privilege": a service manager
+		 * told so (RestartPreventExitStatus=) does not restart what a
+		 * restart cannot fix. */
+		fprintf(stderr, "setup failed: a required protection is "
+				"missing, as said above "
+				"(--best-effort runs anyway)\n");
+		return 4;
 	}
 
 	/* SIGTERM and SIGINT are taken synchronously by the main thread;
@@ -276,7 +280,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: not serving\n",
 				r < 0 ? "the threads cannot be audited" :
 					"a thread runs without the flag");
-			status = 1;
+			status = 4;
 		}
 	}
 
@@ -286,7 +290,7 @@ int main(int argc, char **argv)
 		if (r < 0) {
 			fprintf(stderr, "--sandbox: %s: not serving\n",
 				strerror(-r));
-			status = 1;
+			status = 4;
 		}
 	}
 

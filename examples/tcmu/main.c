@@ -392,6 +392,12 @@ static void limit_future_locks(void)
 	       (unsigned long long)rl.rlim_cur / 1024);
 }
 
+/*
+ * 0, or the exit status: 4 when a required protection could not be
+ * applied (the LSB's "insufficient privilege": the unit's
+ * RestartPreventExitStatus= does not restart what a restart cannot fix),
+ * 1 when setup could not even try (out of memory).
+ */
 static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 {
 	struct ioflusher_report *report = NULL;
@@ -401,7 +407,7 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 	r = ioflusher_ctx_new(&ctx);
 	if (r < 0) {
 		fprintf(stderr, "ioflusher_ctx_new: %s\n", strerror(-r));
-		return r;
+		return 1;
 	}
 	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, o->policy);
 	/* Lock pages as they are touched: the memory backend's mapping is
@@ -411,6 +417,12 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 	 * signal wait use.  The ring threads pre-fault their own stacks. */
 	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
 	r = ioflusher_setup(ctx, &report);
+	if (r < 0 && !report) {
+		/* The report could not be allocated: nothing was tried. */
+		fprintf(stderr, "setup: %s\n", strerror(-r));
+		ioflusher_ctx_unref(ctx);
+		return 1;
+	}
 	if (report) {
 		print_report(report);
 		if (r == 0 && ioflusher_report_outcome(
@@ -423,7 +435,7 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 		fprintf(stderr, "setup failed: a required protection is "
 				"missing (--best-effort runs anyway)\n");
 		ioflusher_ctx_unref(ctx);
-		return r;
+		return 4;
 	}
 	*ctxp = ctx;
 	return 0;
@@ -504,8 +516,9 @@ int main(int argc, char **argv)
 	poll_us = o.poll_us;
 
 	/* 1, 2: protections before any thread exists, and the report. */
-	if (setup(&o, &ctx) < 0)
-		return 1;
+	r = setup(&o, &ctx);
+	if (r)
+		return r;
 
 	/* 3: devices, backends, rings, the pool.  The SIGBUS guard first:
 	 * attaching a ring reads every page of it under the guard, and a
@@ -558,7 +571,13 @@ int main(int argc, char **argv)
 		goto out_pool;
 	}
 
-	/* 4: drop what is no longer needed, before any thread inherits it. */
+	/* 4: drop what is no longer needed, before any thread inherits it.
+	 * Without CAP_SETPCAP the bounding set is left as it is, silently:
+	 * what the daemon executes could gain capabilities back.  Asked
+	 * before the drop, which takes CAP_SETPCAP away. */
+	if (ioflusher_caps_have(CAP_SETPCAP) != 1)
+		fprintf(stderr, "capabilities: no CAP_SETPCAP, the bounding "
+				"set stays as it is\n");
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
 	if (r < 0)
 		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
@@ -574,6 +593,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "audit: %s: not serving\n",
 			r < 0 ? strerror(-r) :
 				"a thread runs without the flag");
+		exit_code = 4;
 		goto out_stop;
 	}
 	if (o.sandbox) {
@@ -581,6 +601,7 @@ int main(int argc, char **argv)
 		if (r < 0) {
 			/* Asked for and not there: do not serve without it. */
 			fprintf(stderr, "--sandbox: %s\n", strerror(-r));
+			exit_code = 4;
 			goto out_stop;
 		}
 	}

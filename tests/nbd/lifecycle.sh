@@ -12,10 +12,11 @@ has_cap() { # has_cap BIT [PID]
 }
 
 # refused NAME PATTERN DESC ARGS...: the daemon started with ARGS on
-# $nbd_tmp/NAME.sock (under the command $wrap, if set) exits 1 with
-# PATTERN in its error output, and leaves no socket behind, where clients
-# would be refused.
+# $nbd_tmp/NAME.sock (under the command $wrap, if set) exits $refused_rc
+# (1 unless set) with PATTERN in its error output, and leaves no socket
+# behind, where clients would be refused.
 wrap=
+refused_rc=1
 refused() {
 	_name=$1 _pat=$2 _desc=$3
 	shift 3
@@ -23,7 +24,7 @@ refused() {
 	timeout 20 $wrap "$NBD_DAEMON" --socket "$nbd_tmp/$_name.sock" "$@" \
 		>/dev/null 2>"$nbd_tmp/$_name.err"
 	_rc=$?
-	if [ $_rc -eq 1 ] && grep -q -- "$_pat" "$nbd_tmp/$_name.err" &&
+	if [ $_rc -eq "$refused_rc" ] && grep -q -- "$_pat" "$nbd_tmp/$_name.err" &&
 		[ ! -e "$nbd_tmp/$_name.sock" ]; then
 		tap_ok "$_desc"
 	else
@@ -34,14 +35,22 @@ refused() {
 }
 
 # Without --best-effort the io-flusher flag is required: on a machine
-# without CAP_SYS_RESOURCE the daemon must refuse to serve.
+# without CAP_SYS_RESOURCE the daemon must refuse to serve, with exit
+# status 4, which the unit's RestartPreventExitStatus= does not restart.
 if has_cap 24; then
-	tap_skip "without --best-effort, refuses to start unprotected" \
+	tap_skip "without --best-effort, refuses to start unprotected: exit 4" \
+		"this machine has CAP_SYS_RESOURCE"
+	tap_skip "without --best-effort: the report names CAP_SYS_RESOURCE" \
 		"this machine has CAP_SYS_RESOURCE"
 else
-	refused strict CAP_SYS_RESOURCE \
-		"without --best-effort, refuses to start unprotected, naming CAP_SYS_RESOURCE" \
+	refused_rc=4
+	refused strict "^ioflusher-nbd: setup failed: a required protection is missing" \
+		"without --best-effort, refuses to start unprotected: exit 4, 'setup failed'" \
 		--memory 1M
+	refused_rc=1
+	tap_check "without --best-effort: the report names CAP_SYS_RESOURCE" \
+		grep -q "setup: io-flusher flag: unavailable: .*CAP_SYS_RESOURCE" \
+		"$nbd_tmp/strict.err"
 fi
 # A start that fails once the socket is made (here the kernel's device:
 # not there) must remove it.
@@ -52,11 +61,12 @@ refused failed no-such-nbd \
 # A sandbox asked for and not there (seccomp(2) failing, as where a
 # filter already forbids it) is no sandbox: nothing is served.
 wrap="${top_builddir:-.}/tests/failsys seccomp=EINVAL"
+refused_rc=4
 # shellcheck disable=SC2086
-refused nosandbox "^ioflusher-nbd: --sandbox: " \
-	"--sandbox that cannot be installed: exit 1, said, the socket removed" \
+refused nosandbox "^ioflusher-nbd: --sandbox: .*not serving" \
+	"--sandbox that cannot be installed: exit 4, said, the socket removed" \
 	$NBD_OPTS --memory 1M --sandbox
-wrap=
+wrap= refused_rc=1
 
 tap_check "--version: the release's, $PACKAGE_VERSION" sh -c \
 	"'$NBD_DAEMON' --version | grep -qx 'ioflusher-nbd ${PACKAGE_VERSION:-?} (libioflusher example)'"
@@ -258,6 +268,17 @@ timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket '' >/dev/null 2>"$nbd_tmp/empty.err"
 rc=$?
 tap_check "refused: --socket '', exit 2, saying it takes a path" \
 	sh -c "test $rc -eq 2 && grep -q 'takes a path' '$nbd_tmp/empty.err'"
+# With --connect, a --file that is not whole sectors is known before
+# setup, as a --memory size is: exit 2, and nothing set up.  (It comes
+# before the device is opened: no nbd module needed.)
+head -c 1000 /dev/zero >"$nbd_tmp/odd.img"
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --connect /dev/nbd0 --file "$nbd_tmp/odd.img" \
+	>/dev/null 2>"$nbd_tmp/odd.err"
+rc=$?
+tap_check "refused: --connect, a 1000-byte --file: exit 2 before setup, saying so" \
+	sh -c "test $rc -eq 2 &&
+		grep -q 'odd.img: .* 1000 bytes are not a whole number of 512-byte sectors' '$nbd_tmp/odd.err' &&
+		! grep -q 'setup:' '$nbd_tmp/odd.err'"
 # A port getaddrinfo() would wrap (99999 is 34463) or take as 0.
 for port in 99999 65536 127.0.0.1: x1; do
 	timeout 20 "$NBD_DAEMON" $NBD_OPTS --tcp "$port" >/dev/null 2>"$nbd_tmp/port.err"

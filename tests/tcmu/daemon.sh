@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..15"
+echo "1..17"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -68,8 +68,8 @@ if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then
 	ok "the flag is required by default # SKIP CAP_SYS_RESOURCE is held"
 else
 	"$daemon" --root "$tmp/root" >"$tmp/out" 2>&1
-	check "the flag is required by default: without CAP_SYS_RESOURCE, exit 1" \
-		"$([ $? -eq 1 ] && has 'setup failed' &&
+	check "the flag is required by default: without CAP_SYS_RESOURCE, exit 4" \
+		"$([ $? -eq 4 ] && has 'setup failed' &&
 			has 'io-flusher flag: unavailable'; echo $?)"
 fi
 
@@ -92,8 +92,8 @@ check "--sandbox: serves under the filter" \
 device 0 disk0 mem
 "$builddir/tests/failsys" seccomp=EINVAL \
 	"$daemon" --best-effort --sandbox --root "$tmp/root" >"$tmp/out" 2>&1
-check "--sandbox that cannot be installed: exit 1, said, nothing served" \
-	"$([ $? -eq 1 ] && has '^--sandbox: ' && ! has '^serving: '; echo $?)"
+check "--sandbox that cannot be installed: exit 4, said, nothing served" \
+	"$([ $? -eq 4 ] && has '^--sandbox: ' && ! has '^serving: '; echo $?)"
 
 # More devices than it serves: it says so, and serves as many as it can.
 for i in $(seq 0 64); do device "$i" "many$i" mem; done
@@ -137,6 +137,31 @@ else
 			"$([ $rc -eq 0 ] && has 'memory lock: without CAP_IPC_LOCK' &&
 				has '^device: tcm-user/0/disk0' && has 'device removed'; echo $?)"
 	fi
+fi
+
+# Without CAP_SETPCAP the bounding set cannot be dropped: said, and it
+# serves all the same.  As root, setpriv takes CAP_SETPCAP out of the
+# bounding set, so the daemon runs without it.
+nopcap=
+if [ $((0x$eff >> 8 & 1)) -eq 1 ]; then
+	device 0 disk0 mem
+	"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+	check "with CAP_SETPCAP: no word of a bounding set kept" \
+		"$([ $? -eq 0 ] && has 'device removed' &&
+			! has 'no CAP_SETPCAP'; echo $?)"
+	nopcap=$(command -v setpriv) && nopcap="$nopcap --bounding-set=-setpcap"
+else
+	ok "with CAP_SETPCAP: no word of a bounding set kept # SKIP CAP_SETPCAP is not held"
+fi
+if [ $((0x$eff >> 8 & 1)) -eq 1 ] && [ -z "$nopcap" ]; then
+	ok "without CAP_SETPCAP # SKIP CAP_SETPCAP is held and setpriv is missing"
+else
+	device 0 disk0 mem
+	$nopcap "$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+	check "without CAP_SETPCAP: the bounding set kept is said, and it serves" \
+		"$([ $? -eq 0 ] &&
+			has '^capabilities: no CAP_SETPCAP, the bounding set stays as it is$' &&
+			has 'device removed'; echo $?)"
 fi
 
 rm -rf "$tmp/root"
