@@ -9,8 +9,15 @@
  * and pre-faults memory, shields the daemon from the OOM killer, and says
  * precisely what it could not do and why.  See ioflusher(7).
  *
- * Every function returns 0 (or a count) on success and a negative errno on
- * failure; errno is not part of the contract.
+ * Functions that return int return 0, a count, a boolean 1 or 0, or an enum
+ * value on success, and a negative errno on failure; errno is not part of
+ * the contract.  ioflusher_memlock_check() is no boolean: 0 when the bytes
+ * can be locked, -ENOMEM when they cannot.  Negative on success too:
+ * ioflusher_ctx_get_log_priority() (-1, logging off) and
+ * ioflusher_report_error() (the errno a protection failed with).  Functions
+ * that return a pointer return NULL for an invalid argument (and
+ * ioflusher_mempool_alloc() for an empty pool with NOWAIT).  See
+ * ioflusher(3), RETURN VALUE.
  */
 #ifndef IOFLUSHER_H
 #define IOFLUSHER_H
