@@ -33,7 +33,7 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..7"
+echo "1..8"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
@@ -43,6 +43,7 @@ check "--help exits 0" 0 "$skel" --help
 want='^--threads takes 1 to 64$'
 never='^setup: '
 check "--threads 4x exits 2 before setting up" 2 "$skel" --threads 4x
+check "--threads +5 exits 2: digits only" 2 "$skel" --threads +5
 want='^--duration takes 1 to 86400$'
 check "--duration -1 exits 2" 2 "$skel" --best-effort --duration -1
 want='^unexpected argument: extra$'

@@ -118,9 +118,12 @@ static long parse_num(const char *s, long min, long max)
 	char *end;
 	long v;
 
+	/* Digits only: strtol() takes "+5", " 7" and "-1" too. */
+	if (*s < '0' || *s > '9')
+		return -1;
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
+	if (errno || *end || v < min || v > max)
 		return -1;
 	return v;
 }

@@ -326,9 +326,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->policy = IOFLUSHER_POLICY_BEST_EFFORT;
 			break;
 		case 'p':
+			/* Digits only: strtol() takes "+5" and " 7" too. */
 			errno = 0;
 			v = strtol(optarg, &end, 10);
-			if (errno || end == optarg || *end || v < 0 ||
+			if (*optarg < '0' || *optarg > '9' || errno || *end ||
 			    v > 1000000) {
 				fprintf(stderr, "--poll takes 0 to 1000000\n");
 				return 2;

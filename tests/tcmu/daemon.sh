@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..17"
+echo "1..18"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -49,6 +49,13 @@ check "--version: the release's, $PACKAGE_VERSION" \
 
 "$daemon" --bogus >"$tmp/out" 2>&1
 check "an unknown option exits 2" "$([ $? -eq 2 ]; echo $?)"
+
+r=0
+for v in +5 ' 7' '' 5x 1000001; do
+	"$daemon" --poll "$v" >"$tmp/out" 2>&1
+	if [ $? -ne 2 ] || ! has '^--poll takes 0 to 1000000$'; then r=1; fi
+done
+check "--poll takes digits only: +5, ' 7', '', 5x and 1000001 exit 2" $r
 
 mkdir -p "$tmp/root"
 "$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
