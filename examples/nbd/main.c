@@ -1054,7 +1054,17 @@ int main(int argc, char **argv)
 
 fail_listening:
 	/* Nothing was served, and the socket must not outlive the daemon
-	 * all the same.  Threads already started end with the process. */
+	 * all the same.  A kernel device connected already is disconnected,
+	 * and what was set up undone, as at the end of a run. */
 	unlisten(lfd, o.socket_path);
+	if (o.connect)
+		nbd_kernel_disconnect(&kern);
+	nbd_server_shutdown(&srv);
+	if (nbd_server_wait_idle(&srv, NBD_HARD_GRACE_MS) == 0) {
+		nbd_kernel_wait(&kern);
+		nbd_server_fini(&srv);
+		nbd_export_close(&exp);
+		ioflusher_ctx_unref(srv.ctx);
+	}
 	return fail_status;
 }
