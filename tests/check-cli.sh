@@ -26,6 +26,15 @@ $out"
 	fi
 }
 
+# skip DESC REASON: a test that cannot run here.
+skip() {
+	n=$((n + 1))
+	echo "ok $n - $1 # SKIP $2"
+}
+
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
 # CAP_SYS_RESOURCE is capability 24: bit 24 of CapEff.
 eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 if [ $(((0x$eff >> 24) & 1)) -eq 1 ]; then
@@ -43,12 +52,36 @@ check "an unknown command is a usage error" 2 "unknown command 'frobnicate'" \
 	"$tool" frobnicate
 check "status of something that is not a PID" 2 "not a process ID" \
 	"$tool" status 12x
+# strtol takes blanks and a sign: a PID is digits only.
+check "status of a PID with a blank before it" 2 "not a process ID: ' 12'" \
+	"$tool" status " 12"
+check "status of a PID with a sign" 2 "not a process ID: '\+1'" \
+	"$tool" status +1
+check "status of two PIDs: says so" 2 "^ioflusher: status: more than one PID$" \
+	"$tool" status 1 2
+# getopt's own words would start with the program's path, or "run:".
+check "an unknown option, in the tool's words" 2 \
+	"^ioflusher: unknown option '--frobnicate'$" "$tool" --frobnicate
+check "run: an unknown option, in the tool's words" 2 \
+	"^ioflusher: run: unknown option '-x'$" "$tool" run -x -- true
+check "run -k without its list, in the tool's words" 2 \
+	"^ioflusher: run: option '-k' needs an argument$" "$tool" run -k
 check "--oom-score-adj out of range" 2 "takes -1000 to 1000" \
 	"$tool" run -o 4294966296 -- true
 check "--oom-score-adj empty" 2 "takes -1000 to 1000" "$tool" run -o "" -- true
 check "run without a command" 2 "no command given" "$tool" run
 check "an unknown capability" 2 "unknown capability 'cap_nonsense'" \
 	"$tool" run --keep-caps cap_nonsense -- true
+# cap_from_name() takes any number; the kernel knows up to cap_last_cap.
+if [ -r /proc/sys/kernel/cap_last_cap ]; then
+	past=$(($(cat /proc/sys/kernel/cap_last_cap) + 1))
+	check "a capability number past the kernel's last: a usage error" 2 \
+		"unknown capability '$past'" \
+		"$tool" run --best-effort --keep-caps "$past" -- true
+else
+	skip "a capability number past the kernel's last" \
+		"no /proc/sys/kernel/cap_last_cap"
+fi
 
 check "status: the kernel supports PR_SET_IO_FLUSHER" \
 	"$([ $resource = yes ] && echo 0 || echo 1)" \
@@ -63,6 +96,22 @@ if [ $resource = no ]; then
 	check "run -- true: and true does not run" 1 \
 		"not running true: a required protection failed" "$tool" run -- true
 	check "run --best-effort -- true: runs" 0 "" "$tool" run --best-effort -- true
+	# The OOM protection is not attempted after the flag failed: its
+	# line says so too.
+	check "run -- true: the skipped OOM protection has its line" 1 \
+		"^ioflusher: oom protection: skipped: not attempted" \
+		"$tool" run -- true
+	# -l cannot lift the hard limit: -b still raises the soft one to it.
+	if command -v prlimit >/dev/null; then
+		check "run -b -l without CAP_SYS_RESOURCE: soft raised to the hard limit" 0 \
+			"^8192$" prlimit --memlock=65536:8388608 \
+			"$tool" run -b -l -- sh -c 'ulimit -Sl'
+		check "run -b -l without CAP_SYS_RESOURCE: says so" 0 \
+			"cannot lift RLIMIT_MEMLOCK: .*the soft limit is raised to the hard one, 8 MiB" \
+			prlimit --memlock=65536:8388608 "$tool" run -b -l -- true
+	else
+		skip "run -b -l without CAP_SYS_RESOURCE" "no prlimit"
+	fi
 else
 	check "status: ready" 0 "^verdict: +ready" "$tool" status
 	check "run -- true: runs" 0 "" "$tool" run -- true
@@ -76,6 +125,34 @@ check "run -o 500: CMD runs with oom_score_adj 500" 0 "^500$" \
 check "run --keep-caps cap_ipc_lock: CMD has that one only" 0 \
 	"^CapEff:[[:space:]]+0000000000004000$" \
 	"$tool" run --best-effort --keep-caps cap_ipc_lock -- grep CapEff /proc/self/status
+check "run --keep-caps NONE: any case, CMD has none" 0 \
+	"^CapEff:[[:space:]]+0000000000000000$" \
+	"$tool" run --best-effort --keep-caps NONE -- grep CapEff /proc/self/status
+check "run --keep-caps with a blank after the comma: both kept" 0 \
+	"^CapEff:[[:space:]]+0000000000004001$" \
+	"$tool" run --best-effort --keep-caps "cap_ipc_lock, cap_chown" -- \
+	grep CapEff /proc/self/status
+# -v reports what run applied itself, not only what the library did.
+check "run -v: the RLIMIT_MEMLOCK raise has its line" 0 \
+	"^ioflusher: RLIMIT_MEMLOCK: applied: " \
+	"$tool" run --best-effort -v --keep-caps cap_ipc_lock -- true
+check "run -v: the capability drop has its line" 0 \
+	"^ioflusher: capabilities: applied: every one dropped but cap_ipc_lock$" \
+	"$tool" run --best-effort -v --keep-caps cap_ipc_lock -- true
+
+# RLIMIT_MEMLOCK exactly: 1000 bytes is no "0 KiB", and 1600000 no
+# "1.5 MiB" like 1572864.  Lowering a limit needs no privilege.
+if command -v prlimit >/dev/null; then
+	st=$([ $resource = yes ] && echo 0 || echo 1)
+	check "status: RLIMIT_MEMLOCK below a KiB, in bytes" "$st" \
+		"^RLIMIT_MEMLOCK: +1000 bytes \(hard 1000 bytes\)$" \
+		prlimit --memlock=1000:1000 "$tool" status
+	check "status: RLIMIT_MEMLOCK, two limits that differ print apart" "$st" \
+		"^RLIMIT_MEMLOCK: +1536 KiB \(hard 1600000 bytes\)$" \
+		prlimit --memlock=1572864:1600000 "$tool" status
+else
+	skip "status: RLIMIT_MEMLOCK exactly" "no prlimit"
+fi
 
 # As root without CAP_SETPCAP the bounding set cannot shrink, and execve
 # would give a root CMD every capability back: run must refuse.
@@ -86,8 +163,8 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null &&
 		setpriv --bounding-set=-setpcap "$tool" run --best-effort \
 		--keep-caps cap_ipc_lock -- true
 else
-	n=$((n + 1))
-	echo "ok $n - run --keep-caps as root without CAP_SETPCAP # SKIP not root, or setpriv cannot drop CAP_SETPCAP here"
+	skip "run --keep-caps as root without CAP_SETPCAP" \
+		"not root, or setpriv cannot drop CAP_SETPCAP here"
 fi
 
 # status PID: a process of ours, and one that is gone.
@@ -99,6 +176,52 @@ kill "$pid"
 wait "$pid" 2>/dev/null
 check "status PID of a process that is gone: a usage error" 2 "no process $pid" \
 	"$tool" status "$pid"
+
+# A zombie: sleep 0 exits, and sleep 30, its parent, never reaps it.
+sh -c 'sleep 0 & echo $! >"$1"; exec sleep 30' sh "$tmp/zombie" &
+parent=$!
+zombie=
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	[ -s "$tmp/zombie" ] && zombie=$(cat "$tmp/zombie") &&
+		grep -q '^State:.*Z' "/proc/$zombie/status" 2>/dev/null && break
+	zombie=
+	sleep 0.5
+done
+if [ -n "$zombie" ]; then
+	check "status PID of a zombie: its flag line, 0 of 0" 1 \
+		"^io-flusher flag: +0 of 0 threads carry it: a zombie" \
+		"$tool" status "$zombie"
+	check "status PID of a zombie: the verdict says so" 1 \
+		"^verdict: +NOT protected: a zombie, with no thread left$" \
+		"$tool" status "$zombie"
+else
+	skip "status PID of a zombie" "no zombie within 5 s"
+fi
+kill "$parent"
+wait "$parent" 2>/dev/null
+
+# /proc mounted with hidepid= hides root's processes from nobody: kill()
+# says the process exists, /proc says nothing (2) or refuses (1).  A
+# mount namespace of its own, as root.
+sleep 30 &
+pid=$!
+nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
+	command -v setpriv >/dev/null &&
+	unshare -m sh -c 'mount -t proc -o hidepid=2 proc /proc' 2>/dev/null &&
+	$nobody "$tool" --version >/dev/null 2>&1; then
+	for h in 2 1; do
+		check "status PID hidden by /proc's hidepid=$h: says so" 1 \
+			"^ioflusher: process $pid is hidden by /proc \(mounted with hidepid=\)" \
+			unshare -m sh -c 'mount -t proc -o hidepid=$1 proc /proc &&
+				exec '"$nobody"' "$2" status "$3"' sh "$h" "$tool" "$pid"
+	done
+else
+	skip "status PID hidden by /proc's hidepid=" \
+		"not root, no unshare or setpriv, proc cannot be mounted, or nobody cannot run the tool"
+fi
+kill "$pid"
+wait "$pid" 2>/dev/null
 
 echo "1..$n"
 exit $fail

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/capability.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -115,20 +116,36 @@ static const char *yes_no(int v)
 	return v < 0 ? "unknown" : v ? "yes" : "no";
 }
 
-static void human(char *buf, size_t size, const char *limit_text)
+/* Exact, so that two different limits never print alike: bytes unless a
+ * whole number of KiB, and MiB only when a whole number of them. */
+static void bytes_text(char *buf, size_t size, uint64_t v)
+{
+	if (v == UINT64_MAX)
+		snprintf(buf, size, "unlimited");
+	else if (v && v % (1u << 20) == 0)
+		snprintf(buf, size, "%" PRIu64 " MiB", v >> 20);
+	else if (v && v % 1024 == 0)
+		snprintf(buf, size, "%" PRIu64 " KiB", v >> 10);
+	else
+		snprintf(buf, size, "%" PRIu64 " bytes", v);
+}
+
+/* A limit as /proc/PID/limits writes it: a number or "unlimited". */
+static void limit_text(char *buf, size_t size, const char *text)
 {
 	unsigned long long v;
 	char *end;
 
-	if (strcmp(limit_text, "unlimited") == 0) {
-		snprintf(buf, size, "unlimited");
+	if (strcmp(text, "unlimited") == 0) {
+		bytes_text(buf, size, UINT64_MAX);
 		return;
 	}
-	v = strtoull(limit_text, &end, 10);
-	if (v >= (1ull << 20))
-		snprintf(buf, size, "%.1f MiB", (double)v / (1 << 20));
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || end == text || *end)
+		snprintf(buf, size, "unknown");
 	else
-		snprintf(buf, size, "%llu KiB", v / 1024);
+		bytes_text(buf, size, v);
 }
 
 static void print_memlock_limit(pid_t pid)
@@ -148,8 +165,8 @@ static void print_memlock_limit(pid_t pid)
 		    sscanf(line + 17, "%31s %31s", soft, hard) == 2)
 			break;
 	fclose(f);
-	human(a, sizeof(a), soft);
-	human(b, sizeof(b), hard);
+	limit_text(a, sizeof(a), soft);
+	limit_text(b, sizeof(b), hard);
 	printf("%-18s %s (hard %s)\n", "RLIMIT_MEMLOCK:", a, b);
 }
 
@@ -218,16 +235,32 @@ static void print_psi(void)
 	fclose(f);
 }
 
-static int print_threads(pid_t pid)
+static bool is_zombie(pid_t pid)
+{
+	char buf[64];
+
+	return status_field(pid, "State", buf, sizeof(buf)) && buf[0] == 'Z';
+}
+
+/* The threads missing the flag, or a negative errno; *zombie when the
+ * process has exited and is not reaped yet: no thread is left then. */
+static int print_threads(pid_t pid, bool *zombie)
 {
 	struct ioflusher_audit *audit;
 	int r, n, missing;
 
 	r = ioflusher_audit_new(pid, &audit);
+	*zombie = r == -ESRCH && is_zombie(pid);
+	if (*zombie) {
+		printf("%-18s 0 of 0 threads carry it: a zombie, it has exited "
+		       "and no thread is left\n",
+		       "io-flusher flag:");
+		return r;
+	}
 	if (r < 0) {
-		errorx("cannot read the threads of %d: %s", (int)pid,
-		       strerror(-r));
-		return -1;
+		printf("%-18s unknown (cannot read its threads: %s)\n",
+		       "io-flusher flag:", strerror(-r));
+		return r;
 	}
 	n = ioflusher_audit_count(audit);
 	missing = ioflusher_audit_missing(audit);
@@ -247,6 +280,45 @@ static int print_threads(pid_t pid)
 	return missing;
 }
 
+/* Digits only: strtol would take " 12" and "+1" too. */
+static pid_t parse_pid(const char *arg)
+{
+	char *end;
+	long v;
+
+	if (!*arg || strspn(arg, "0123456789") != strlen(arg))
+		return -1;
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || v <= 0 || v > INT_MAX)
+		return -1;
+	return (pid_t)v;
+}
+
+/*
+ * 0 when /proc shows PID, -ESRCH when there is no such process, -EACCES
+ * when there is one that /proc hides: kill() says it exists (EPERM, not
+ * ESRCH), yet with hidepid=invisible (2) /proc/PID is absent, and with
+ * hidepid=noaccess (1) its status, readable by all otherwise, is refused.
+ */
+static int process_visible(pid_t pid)
+{
+	char path[64];
+
+	if (kill(pid, 0) == 0)
+		return 0;
+	if (errno != EPERM)
+		return errno == ESRCH ? -ESRCH : 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (access(path, R_OK) == 0 ||
+	    (errno != ENOENT && errno != EPERM && errno != EACCES))
+		return 0;
+	/* Or it exited in between. */
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return -ESRCH;
+	return -EACCES;
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	pid_t pid = getpid();
@@ -254,6 +326,7 @@ static int cmd_status(int argc, char **argv)
 	struct utsname u;
 	char buf[64];
 	int supported, adj, r, have_resource, initial, missing = 0;
+	bool zombie = false;
 
 	if (argc == 2 &&
 	    (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
@@ -261,22 +334,28 @@ static int cmd_status(int argc, char **argv)
 		return EXIT_READY;
 	}
 	if (argc > 2) {
+		errorx("status: more than one PID");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (argc == 2) {
-		char *end;
-		long v = strtol(argv[1], &end, 10);
-
-		if (*end || v <= 0 || v > INT_MAX) {
+		pid = parse_pid(argv[1]);
+		if (pid < 0) {
 			errorx("not a process ID: '%s'", argv[1]);
 			return EXIT_USAGE;
 		}
-		pid = (pid_t)v;
 		self = false;
-		if (kill(pid, 0) < 0 && errno == ESRCH) {
+		r = process_visible(pid);
+		if (r == -ESRCH) {
 			errorx("no process %d", (int)pid);
 			return EXIT_USAGE;
+		}
+		if (r == -EACCES) {
+			errorx("process %d is hidden by /proc (mounted with "
+			       "hidepid=): run ioflusher as root, as its user, "
+			       "or in the group of /proc's gid= option",
+			       (int)pid);
+			return EXIT_NOT_READY;
 		}
 	}
 	uname(&u);
@@ -308,7 +387,7 @@ static int cmd_status(int argc, char **argv)
 		       adj == -1000 ? " (never chosen by the OOM killer)" : "");
 	print_psi();
 	if (!self)
-		missing = print_threads(pid);
+		missing = print_threads(pid, &zombie);
 	if (supported != 1) {
 		printf("verdict:           not ready: %s\n",
 		       supported == 0 ?
@@ -318,6 +397,11 @@ static int cmd_status(int argc, char **argv)
 	}
 	if (!self) {
 		/* The flag decides; the other protections are worth a word. */
+		if (zombie) {
+			printf("verdict:           NOT protected: a zombie, with "
+			       "no thread left\n");
+			return EXIT_NOT_READY;
+		}
 		if (missing != 0) {
 			printf("verdict:           NOT protected: %s\n",
 			       missing < 0 ? "its threads cannot be read" :
@@ -345,32 +429,56 @@ static int cmd_status(int argc, char **argv)
 	return EXIT_READY;
 }
 
+/* TEXT without the blanks around it, in place. */
+static char *trim(char *text)
+{
+	size_t len;
+
+	text += strspn(text, " \t");
+	len = strlen(text);
+	while (len && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+		text[--len] = '\0';
+	return text;
+}
+
+/* Names in any case, or numbers, with blanks around them allowed; a number
+ * must be one this kernel knows (cap_from_name() takes any). */
 static int parse_caps(const char *list, int *caps, size_t *n)
 {
-	char *copy, *tok, *save;
+	char *copy, *all, *tok, *save;
 	size_t count = 0;
+	int r = 0;
 
-	if (strcmp(list, "none") == 0 || !*list) {
-		*n = 0;
-		return 0;
-	}
 	copy = strdup(list);
 	if (!copy)
 		return -ENOMEM;
-	for (tok = strtok_r(copy, ",", &save); tok;
+	all = trim(copy);
+	if (strcasecmp(all, "none") == 0)
+		*all = '\0';
+	for (tok = strtok_r(all, ",", &save); tok;
 	     tok = strtok_r(NULL, ",", &save)) {
 		cap_value_t v;
 
-		if (cap_from_name(tok, &v) < 0 || count >= 64) {
+		tok = trim(tok);
+		if (!*tok)
+			continue;
+		r = -EINVAL;
+		if (cap_from_name(tok, &v) < 0 || v < 0 || count >= 64) {
 			errorx("unknown capability '%s'", tok);
-			free(copy);
-			return -EINVAL;
+			goto out;
 		}
+		if (v >= (cap_value_t)cap_max_bits()) {
+			errorx("unknown capability '%s': this kernel's last is %d",
+			       tok, (int)cap_max_bits() - 1);
+			goto out;
+		}
+		r = 0;
 		caps[count++] = v;
 	}
-	free(copy);
 	*n = count;
-	return 0;
+out:
+	free(copy);
+	return r;
 }
 
 /*
@@ -393,18 +501,145 @@ static int check_bounding(const int *keep, size_t nkeep)
 	return -1;
 }
 
+/*
+ * Every protection's line, skipped ones included, but for the memory lock
+ * and the reserves, which run turns off (they do not survive execve):
+ * those, and the applied ones, only with -v.  (After a required failure
+ * the report says of those "not attempted", which run never does.)
+ */
 static void print_report(const struct ioflusher_report *report, int p,
-			 bool verbose)
+			 bool verbose, const char *cmd)
 {
 	char line[768];
 
+	if (p == IOFLUSHER_PROTECT_MEMLOCK || p == IOFLUSHER_PROTECT_PREFAULT) {
+		if (!verbose)
+			return;
+		if (p == IOFLUSHER_PROTECT_MEMLOCK)
+			fprintf(stderr,
+				"%s: memory lock: skipped: memory locks do not "
+				"survive execve, %s must lock its own\n",
+				prog, cmd);
+		else
+			fprintf(stderr,
+				"%s: prefault: skipped: %s must fault in its "
+				"own reserves\n",
+				prog, cmd);
+		return;
+	}
 	if (!verbose &&
 	    ioflusher_report_outcome(report, p) == IOFLUSHER_OUTCOME_APPLIED)
 		return;
-	if (ioflusher_report_outcome(report, p) == IOFLUSHER_OUTCOME_SKIPPED)
-		return;
 	ioflusher_report_format(report, p, line, sizeof(line));
 	fprintf(stderr, "%s: %s\n", prog, line);
+}
+
+/*
+ * RLIMIT_MEMLOCK for COMMAND: the soft limit raised to the hard one, or
+ * with -l both unlimited.  Raising the hard limit needs CAP_SYS_RESOURCE:
+ * without it, -b -l falls back to the former, rather than leave the soft
+ * limit lower than without -l.  0, or -1 when COMMAND must not run.
+ */
+static int raise_memlock(bool no_limit, int policy, bool verbose)
+{
+	uint64_t soft, hard;
+	char s[32], h[32];
+	int r, lift = 0;
+
+	r = ioflusher_memlock_limit(NULL, &hard);
+	if (r == 0 && no_limit) {
+		lift = ioflusher_memlock_raise_limit(UINT64_MAX);
+		if (lift < 0 && policy == IOFLUSHER_POLICY_REQUIRED) {
+			errorx("cannot lift RLIMIT_MEMLOCK: %s (raising the hard "
+			       "limit needs CAP_SYS_RESOURCE)",
+			       strerror(-lift));
+			return -1;
+		}
+	}
+	if (r == 0 && (!no_limit || lift < 0))
+		r = ioflusher_memlock_raise_limit(hard);
+	if (r < 0) {
+		errorx("cannot raise RLIMIT_MEMLOCK: %s", strerror(-r));
+		return policy == IOFLUSHER_POLICY_REQUIRED ? -1 : 0;
+	}
+	bytes_text(h, sizeof(h), hard);
+	if (lift < 0)
+		errorx("cannot lift RLIMIT_MEMLOCK: %s (raising the hard limit "
+		       "needs CAP_SYS_RESOURCE); the soft limit is raised to "
+		       "the hard one, %s, instead",
+		       strerror(-lift), h);
+	if (verbose && ioflusher_memlock_limit(&soft, &hard) == 0) {
+		bytes_text(s, sizeof(s), soft);
+		bytes_text(h, sizeof(h), hard);
+		fprintf(stderr, "%s: RLIMIT_MEMLOCK: applied: %s (hard %s)\n",
+			prog, s, h);
+	}
+	return 0;
+}
+
+/* -v: the capabilities --keep-caps left, each once. */
+static void print_kept(const int *keep, size_t nkeep)
+{
+	char names[1024] = "";
+	size_t len = 0;
+
+	for (size_t i = 0; i < nkeep && len < sizeof(names); i++) {
+		bool seen = false;
+		char *name;
+
+		for (size_t j = 0; j < i; j++)
+			seen |= keep[j] == keep[i];
+		if (seen || ioflusher_caps_have(keep[i]) != 1)
+			continue;
+		name = cap_to_name((cap_value_t)keep[i]);
+		len += (size_t)snprintf(names + len, sizeof(names) - len,
+					"%s%s", len ? "," : "",
+					name ? name : "?");
+		cap_free(name);
+	}
+	fprintf(stderr, "%s: capabilities: applied: %s%s\n", prog,
+		len ? "every one dropped but " : "every one dropped", names);
+}
+
+/* Whether NAME (LEN bytes, perhaps abbreviated) is the long option of OPTS
+ * with value VAL. */
+static bool long_option_is(const struct option *opts, const char *name,
+			   size_t len, int val)
+{
+	for (; opts->name; opts++)
+		if (opts->val == val && strncmp(opts->name, name, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * getopt_long's complaint in the tool's words (opterr is 0): C is what it
+ * returned, ':' for a missing argument (the optstring starts with ":").
+ * optopt is 0 for an unknown long option, the option's value for a long
+ * one with a wrong argument, or the character of a short one.
+ */
+static void bad_option(const char *cmd, char **argv, const struct option *opts,
+		       int c)
+{
+	const char *arg = argv[optind - 1];
+	int len = (int)strcspn(arg, "=");
+
+	if (strncmp(arg, "--", 2) == 0 &&
+	    (!optopt ||
+	     long_option_is(opts, arg + 2, (size_t)len - 2, optopt))) {
+		if (c == ':')
+			errorx("%soption '%.*s' needs an argument", cmd, len,
+			       arg);
+		else if (optopt)
+			errorx("%soption '%.*s' takes no argument", cmd, len,
+			       arg);
+		else
+			errorx("%sunknown option '%.*s'", cmd, len, arg);
+	} else if (c == ':') {
+		errorx("%soption '-%c' needs an argument", cmd, optopt);
+	} else {
+		errorx("%sunknown option '-%c'", cmd, optopt);
+	}
 }
 
 static int cmd_run(int argc, char **argv)
@@ -426,7 +661,7 @@ static int cmd_run(int argc, char **argv)
 	char *end;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+bo:lk:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:bo:lk:vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			policy = IOFLUSHER_POLICY_BEST_EFFORT;
@@ -462,6 +697,7 @@ static int cmd_run(int argc, char **argv)
 			usage(stdout);
 			return EXIT_READY;
 		default:
+			bad_option("run: ", argv, opts, c);
 			usage(stderr);
 			return EXIT_USAGE;
 		}
@@ -491,7 +727,7 @@ static int cmd_run(int argc, char **argv)
 	ioflusher_ctx_unref(ctx);
 	if (report) {
 		for (int p = 0; p < IOFLUSHER_PROTECT_COUNT; p++)
-			print_report(report, p, verbose);
+			print_report(report, p, verbose, argv[optind]);
 		ioflusher_report_free(report);
 	}
 	if (r < 0) {
@@ -500,22 +736,8 @@ static int cmd_run(int argc, char **argv)
 		       argv[optind]);
 		return EXIT_NOT_READY;
 	}
-	if (no_limit) {
-		r = ioflusher_memlock_raise_limit(UINT64_MAX);
-	} else {
-		uint64_t hard;
-
-		r = ioflusher_memlock_limit(NULL, &hard);
-		if (r == 0)
-			r = ioflusher_memlock_raise_limit(hard);
-	}
-	if (r < 0) {
-		errorx("cannot lift RLIMIT_MEMLOCK: %s (raising the hard limit needs "
-		       "CAP_SYS_RESOURCE)",
-		       strerror(-r));
-		if (policy == IOFLUSHER_POLICY_REQUIRED)
-			return EXIT_NOT_READY;
-	}
+	if (raise_memlock(no_limit, policy, verbose) < 0)
+		return EXIT_NOT_READY;
 	if (drop) {
 		r = ioflusher_caps_drop(keep, nkeep);
 		if (r < 0) {
@@ -542,6 +764,8 @@ static int cmd_run(int argc, char **argv)
 				       "it cannot be made ambient: %s",
 				       cap_to_name((cap_value_t)keep[i]),
 				       strerror(errno));
+		if (verbose)
+			print_kept(keep, nkeep);
 	}
 	if (verbose)
 		fprintf(stderr, "%s: running %s\n", prog, argv[optind]);
@@ -560,7 +784,8 @@ int main(int argc, char **argv)
 	};
 	int c;
 
-	while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			usage(stdout);
@@ -570,6 +795,7 @@ int main(int argc, char **argv)
 			       PACKAGE_VERSION);
 			return EXIT_READY;
 		default:
+			bad_option("", argv, opts, c);
 			usage(stderr);
 			return EXIT_USAGE;
 		}
