@@ -336,6 +336,9 @@ while ! pgrep -f "^sleep $marker\$" >/dev/null && [ $i -lt 100 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
+# Seen running first, or the test below would pass on nothing.
+started=no
+pgrep -f "^sleep $marker\$" >/dev/null && started=yes
 kill -TERM $grp
 wait $grp
 i=0
@@ -343,7 +346,9 @@ while pgrep -f "^sleep $marker\$" >/dev/null && [ $i -lt 50 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
-if pgrep -f "^sleep $marker\$" >/dev/null; then
+if [ $started = no ]; then
+	tap_not_ok "SIGTERM during --run: the command's children end too (its sleep never seen running)"
+elif pgrep -f "^sleep $marker\$" >/dev/null; then
 	tap_not_ok "SIGTERM during --run: the command's children end too"
 	pkill -f "^sleep $marker\$"
 else
