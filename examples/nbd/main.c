@@ -3,17 +3,20 @@
  * ioflusher-nbd: an NBD server built on libioflusher, to copy.
  *
  * Start-up follows examples/skeleton/skeleton.c, and the order matters:
+ *   0. the --run helper is forked first, before the protections: it
+ *      shares next to nothing with the daemon then (ioflusher(7), FORKED
+ *      HELPERS: a fork later makes the daemon's locked memory
+ *      copy-on-write);
  *   1. ioflusher_setup() before any thread or buffer exists: the flag,
  *      OOM protection, mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
  *      (ONFAULT: the sparse memory export and thread stacks are locked as
  *      they are touched, not all at once), reserves pre-faulted;
  *   2. the report, one line per protection, on stderr;
- *   3. the --run helper is forked while the process has one thread;
- *   4. the export and the mempools of the IO path;
- *   5. the listening socket, or the kernel's device;
- *   6. workers (ioflusher_thread_create), then the audit of every thread;
- *   7. capabilities dropped, the optional seccomp sandbox;
- *   8. serve until SIGTERM/SIGINT, or until the --run command ends.
+ *   3. the export and the mempools of the IO path;
+ *   4. the listening socket, or the kernel's device;
+ *   5. workers (ioflusher_thread_create), then the audit of every thread;
+ *   6. capabilities dropped, the optional seccomp sandbox;
+ *   7. serve until SIGTERM/SIGINT, or until the --run command ends.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -454,11 +457,15 @@ static int audit_threads(void)
 /* ---------------------------------------------------------------- --run */
 
 /*
- * The helper is forked while the process has one thread, and waits on a
- * pipe for the URI: the command runs once the server is ready, and a
- * daemon that fails before that leaves it with end of file.  The child
- * drops the io-flusher flag and the OOM shield before exec: a command
- * that allocates freely must be allowed to reclaim and be killed.
+ * The helper is forked before ioflusher_setup(), while the process has one
+ * thread and nothing locked: a fork after it would share the pages setup
+ * locked and pre-faulted, and the daemon's first write to each would copy
+ * it.  It waits on a pipe for the URI: the command runs once the server is
+ * ready, and a daemon that fails before that leaves it with end of file.
+ * It has neither the flag nor the OOM shield of the daemon, unless the
+ * daemon was started with them (under ioflusher run, say): it drops them
+ * before exec, since a command that allocates freely must be allowed to
+ * reclaim and be killed.
  */
 static pid_t launcher_start(const char *cmd, int *wfd)
 {
@@ -800,12 +807,7 @@ int main(int argc, char **argv)
 	if (r)
 		return r == 1 ? 0 : r;
 
-	/* 1-2. Protections first, before any thread or buffer. */
-	r = setup(&o);
-	if (r)
-		return r;
-
-	/* 3. The --run helper, while there is one thread to fork. */
+	/* 0. The --run helper, before anything is locked. */
 	if (o.run) {
 		run_pid = launcher_start(o.run, &run_wfd);
 		if (run_pid < 0) {
@@ -813,9 +815,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+
+	/* 1-2. Protections first, before any thread or buffer. */
+	r = setup(&o);
+	if (r)
+		return r;
 	raise_nofile();
 
-	/* 4. The export, and the buffers of the IO path. */
+	/* 3. The export, and the buffers of the IO path. */
 	exp.name = o.export_name;
 	exp.readonly = o.readonly;
 	exp.log = log_stderr;
@@ -850,7 +857,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* 5. Where clients come from. */
+	/* 4. Where clients come from. */
 	if (o.socket_path) {
 		lfd = listen_unix(o.socket_path, tmp, sizeof(tmp));
 		strcpy(uri, "nbd+unix:///");
@@ -888,7 +895,7 @@ int main(int argc, char **argv)
 		goto fail_listening;
 	}
 
-	/* 6. Workers, the kernel's device, then the audit of them all. */
+	/* 5. Workers, the kernel's device, then the audit of them all. */
 	r = nbd_server_start_workers(&srv);
 	if (r < 0) {
 		log_stderr("workers: %s\n", strerror(-r));
@@ -924,7 +931,7 @@ int main(int argc, char **argv)
 		goto fail_listening;
 	}
 
-	/* 7. What is left of privilege.  CAP_IPC_LOCK: under MCL_FUTURE
+	/* 6. What is left of privilege.  CAP_IPC_LOCK: under MCL_FUTURE
 	 * every new mapping is locked, the stack of each new connection's
 	 * thread too, and without it they count against RLIMIT_MEMLOCK.
 	 * CAP_SYS_ADMIN: NBD_DISCONNECT at shutdown in kernel mode. */
@@ -967,7 +974,7 @@ int main(int argc, char **argv)
 		uri[n] = 0;
 	}
 
-	/* 8. Serve. */
+	/* 7. Serve. */
 	while (running) {
 		struct pollfd pfd[3] = {
 			{ sfd, POLLIN, 0 },

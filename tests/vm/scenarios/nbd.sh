@@ -180,4 +180,26 @@ vm_check "file: mount, every file synced before kill -9 is there" \
 vm_check "file: e2fsck finds the filesystem clean" e2fsck -fn "$dev"
 nbd_stop
 vm_check "file: SIGTERM disconnects the device, exit status 0" test $? = 0
+
+# --run: the daemon is flagged and shielded from the OOM killer, its
+# command neither (forked before the setup, it never had them).
+cat >/tmp/run.sh <<'EOS'
+#!/bin/sh
+# shellcheck disable=SC2046
+set -- $(cat /proc/$$/stat)
+echo "$9 $(cat /proc/$$/oom_score_adj)" >/tmp/run.out
+EOS
+chmod +x /tmp/run.sh
+ioflusher-nbd --socket /tmp/run.sock --memory 1M --run /tmp/run.sh \
+	2>/tmp/run.log
+rc=$?
+read -r flags adj </tmp/run.out
+if [ $rc = 0 ] && [ $((flags & 0x80000)) = 0 ] && [ "$adj" = 0 ] &&
+	grep -q ': setup: io-flusher flag: applied' /tmp/run.log &&
+	grep -q ': setup: oom protection: applied' /tmp/run.log; then
+	vm_ok "--run: the daemon flagged and OOM-immune, its command neither"
+else
+	vm_not_ok "--run: the daemon flagged and OOM-immune, its command neither (exit $rc, flags $flags, oom_score_adj $adj)"
+	vm_diag_lines </tmp/run.log
+fi
 vm_exit
