@@ -384,7 +384,12 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 			munmap(p + len,
 			       (size_t)(map + len + slack - (p + len)));
 	}
-	madvise(p, len, MADV_DONTFORK);
+	if (madvise(p, len, MADV_DONTFORK) < 0)
+		log_warn(ctx,
+			 "mempool: madvise(MADV_DONTFORK): %s: children forked "
+			 "later share the pool, and the first write to each "
+			 "page of it after a fork copies it",
+			 strerror(errno));
 	if (mlock(p, len) < 0) {
 		int err = -errno;
 		bool ok = flags & IOFLUSHER_MEMPOOL_UNLOCKED_OK;

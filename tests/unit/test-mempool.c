@@ -1032,6 +1032,27 @@ Test(mempool, interior_and_outside_pointers_are_refused)
 	ioflusher_ctx_unref(ctx);
 }
 
+/* A filter that refuses madvise(): the pool works, but it is no longer
+ * kept from children, and that is said. */
+Test(mempool, unexcluded_from_fork_is_said)
+{
+	struct ioflusher_ctx *ctx;
+	struct ioflusher_mempool *pool;
+	void *e;
+
+	skip_under_asan("madvise()");
+	ctx = capture_ctx();
+	cr_assert_eq(install_syscall_filter(SYS_madvise, EPERM), 0);
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 4096, 4096, 2, 0, &pool),
+		     0);
+	cr_assert_not_null(strstr(logbuf, "MADV_DONTFORK"), "%s", logbuf);
+	e = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_not_null(e);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e), 0);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
 Test(mempool, double_free_never_overflows_the_depot)
 {
 	struct ioflusher_ctx *ctx = capture_ctx();
