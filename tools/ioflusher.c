@@ -304,14 +304,18 @@ static pid_t parse_pid(const char *arg)
 static int process_visible(pid_t pid)
 {
 	char path[64];
+	int err;
 
-	if (kill(pid, 0) == 0)
-		return 0;
-	if (errno != EPERM)
+	/* EPERM: it exists, another user's.  Or it may be signalled and be
+	 * hidden all the same: one of this user's that is not dumpable
+	 * (file capabilities), under hidepid=. */
+	if (kill(pid, 0) < 0 && errno != EPERM)
 		return errno == ESRCH ? -ESRCH : 0;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	if (access(path, R_OK) == 0 ||
-	    (errno != ENOENT && errno != EPERM && errno != EACCES))
+	if (access(path, R_OK) == 0)
+		return 0;
+	err = errno;
+	if (err != ENOENT && err != EPERM && err != EACCES)
 		return 0;
 	/* Or it exited in between. */
 	if (kill(pid, 0) < 0 && errno == ESRCH)

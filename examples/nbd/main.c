@@ -927,7 +927,9 @@ int main(int argc, char **argv)
 		log_stderr("audit: %s: not serving\n",
 			   r < 0 ? strerror(-r) :
 				   "a thread runs without the flag");
-		fail_status = 4;
+		/* 4 says a restart cannot help; an audit that could not be
+		 * made (out of memory) may be retried. */
+		fail_status = r < 0 ? 1 : 4;
 		goto fail_listening;
 	}
 

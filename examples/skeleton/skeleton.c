@@ -283,7 +283,9 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: not serving\n",
 				r < 0 ? "the threads cannot be audited" :
 					"a thread runs without the flag");
-			status = 4;
+			/* 4 says a restart cannot help; an audit that could
+			 * not be made (out of memory) may be retried. */
+			status = r < 0 ? 1 : 4;
 		}
 	}
 

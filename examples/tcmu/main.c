@@ -594,7 +594,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "audit: %s: not serving\n",
 			r < 0 ? strerror(-r) :
 				"a thread runs without the flag");
-		exit_code = 4;
+		/* 4 says a restart cannot help; an audit that could not be
+		 * made (out of memory) may be retried. */
+		exit_code = r < 0 ? 1 : 4;
 		goto out_stop;
 	}
 	if (o.sandbox) {
