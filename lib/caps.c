@@ -71,6 +71,21 @@ bool caps_counted(int cap)
 	       ioflusher_caps_initial_userns() == 1;
 }
 
+bool caps_permitted(int cap)
+{
+	_cleanup_(cap_freep) cap_t cur = cap_get_proc();
+	cap_flag_value_t v;
+
+	return cur &&
+	       cap_get_flag(cur, (cap_value_t)cap, CAP_PERMITTED, &v) == 0 &&
+	       v == CAP_SET;
+}
+
+bool caps_unbounded(int cap)
+{
+	return cap_get_bound((cap_value_t)cap) == 0;
+}
+
 static int drop_bounding(const bool *keep)
 {
 	int r, max = (int)cap_max_bits();

@@ -70,6 +70,11 @@ struct ioflusher_ctx {
 /* The capability is effective and the kernel's capable() will count it:
  * the process sits in the initial user namespace (lib/caps.c). */
 bool caps_counted(int cap);
+/* Whether the calling thread's permitted set holds the capability; and
+ * whether the bounding set is known to lack it (false when it holds it or
+ * cannot tell). */
+bool caps_permitted(int cap);
+bool caps_unbounded(int cap);
 
 /* /proc readers (lib/proc.c). */
 /* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process,

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
-#include <sys/prctl.h>
 
 #include "private.h"
 
@@ -60,16 +59,14 @@ static int outcome_of(int reason)
 /* Where CAP_SYS_RESOURCE is missing says what would bring it. */
 static void capability_missing(struct report_entry *e)
 {
-	uint64_t prm = 0;
 	const char *what;
 
-	if (prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0, 0, 0) == 0)
+	if (caps_unbounded(CAP_SYS_RESOURCE))
 		what = "which is not in this process's bounding set, so not "
 		       "even root can have it: grant it to the service "
 		       "(CapabilityBoundingSet=, AmbientCapabilities=; for "
 		       "a container, --cap-add SYS_RESOURCE)";
-	else if (proc_status_u64(0, "CapPrm", 16, &prm) == 0 &&
-		 prm & (1ull << CAP_SYS_RESOURCE))
+	else if (caps_permitted(CAP_SYS_RESOURCE))
 		what = "which this process has permitted but not effective: "
 		       "raise it before setup";
 	else
