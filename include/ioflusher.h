@@ -240,6 +240,7 @@ struct ioflusher_mempool_stats {
 	uint64_t timeouts;   /* waits that ended in -ETIMEDOUT */
 	uint64_t bytes;	     /* memory mapped for the pool */
 	uint64_t locked;     /* 1 when all of it is locked */
+	uint64_t refusals;   /* found it empty and did not wait */
 };
 
 IOFLUSHER_MUST_CHECK IOFLUSHER_NONNULL(7) int

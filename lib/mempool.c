@@ -173,6 +173,7 @@ struct ioflusher_mempool {
 	uint64_t waits;
 	uint64_t wait_ns;
 	uint64_t timeouts;
+	uint64_t refusals;
 	_Atomic uint32_t resize_lock;
 	_Atomic unsigned int nchunks;
 	/* Bumped when a thread gives its cache slot back: a thread that
@@ -1190,6 +1191,7 @@ alloc_slow(struct ioflusher_mempool *pool, unsigned int flags)
 		goto out;
 	}
 	if (flags & IOFLUSHER_MEMPOOL_NOWAIT) {
+		pool->refusals++;
 		mp_unlock(&pool->lock);
 		return NULL;
 	}
@@ -1284,6 +1286,7 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 		goto out;
 	}
 	if (timeout_ns == 0) {
+		pool->refusals++;
 		mp_unlock(&pool->lock);
 		return -EAGAIN;
 	}
@@ -1511,6 +1514,7 @@ _public_ int ioflusher_mempool_stats(const struct ioflusher_mempool *cpool,
 	st.waits = pool->waits;
 	st.wait_ns = pool->wait_ns;
 	st.timeouts = pool->timeouts;
+	st.refusals = pool->refusals;
 	st.bytes = pool->meta_size + pool->depot_map_size;
 	n = atomic_load(&pool->nchunks);
 	for (i = 0; i < n; i++)

@@ -257,6 +257,12 @@ Test(mempool, nowait_returns_at_once_when_empty)
 		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0),
 			     -EAGAIN);
 		cr_assert_eq(stats_of(pool).waits, 0);
+		cr_assert_eq(stats_of(pool).refusals, 3,
+			     "NOWAIT, and timeouts of 0 for one and two");
+		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 21, 0),
+			     -EINVAL);
+		cr_assert_eq(stats_of(pool).refusals, 3,
+			     "a bulk larger than the pool is no refusal");
 		cr_assert_eq(stats_of(pool).in_use, 20);
 		cr_assert_eq(stats_of(pool).high_water, 20);
 		for (j = 0; j < 20; j++)
@@ -409,9 +415,13 @@ Test(mempool, bulk_waiter_is_not_starved, .timeout = 60)
 			ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT),
 			"queued behind the bulk waiter");
 	}
+	cr_assert_eq(stats_of(pool).refusals, 3,
+		     "refused with elements free, owed to the waiter");
 	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[3]), 0);
 	pthread_join(t, NULL);
 	cr_assert_eq(a.ret, 0);
+	cr_assert_eq(stats_of(pool).waits, 1);
+	cr_assert_eq(stats_of(pool).refusals, 3);
 	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 4), 0);
 	ioflusher_mempool_free(pool);
 }
