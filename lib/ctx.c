@@ -170,14 +170,14 @@ _public_ int ioflusher_ctx_set_reserve(struct ioflusher_ctx *ctx,
 	return 0;
 }
 
-bool ioflusher_log_enabled(const struct ioflusher_ctx *ctx, int priority)
+bool ioflusher__log_enabled(const struct ioflusher_ctx *ctx, int priority)
 {
 	return ctx && priority <= ctx->log_priority;
 }
 
-void ioflusher_log(const struct ioflusher_ctx *ctx, int priority,
-		   const char *file, int line, const char *fn,
-		   const char *format, ...)
+void ioflusher__log(const struct ioflusher_ctx *ctx, int priority,
+		    const char *file, int line, const char *fn,
+		    const char *format, ...)
 {
 	va_list args;
 

@@ -319,23 +319,23 @@ static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
 	int prio = fatal ? LOG_ERR : LOG_WARNING;
 	bool cap = ioflusher_caps_have(CAP_IPC_LOCK) == 1;
 
-	if (!ioflusher_log_enabled(ctx, prio))
+	if (!ioflusher__log_enabled(ctx, prio))
 		return;
 	ioflusher_memlock_limit(&soft, &hard);
 	ioflusher_memlock_locked(0, &locked);
 	/* The limit counts what the process has locked already (mlockall,
 	 * the heap reserve, other pools), not this mapping alone. */
-	ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__,
-		      "mempool: cannot lock a mapping of %zu bytes of the "
-		      "pool: %s: %s; %llu bytes are locked already, "
-		      "RLIMIT_MEMLOCK is %llu bytes (hard %llu), CAP_IPC_LOCK "
-		      "is %s%s%s",
-		      len, strerror(-err), ioflusher_reason_string(reason),
-		      (unsigned long long)locked, (unsigned long long)soft,
-		      (unsigned long long)hard, cap ? "held" : "not held", why,
-		      cap ? "" :
-			    "; grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK "
-			    "(LimitMEMLOCK=infinity)");
+	ioflusher__log(ctx, prio, __FILE__, __LINE__, __func__,
+		       "mempool: cannot lock a mapping of %zu bytes of the "
+		       "pool: %s: %s; %llu bytes are locked already, "
+		       "RLIMIT_MEMLOCK is %llu bytes (hard %llu), CAP_IPC_LOCK "
+		       "is %s%s%s",
+		       len, strerror(-err), ioflusher_reason_string(reason),
+		       (unsigned long long)locked, (unsigned long long)soft,
+		       (unsigned long long)hard, cap ? "held" : "not held", why,
+		       cap ? "" :
+			     "; grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK "
+			     "(LimitMEMLOCK=infinity)");
 }
 
 /*

@@ -37,16 +37,16 @@
 	(IOFLUSHER_PF_MEMALLOC_NOIO | IOFLUSHER_PF_LOCAL_THROTTLE)
 
 /* Logging (lib/ctx.c).  ctx may be NULL: then nothing is logged. */
-void ioflusher_log(const struct ioflusher_ctx *ctx, int priority,
-		   const char *file, int line, const char *fn,
-		   const char *format, ...) _printf_(6, 7);
-bool ioflusher_log_enabled(const struct ioflusher_ctx *ctx, int priority);
+void ioflusher__log(const struct ioflusher_ctx *ctx, int priority,
+		    const char *file, int line, const char *fn,
+		    const char *format, ...) _printf_(6, 7);
+bool ioflusher__log_enabled(const struct ioflusher_ctx *ctx, int priority);
 
-#define log_cond(ctx, prio, ...)                                               \
-	do {                                                                   \
-		if (ioflusher_log_enabled(ctx, prio))                          \
-			ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__, \
-				      __VA_ARGS__);                            \
+#define log_cond(ctx, prio, ...)                                      \
+	do {                                                          \
+		if (ioflusher__log_enabled(ctx, prio))                \
+			ioflusher__log(ctx, prio, __FILE__, __LINE__, \
+				       __func__, __VA_ARGS__);        \
 	} while (0)
 #define log_err(ctx, ...) log_cond(ctx, LOG_ERR, __VA_ARGS__)
 #define log_warn(ctx, ...) log_cond(ctx, LOG_WARNING, __VA_ARGS__)
@@ -66,6 +66,22 @@ struct ioflusher_ctx {
 	size_t stack_reserve;
 	size_t heap_reserve;
 };
+
+/* Functions shared between the library's files are hidden from the shared
+ * library, but a static libioflusher.a exports every global name: there they
+ * carry the library's prefix, so that a program linked with it may have a
+ * proc_read_file() of its own (tests/check-symbols.sh). */
+#define caps_counted ioflusher__caps_counted
+#define caps_permitted ioflusher__caps_permitted
+#define caps_unbounded ioflusher__caps_unbounded
+#define proc_task_flags ioflusher__proc_task_flags
+#define proc_parse_stat ioflusher__proc_parse_stat
+#define proc_status_u64 ioflusher__proc_status_u64
+#define proc_read_file ioflusher__proc_read_file
+#define proc_write_file ioflusher__proc_write_file
+#define proc_thread_count ioflusher__proc_thread_count
+#define proc_seccomp_mode ioflusher__proc_seccomp_mode
+#define kernel_at_least ioflusher__kernel_at_least
 
 /* The capability is effective and the kernel's capable() will count it:
  * the process sits in the initial user namespace (lib/caps.c). */

@@ -248,10 +248,10 @@ static void log_entry(const struct ioflusher_ctx *ctx,
 	    report->e[p].outcome == IOFLUSHER_OUTCOME_UNAVAILABLE)
 		prio = policy == IOFLUSHER_POLICY_REQUIRED ? LOG_ERR :
 							     LOG_WARNING;
-	if (!ioflusher_log_enabled(ctx, prio))
+	if (!ioflusher__log_enabled(ctx, prio))
 		return;
 	ioflusher_report_format(report, p, line, sizeof(line));
-	ioflusher_log(ctx, prio, __FILE__, __LINE__, __func__, "%s", line);
+	ioflusher__log(ctx, prio, __FILE__, __LINE__, __func__, "%s", line);
 }
 
 _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,

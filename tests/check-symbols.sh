@@ -1,10 +1,12 @@
 #!/bin/sh
 # The shared library exports only ioflusher_* symbols, each versioned
 # LIBIOFLUSHER_1 (or a later node), and exactly those of the version script.
+# The static archive exports those and names prefixed ioflusher__ only, so
+# that a program linked with it statically may use any other name.
 set -u
 lib="${top_builddir:-.}/lib/.libs/libioflusher.so"
 sym="${top_srcdir:-.}/lib/libioflusher.sym"
-echo "1..3"
+echo "1..4"
 if [ ! -f "$lib" ]; then
 	echo "Bail out! $lib not built"
 	exit 1
@@ -32,4 +34,16 @@ else
 $have
 EOT
 	rm -f "${TMPDIR:-/tmp}/want.$$"
+fi
+archive="${top_builddir:-.}/lib/.libs/libioflusher.a"
+if [ ! -f "$archive" ]; then
+	echo "ok 4 # SKIP no static library built"
+else
+	stray=$(${NM:-nm} -g --defined-only "$archive" | awk 'NF == 3 {print $3}' |
+		grep -v '^ioflusher__' | sort -u | grep -vxF "$want" || true)
+	if [ -z "$stray" ]; then
+		echo "ok 4 - the static library defines no name outside ioflusher__ but the API"
+	else
+		echo "not ok 4 - the static library defines:" $stray
+	fi
 fi
