@@ -47,6 +47,17 @@ echo "# CAP_SYS_RESOURCE effective here: $resource"
 check "--version" 0 "^ioflusher from libioflusher " "$tool" --version
 check "--help" 0 "ioflusher run \[options\]" "$tool" --help
 check "status --help" 0 "^Usage:" "$tool" status --help
+if [ -w /dev/full ]; then
+	check "--help to a full disk fails and says so" 1 \
+		"^ioflusher: cannot write the standard output: No space left" \
+		sh -c '"$0" --help >/dev/full' "$tool"
+	check "status to a full disk fails and says so" 1 \
+		"^ioflusher: cannot write the standard output" \
+		sh -c '"$0" status $$ >/dev/full' "$tool"
+else
+	skip "--help to a full disk fails and says so" "no /dev/full"
+	skip "status to a full disk fails and says so" "no /dev/full"
+fi
 check "no command is a usage error" 2 "" "$tool"
 check "an unknown command is a usage error" 2 "unknown command 'frobnicate'" \
 	"$tool" frobnicate

@@ -779,7 +779,27 @@ static int cmd_run(int argc, char **argv)
 	return r == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXEC;
 }
 
-int main(int argc, char **argv)
+/* What was printed must have been written: a full disk or a closed pipe
+ * is an error (1), not a report nobody got.  A usage error stays 2. */
+static int close_stdout(int status)
+{
+	bool failed = ferror(stdout);
+	int err = 0;
+
+	if (fclose(stdout) != 0) {
+		failed = true;
+		err = errno;
+	}
+	if (!failed)
+		return status;
+	if (err)
+		errorx("cannot write the standard output: %s", strerror(err));
+	else
+		errorx("cannot write the standard output");
+	return status == EXIT_USAGE ? EXIT_USAGE : EXIT_NOT_READY;
+}
+
+static int run_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "help", no_argument, NULL, 'h' },
@@ -815,4 +835,9 @@ int main(int argc, char **argv)
 	errorx("unknown command '%s'", argv[optind]);
 	usage(stderr);
 	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	return close_stdout(run_main(argc, argv));
 }
