@@ -12,10 +12,10 @@
  * Functions that return int return 0, a count, a boolean 1 or 0, or an enum
  * value on success, and a negative errno on failure; errno is not part of
  * the contract.  ioflusher_memlock_check() is no boolean: 0 when the bytes
- * can be locked, -ENOMEM when they cannot.  Negative on success too:
- * ioflusher_ctx_get_log_priority() (-1, logging off) and
- * ioflusher_report_error() (the errno a protection failed with).  Functions
- * that return a pointer return NULL for an invalid argument (and
+ * can be locked, -ENOMEM (-EPERM for a limit of 0) when they cannot.
+ * Negative on success too: ioflusher_ctx_get_log_priority() (-1, logging
+ * off) and ioflusher_report_error() (the errno a protection failed with).
+ * Functions that return a pointer return NULL for an invalid argument (and
  * ioflusher_mempool_alloc() for an empty pool with NOWAIT).  See
  * ioflusher(3), RETURN VALUE.
  */
