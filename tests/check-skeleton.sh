@@ -70,9 +70,9 @@ want='^setup: io-flusher flag:
 ^audit: +[0-9]+ worker-1 
 ^audit: +[0-9]+ worker-2 
 ^serving: pid [0-9]+, 3 workers
-^stopped by signal 14'
+^stopped: --duration elapsed'
 never=
-check "--best-effort: report, audit of all 4 threads, serves, ends on SIGALRM" 0 \
+check "--best-effort: report, audit of all 4 threads, serves, ends when --duration elapses" 0 \
 	"$skel" --best-effort --threads 3 --duration 1
 
 want='^--sandbox: .*not serving'

@@ -307,7 +307,8 @@ int main(int argc, char **argv)
 		if (duration > 0)
 			alarm((unsigned int)duration);
 		sigwait(&sigs, &sig);
-		printf("stopped by signal %d\n", sig);
+		printf("stopped: %s\n",
+		       sig == SIGALRM ? "--duration elapsed" : strsignal(sig));
 	}
 	for (int i = 0; i < started; i++)
 		if (write(request_pipe[1], "q", 1) != 1)
