@@ -13,8 +13,8 @@
  * under NOIO (memalloc_noio), so the fault cannot wait on our own device.
  *
  * File or block device: pread/pwrite through the page cache; FLUSH is
- * fdatasync(2), FUA a RWF_DSYNC write (or a write then fdatasync on
- * kernels without it), trim and zeroes are fallocate(2) where the file
+ * fdatasync(2), FUA a write then fdatasync (see nbd_backend_pwritev),
+ * trim and zeroes are fallocate(2) where the file
  * system or device can, zeroes written out where not.  Each worker has an
  * open file description of its own (nbd_export_reopen), and a writeback
  * error, once seen, is kept for good (export_lost).
@@ -297,7 +297,7 @@ int nbd_export_reopen(const struct nbd_export *exp)
 
 /*
  * The first failure to make writes durable.  Linux reports a writeback
- * error to fdatasync(2) (or to the sync of a RWF_DSYNC write) once per
+ * error to fdatasync(2) once per
  * open file description, and the data it could not write is gone from the
  * page cache's dirty set: the next fdatasync succeeds.  A server that
  * trusted it would answer the next FLUSH with success over lost writes.
@@ -420,7 +420,7 @@ int nbd_backend_pwritev(struct nbd_export *exp, int fd, const struct iovec *src,
 			int n, uint64_t off, size_t len, bool fua)
 {
 	struct iovec iov[NBD_DATA_ELEMS_MAX];
-	int first = 0, flags = 0;
+	int first = 0;
 	ssize_t r;
 
 	if (n < 0 || n > (int)NBD_DATA_ELEMS_MAX)
@@ -428,26 +428,14 @@ int nbd_backend_pwritev(struct nbd_export *exp, int fd, const struct iovec *src,
 	r = export_broken(exp);
 	if (r)
 		return (int)r;
-	if (fua && !atomic_load(&exp->no_rwf_dsync))
-		flags = RWF_DSYNC;
 	memcpy(iov, src, (size_t)n * sizeof(*iov));
 	while (len) {
-		r = pwritev2(fd, iov + first, n - first, (off_t)off, flags);
+		r = pwritev(fd, iov + first, n - first, (off_t)off);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && flags &&
-		    (errno == EOPNOTSUPP || errno == EINVAL)) {
-			/* Linux before 4.7: FUA becomes a write then a sync. */
-			atomic_store(&exp->no_rwf_dsync, true);
-			flags = 0;
-			continue;
-		}
-		/* With RWF_DSYNC the error may be the sync's, and so the one
-		 * report of a writeback error, this write's or an earlier
-		 * one's: it cannot be told from a failure to write. */
-		if (r < 0 && flags)
-			return export_lost(exp, errno,
-					   "a write with RWF_DSYNC");
+		/* A failure to write (a full file system, a quota, a file
+		 * size limit) loses nothing already accepted: this write
+		 * fails and the export goes on. */
 		if (r < 0)
 			return nbd_errno(errno);
 		if (r == 0)
@@ -456,7 +444,12 @@ int nbd_backend_pwritev(struct nbd_export *exp, int fd, const struct iovec *src,
 		len -= (size_t)r;
 		iov_advance(iov, n, (size_t)r, &first);
 	}
-	if (fua && !flags)
+	/* FUA: the write, then fdatasync, and not one RWF_DSYNC write,
+	 * whose error may be its sync's, and so the one report of an
+	 * earlier write's lost writeback, or the write's own ENOSPC: it
+	 * cannot tell them apart.  fdatasync's error is always a writeback
+	 * error (export_lost). */
+	if (fua)
 		return nbd_backend_flush(exp, fd);
 	return 0;
 }

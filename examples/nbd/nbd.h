@@ -197,9 +197,9 @@ struct nbd_export {
 	int fd;
 	bool blockdev;
 	int wzero_fd;
-	atomic_bool no_punch, no_zero_range, no_rwf_dsync;
-	/* The errno of the first failure to make writes durable (fdatasync,
-	 * a RWF_DSYNC write), for ever: Linux reports a writeback error to
+	atomic_bool no_punch, no_zero_range;
+	/* The errno of the first failure to make writes durable (fdatasync),
+	 * for ever: Linux reports a writeback error to
 	 * each open file once, and what it lost stays lost.  closing: the
 	 * daemon is exiting, nothing may change the export any more. */
 	atomic_int wb_err;

@@ -101,5 +101,28 @@ wb_run() {
 wb_run wberror "writeback error" --threads 2
 wb_run wbfua "writeback error, reported to a FUA write" --threads 1
 wb_run wbfinal "writeback error, never flushed" --threads 2
+
+# A full file system is no writeback error: an 8 MiB sparse file on a
+# tmpfs of 2 MiB, served directly (no loop device: the write fails, not
+# its writeback).
+label="full file system"
+full=$nbd_tmp/full
+mkdir -p "$full"
+if mount -t tmpfs -o size=2M "ioflusher-nbd-test" "$full" 2>/dev/null; then
+	blk_mounts="$full $blk_mounts"
+	truncate -s 8M "$full/back"
+	suite_args=$full/back
+	run_suite full --file "$full/back" --threads 1
+	nbd_stop "$nbd_pid"
+	rc=$?
+	if [ $rc -eq 0 ] && ! grep -q 'writes may have been lost' "$nbd_tmp/full.err"; then
+		tap_ok "$label: SIGTERM: exit 0, nothing said lost"
+	else
+		tap_not_ok "$label: SIGTERM: exit 0, nothing said lost (exit $rc)"
+		tap_diag <"$nbd_tmp/full.err"
+	fi
+else
+	tap_not_ok "$label: a tmpfs of 2 MiB"
+fi
 tap_plan "$tap_n"
 nbd_done

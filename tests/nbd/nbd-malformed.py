@@ -8,7 +8,8 @@ Usage: nbd-malformed.py SOCKET MODE [FILE]
   back to prove that nothing was written where it should not be.  MODE
   wberror, wbfua and wbfinal run only writeback error checks (FLUSH, FUA,
   the daemon's exit): FILE is then the file under the loop device the
-  daemon exports.  MODE shutdown sends SIGTERM to the daemon, whose pid
+  daemon exports.  MODE full checks a file on a file system too small for
+  it (ENOSPC), FILE being that file.  MODE shutdown sends SIGTERM to the daemon, whose pid
   is then the third argument, and checks what connected clients see.
 
 Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
@@ -430,8 +431,8 @@ def writeback_error():
 
 
 def writeback_error_fua():
-    """The same, the error reported by the sync of a RWF_DSYNC write (FUA)
-    rather than by fdatasync: with one worker (--threads 1), the later
+    """The same, the error reported to the fdatasync of a FUA write rather
+    than to a FLUSH: with one worker (--threads 1), the later
     FLUSH goes through the same open file, where Linux reports nothing
     more."""
     c = fresh(structured=True)
@@ -445,6 +446,43 @@ def writeback_error_fua():
     err = c.status()
     check("FLUSH after the failed FUA write: EIO", err == EIO,
           "error %d" % err)
+    c.request(CMD_DISC, 0, 0)
+    c.close()
+
+
+def full_filesystem():
+    """The daemon exports a sparse file (FILE) larger than the tmpfs it
+    is on.  A write that finds the file system full fails with ENOSPC,
+    with FUA or not, and loses nothing accepted before: it is no writeback
+    error, and once a trim has made room, writes, FUA writes and FLUSH
+    succeed again."""
+    c = fresh(structured=True)
+    chunk = os.urandom(1 << 20)
+    errs = [c.write(i << 20, chunk) for i in range(4)]
+    check("writes of 4 MiB to 2 MiB of file system: ENOSPC once full",
+          errs[0] == 0 and ENOSPC in errs and
+          all(e in (0, ENOSPC) for e in errs), repr(errs))
+    data = os.urandom(4096)
+    err = c.write(6 << 20, data, flags=F_FUA)
+    check("a FUA write to the full file system: ENOSPC", err == ENOSPC,
+          "error %d" % err)
+    c.request(CMD_TRIM, 0, 1 << 20)
+    err = c.status()
+    check("a trim of the first MiB: done", err == 0, "error %d" % err)
+    err = c.write(6 << 20, data, flags=F_FUA)
+    check("the FUA write again, with room: done", err == 0,
+          "error %d" % err)
+    err = c.write(6 << 20, data)
+    check("a plain write: done", err == 0, "error %d" % err)
+    c.request(CMD_FLUSH, 0, 0)
+    err = c.status()
+    check("FLUSH: done, no writeback error was seen", err == 0,
+          "error %d" % err)
+    err, got = c.read(6 << 20, 4096)
+    check("the written block reads back", err == 0 and got == data)
+    with open(FILE, "rb") as f:
+        f.seek(6 << 20)
+        check("and is in the file", f.read(4096) == data)
     c.request(CMD_DISC, 0, 0)
     c.close()
 
@@ -515,6 +553,9 @@ def main():
         return
     if MODE == "wbfinal":
         writeback_unflushed()
+        return
+    if MODE == "full":
+        full_filesystem()
         return
     if MODE == "blockdev":
         blockdev_fast_zero()
