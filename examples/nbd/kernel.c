@@ -58,10 +58,14 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 	unsigned long blksize;
 	int sv[2], r;
 
-	/* The device's size is counted in its blocks. */
+	/* The device's size is counted in its blocks.  NBD_SET_BLKSIZE sets
+	 * the logical and the physical block size both: 512, as qemu-nbd -c
+	 * does, since a device of 4096-byte sectors would not read a
+	 * partition table or a file system made for 512-byte sectors (ext4
+	 * with 1 KiB blocks, XFS with 512-byte sectors). */
 	if (size % 512)
 		return -EINVAL;
-	blksize = size % 4096 ? 512 : 4096;
+	blksize = 512;
 
 	k->notify_fd = notify_fd;
 	k->running = false;

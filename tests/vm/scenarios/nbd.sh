@@ -111,7 +111,10 @@ fi
 vm_check "ioflusher-nbd --connect $dev --memory $size serves $size" \
 	test "$(cat /sys/block/nbd0/size)" = "$sectors"
 check_protected /tmp/mem.log memory
-vm_check "memory: mkfs.ext4 on $dev" mkfs.ext4 -q -F "$dev"
+vm_check "$dev has 512-byte sectors, logical and physical" \
+	test "$(cat /sys/block/nbd0/queue/logical_block_size)/$(cat /sys/block/nbd0/queue/physical_block_size)" = 512/512
+# 1 KiB blocks: a file system that 4096-byte sectors could not hold.
+vm_check "memory: mkfs.ext4 -b 1024 on $dev" mkfs.ext4 -q -F -b 1024 "$dev"
 vm_check "memory: mount" mount -t ext4 "$dev" "$mnt"
 : >/tmp/sums
 vm_check "memory: write 8 files of 1 MiB, sync" vm_write_files "$mnt" m 8
