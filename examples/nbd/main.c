@@ -60,6 +60,7 @@ struct options {
 	unsigned int queue_depth;
 	unsigned int max_conns;
 	unsigned int send_timeout;
+	unsigned int handshake_timeout;
 	unsigned int poll_us;
 	const char *connect;
 	const char *run;
@@ -85,7 +86,7 @@ static void usage(FILE *out)
 		"                     [--memory SIZE | --file PATH] [--readonly]\n"
 		"                     [--export-name NAME] [--threads N] [--queue-depth N]\n"
 		"                     [--max-connections N] [--send-timeout SECONDS]\n"
-		"                     [--poll USEC]\n"
+		"                     [--handshake-timeout SECONDS] [--poll USEC]\n"
 		"                     [--run CMD]\n"
 		"                     [--best-effort] [--sandbox]\n"
 		"An NBD server that runs as an IO-flusher daemon; see " PROG
@@ -105,6 +106,8 @@ static void usage(FILE *out)
 		"  --send-timeout SECONDS  disconnect a client that takes no byte of a\n"
 		"                       reply for that long, at most 3600 (default 30;\n"
 		"                       0: never)\n"
+		"  --handshake-timeout SECONDS  disconnect a client whose handshake\n"
+		"                       takes longer, at most 3600 (default 10; 0: never)\n"
 		"  --poll USEC          spin up to USEC for a client's next request\n"
 		"                       before sleeping, at most 1000000 (default 50;\n"
 		"                       0: never)\n"
@@ -179,6 +182,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "queue-depth", required_argument, NULL, 'q' },
 		{ "max-connections", required_argument, NULL, 'C' },
 		{ "send-timeout", required_argument, NULL, 'T' },
+		{ "handshake-timeout", required_argument, NULL, 'H' },
 		{ "poll", required_argument, NULL, 'P' },
 		{ "connect", required_argument, NULL, 'c' },
 		{ "run", required_argument, NULL, 'R' },
@@ -245,6 +249,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'T':
 			if (parse_uint(optarg, 0, 3600, &o->send_timeout) < 0) {
 				log_stderr("--send-timeout takes 0 to 3600\n");
+				return 2;
+			}
+			break;
+		case 'H':
+			if (parse_uint(optarg, 0, 3600, &o->handshake_timeout) <
+			    0) {
+				log_stderr(
+					"--handshake-timeout takes 0 to 3600\n");
 				return 2;
 			}
 			break;
@@ -788,6 +800,7 @@ int main(int argc, char **argv)
 		.queue_depth = 64,
 		.max_conns = 16,
 		.send_timeout = 30,
+		.handshake_timeout = 10,
 		.poll_us = 50,
 	};
 	struct nbd_export exp = { .fd = -1 };
@@ -847,6 +860,7 @@ int main(int argc, char **argv)
 	srv.queue_depth = o.queue_depth;
 	srv.max_conns = o.max_conns + (o.connect ? 1 : 0);
 	srv.send_timeout = o.send_timeout;
+	srv.handshake_timeout = o.handshake_timeout;
 	srv.poll_us = o.poll_us;
 	srv.nthreads = exp.kind == NBD_BACKEND_FILE ? o.threads : 0;
 	r = ioflusher_ctx_new(&srv.ctx);

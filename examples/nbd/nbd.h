@@ -301,6 +301,8 @@ struct nbd_conn {
 	bool structured;
 	bool no_zeroes;
 	bool spin; /* the last wait for the client was short: poll first */
+	/* CLOCK_MONOTONIC ns by which the handshake must be done; 0: none. */
+	uint64_t handshake_deadline;
 
 	/* Requests taken by workers and not yet answered, and the data
 	 * elements they hold (nbd_conn_reserve); idle is signalled whenever
@@ -355,6 +357,7 @@ struct nbd_server {
 	unsigned int queue_depth; /* requests in flight, all connections */
 	unsigned int max_conns;
 	unsigned int send_timeout; /* seconds; 0: none */
+	unsigned int handshake_timeout; /* seconds; 0: none */
 	unsigned int poll_us; /* spin so long for a request before sleeping */
 	/* Connections being served, and up to how many of them spin
 	 * (conn_recv() in server.c). */

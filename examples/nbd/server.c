@@ -191,6 +191,7 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->structured = false;
 	c->no_zeroes = false;
 	c->spin = true;
+	c->handshake_deadline = 0;
 	c->inflight = 0;
 	c->elems = 0;
 	work_list_init(&c->backlog);
@@ -426,11 +427,38 @@ int nbd_conn_flush(struct nbd_conn *c)
  * (nbdcopy's 4 connections on 2 CPUs: a third more CPU per IO and less
  * throughput with spinning).
  */
+/*
+ * A read of the handshake: each waits no longer than what is left of the
+ * --handshake-timeout, so that a client that sends nothing, or a byte now
+ * and then, gives its connection back; until then it holds one of
+ * --max-connections, and enough of them would lock every client out.
+ */
+static ssize_t handshake_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	uint64_t now = now_ns(), left;
+	struct timeval tv;
+	ssize_t got;
+
+	if (now >= c->handshake_deadline)
+		return -ETIMEDOUT;
+	left = c->handshake_deadline - now;
+	tv.tv_sec = (time_t)(left / 1000000000u);
+	tv.tv_usec = (suseconds_t)(left % 1000000000u / 1000u);
+	if (!tv.tv_sec && !tv.tv_usec)
+		tv.tv_usec = 1;
+	if (setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	got = c->io.recv(c->io.opaque, buf, len, false);
+	return got == -EAGAIN ? -ETIMEDOUT : got;
+}
+
 static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 {
 	uint64_t poll_ns = (uint64_t)c->srv->poll_us * 1000, start;
 	ssize_t got;
 
+	if (c->handshake_deadline)
+		return handshake_recv(c, buf, len);
 	if (!poll_ns)
 		return c->io.recv(c->io.opaque, buf, len, false);
 	start = now_ns();
@@ -683,8 +711,21 @@ static void *conn_main(void *arg)
 	snprintf(name, sizeof(name), "nbd-conn-%u", c->id);
 	name[15] = 0;
 	pthread_setname_np(pthread_self(), name);
-	if (c->handshake)
+	if (c->handshake) {
+		static const struct timeval none;
+
+		if (srv->handshake_timeout)
+			c->handshake_deadline =
+				now_ns() +
+				(uint64_t)srv->handshake_timeout * 1000000000u;
 		r = nbd_handshake(c);
+		if (c->handshake_deadline) {
+			c->handshake_deadline = 0;
+			if (r == 1 && setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO,
+						 &none, sizeof(none)) < 0)
+				r = -errno;
+		}
+	}
 	/* Workers' replies that do not fit in the socket at once are sent
 	 * by a thread of the connection's own (nbd_conn_reply). */
 	if (r == 1 && srv->nthreads && nbd_conn_start_sender(c) < 0) {
@@ -701,7 +742,9 @@ static void *conn_main(void *arg)
 	if (r < 0 && r != -ECONNRESET && r != -EPIPE && r != -ESHUTDOWN &&
 	    !atomic_load(&c->send_failed))
 		srv->log("connection %u: %s\n", c->id,
-			 r == -EPROTO ? "protocol violation, disconnected" :
+			 r == -EPROTO	 ? "protocol violation, disconnected" :
+			 r == -ETIMEDOUT ? "handshake not done within "
+					   "--handshake-timeout: disconnected" :
 			 r == -ENOENT ? "NBD_OPT_EXPORT_NAME asked for another "
 					"export: disconnected, as that option "
 					"has no error reply" :

@@ -46,5 +46,20 @@ truncate -s 16M "$nbd_tmp/disk.img"
 run_mode memory --memory 16M --send-timeout 2
 run_mode file --file "$nbd_tmp/disk.img" --threads 2 --send-timeout 2
 run_mode readonly --memory 16M --readonly --send-timeout 2
+
+# --handshake-timeout 1: handshakes that never end give their connection
+# back, and are logged.
+if nbd_start handshake --memory 16M --max-connections 2 --handshake-timeout 1; then
+	timeout 120 python3 "$srcdir/tests/nbd/nbd-malformed.py" \
+		"$nbd_tmp/handshake.sock" handshake >"$nbd_tmp/handshake.tap" 2>&1
+	nbd_client_tap handshake $? <"$nbd_tmp/handshake.tap"
+	tap_check "handshake: the timeout is logged" \
+		grep -q "handshake not done within --handshake-timeout" \
+		"$nbd_tmp/handshake.err"
+	nbd_stop "$nbd_pid"
+	tap_check "handshake: SIGTERM ends it cleanly" test $? -eq 0
+else
+	tap_not_ok "handshake: the daemon starts"
+fi
 echo "1..$tap_n"
 nbd_done

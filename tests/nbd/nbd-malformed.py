@@ -9,7 +9,9 @@ Usage: nbd-malformed.py SOCKET MODE [FILE]
   wberror, wbfua and wbfinal run only writeback error checks (FLUSH, FUA,
   the daemon's exit): FILE is then the file under the loop device the
   daemon exports.  MODE full checks a file on a file system too small for
-  it (ENOSPC), FILE being that file.  MODE shutdown sends SIGTERM to the daemon, whose pid
+  it (ENOSPC), FILE being that file.  MODE handshake checks
+  --handshake-timeout (the daemon started with --max-connections 2
+  --handshake-timeout 1).  MODE shutdown sends SIGTERM to the daemon, whose pid
   is then the third argument, and checks what connected clients see.
 
 Prints TAP lines, unnumbered.  Every case speaks the protocol byte by byte, sends what a
@@ -487,6 +489,59 @@ def full_filesystem():
     c.close()
 
 
+def handshake_timeout():
+    """The daemon runs with --max-connections 2 --handshake-timeout 1.
+    Clients that never finish their handshake hold the two connections
+    and lock everyone else out, but only for a second: then they are
+    disconnected, a client that sends a byte now and then as well, and
+    a client that finished its handshake may stay idle far longer."""
+    idle = [Conn(), Conn()]
+    for c in idle:
+        c.greet()
+    third = Conn()
+    check("two silent handshakes hold both connections: a third is "
+          "refused", third.closed())
+    third.close()
+    check("after --handshake-timeout, each silent client is disconnected",
+          all(c.closed() for c in idle))
+    for c in idle:
+        c.close()
+    # Their threads give the connections back just after hanging up.
+    served = None
+    for _ in range(50):
+        try:
+            served = fresh()
+            break
+        except (Closed, ConnectionResetError, BrokenPipeError):
+            time.sleep(0.1)
+    check("then a new client is served", served is not None)
+    if served is None:
+        return
+    slow = Conn()
+    slow.greet()
+    cut = False
+    header = struct.pack(">QII", IHAVEOPT, OPT_GO, 6) + b"\0" * 6
+    start = time.monotonic()
+    try:
+        for b in header:
+            slow.send(bytes([b]))
+            time.sleep(0.25)
+            if time.monotonic() - start > 8:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        cut = True
+    check("a client that sends a byte every 250 ms is disconnected too",
+          cut or slow.closed(), "its %d bytes took %.1f s" %
+          (len(header), time.monotonic() - start))
+    slow.close()
+    time.sleep(2)
+    err, _ = served.read(0, 4096)
+    check("a client idle for 2 s after its handshake is still served",
+          err == 0, "error %d" % err)
+    served.request(CMD_DISC, 0, 0)
+    served.close()
+
+
 def writeback_unflushed():
     """Writes the daemon accepts and no client flushes: their writeback
     error comes out at the daemon's final fdatasync, at exit."""
@@ -556,6 +611,9 @@ def main():
         return
     if MODE == "full":
         full_filesystem()
+        return
+    if MODE == "handshake":
+        handshake_timeout()
         return
     if MODE == "blockdev":
         blockdev_fast_zero()
