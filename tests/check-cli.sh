@@ -94,6 +94,18 @@ else
 		"no /proc/sys/kernel/cap_last_cap"
 fi
 
+# What compaction may do to locked pages, read from the sysctl itself.
+if [ -r /proc/sys/vm/compact_unevictable_allowed ]; then
+	cua=$(cat /proc/sys/vm/compact_unevictable_allowed)
+	check "status: the compaction sysctl as it is ($cua)" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^compaction: +vm.compact_unevictable_allowed = $cua: locked pages (are not|may be) moved" \
+		"$tool" status
+else
+	check "status: no compaction in this kernel" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^compaction: +not in this kernel" "$tool" status
+fi
 check "status: the kernel supports PR_SET_IO_FLUSHER" \
 	"$([ $resource = yes ] && echo 0 || echo 1)" \
 	"^kernel: .*PR_SET_IO_FLUSHER supported$" "$tool" status

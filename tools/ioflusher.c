@@ -235,6 +235,32 @@ static void print_psi(void)
 	fclose(f);
 }
 
+/* Locked is not pinned: compaction may move locked pages, and a thread
+ * touching one then takes a minor fault (ioflusher(7), MEMORY). */
+static void print_compaction(void)
+{
+	char line[32];
+	FILE *f = fopen("/proc/sys/vm/compact_unevictable_allowed", "re");
+
+	if (!f) {
+		printf("%-18s %s\n", "compaction:",
+		       errno == ENOENT ?
+			       "not in this kernel: locked pages stay put" :
+			       strerror(errno));
+		return;
+	}
+	if (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		printf("%-18s vm.compact_unevictable_allowed = %s: %s\n",
+		       "compaction:", line,
+		       strcmp(line, "0") == 0 ?
+			       "locked pages are not moved" :
+			       "locked pages may be moved (a minor fault on "
+			       "touching one meanwhile)");
+	}
+	fclose(f);
+}
+
 static bool is_zombie(pid_t pid)
 {
 	char buf[64];
@@ -390,6 +416,7 @@ static int cmd_status(int argc, char **argv)
 		printf("%-18s %d%s\n", "oom_score_adj:", adj,
 		       adj == -1000 ? " (never chosen by the OOM killer)" : "");
 	print_psi();
+	print_compaction();
 	if (!self)
 		missing = print_threads(pid, &zombie);
 	if (supported != 1) {
