@@ -36,6 +36,13 @@ printf '\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\011' >"$see
 # A READ whose iovec is moved to data page 40, which no command has used:
 # the SIGBUS guard's path (op 4 writes the word at ring offset 48).
 printf '\002\000\007\000\000\000\004\000\006\000\000\000\000\000\002\300\000\011' >"$seeds/unallocated-page"
+# Writes and their processing, 300 times: the command ring (16 KiB) wraps,
+# with PAD entries, more than once, and only the daemon writes the ring.
+i=0
+while [ $i -lt 300 ]; do
+	printf '\002\001\010\000\000\100\011'
+	i=$((i + 1))
+done >"$seeds/wrap"
 seed=${FUZZ_SEED-1}
 set +e
 "$fuzzer" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \

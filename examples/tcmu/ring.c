@@ -70,8 +70,13 @@ static uint8_t *mailbox_field(struct tcmu_ring *ring, size_t off)
 
 static uint32_t load_head(struct tcmu_ring *ring)
 {
-	/* Pairs with the kernel's smp_store_release() of cmd_head: the
-	 * entry is written before the head that covers it. */
+	/* The kernel writes an entry, flushes the data cache over it and
+	 * then stores cmd_head (queue_cmd_ring(), a plain store, no release
+	 * barrier): in that order on x86, whose stores are not reordered.
+	 * The acquire orders our side; on a weakly ordered CPU a head read
+	 * with no system call since the kernel's store (the --poll spin,
+	 * the pass that finds more queued) could in principle run ahead of
+	 * the entry, which only a barrier in the kernel would rule out. */
 	return __atomic_load_n((uint32_t *)(void *)mailbox_field(
 				       ring,
 				       offsetof(struct tcmu_mailbox, cmd_head)),
@@ -442,11 +447,10 @@ static void respond(struct tcmu_ring *ring, uint8_t *e,
 	} else if (cmd->xfer_len && cmd->xfer_len < cmd->data_len &&
 		   (ring->mb_flags & TCMU_MAILBOX_FLAG_CAP_READ_LEN)) {
 		/* A short Data-In answer: the initiator gets the residual.
-		 * Only Data-In commands have an xfer_len: the kernel takes
-		 * READ_LEN as the length of any command, and a write given
-		 * read_len 0 would complete as not written at all.  A
-		 * Data-In answer of no bytes returns the whole (zeroed)
-		 * buffer instead. */
+		 * Only Data-In commands have an xfer_len, and only for them
+		 * does the kernel take READ_LEN (tcmu_handle_completion());
+		 * it ignores a read_len of 0, so a Data-In answer of no
+		 * bytes returns the whole (zeroed) buffer instead. */
 		ent->rsp.read_len = (uint32_t)cmd->xfer_len;
 		uflags |= TCMU_UFLAG_READ_LEN;
 	}
@@ -627,7 +631,7 @@ int tcmu_ring_serve(struct tcmu_ring *ring, int fd, int stop_fd,
 	 * completions the kernel has not reaped (its last-cleaned offset,
 	 * which we cannot see, lags cmd_tail), and an empty ring would
 	 * never make us write again.  tcmu_irqcontrol() with nothing to
-	 * reap only runs the queue of commands waiting for room.
+	 * reap does nothing more.
 	 */
 	ring->stats.notifies++;
 	r = ring->ops->notify(ring->data);

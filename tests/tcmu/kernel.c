@@ -525,15 +525,20 @@ int kern_complete(struct kern *k)
 			if (c->status == TCMU_STATUS_CHECK_CONDITION)
 				memcpy(c->sense, ent->rsp.sense_buffer,
 				       sizeof(c->sense));
-			/* READ_LEN, whatever the direction, becomes the
-			 * command's length (target_complete_cmd_with_length):
-			 * a residual for the initiator, even of a write. */
+			/* As tcmu_handle_completion(): READ_LEN counts for a
+			 * Data-In command only, and only when not 0; it is
+			 * then the command's length (a residual for the
+			 * initiator), and the data is gathered even with
+			 * CHECK CONDITION (SCF_TREAT_READ_AS_NORMAL). */
 			c->read_len = (uint32_t)c->data_len;
-			if ((c->uflags & TCMU_UFLAG_READ_LEN) &&
-			    ent->rsp.read_len < c->read_len)
+			bool read_len_valid =
+				c->dir == KERN_FROM_DEV &&
+				(c->uflags & TCMU_UFLAG_READ_LEN) &&
+				ent->rsp.read_len;
+			if (read_len_valid && ent->rsp.read_len < c->read_len)
 				c->read_len = ent->rsp.read_len;
 			if (c->dir == KERN_FROM_DEV &&
-			    c->status == TCMU_STATUS_GOOD)
+			    (c->status == TCMU_STATUS_GOOD || read_len_valid))
 				copy_blocks(k, c, c->in, c->read_len, false);
 			free_blocks(k, c);
 			c->inflight = false;

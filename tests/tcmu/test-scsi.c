@@ -426,8 +426,8 @@ Test(tcmu_scsi, a_write_completes_whole_with_no_residual)
 	uint8_t buf[8 * BS];
 	struct kern_cmd *c;
 
-	/* READ_LEN would make the kernel take read_len as the length of a
-	 * write too: 0 bytes written, a residual of all of them. */
+	/* No READ_LEN on a write: the kernel ignores it there, and a
+	 * daemon that set it would only show it misreads the flag. */
 	fill(buf, sizeof(buf), 8);
 	c = rw(10, true, 0, 8, buf, sizeof(buf));
 	expect_good(c);
