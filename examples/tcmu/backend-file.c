@@ -2,8 +2,10 @@
 /*
  * The file backend: the LUN's blocks are a file's bytes, through the page
  * cache, so the LUN has a volatile write cache (WCE): SYNCHRONIZE CACHE
- * is fdatasync(), and a FUA write is a RWF_DSYNC write (pwritev2, Linux
- * 4.7), with a write and fdatasync() where that is refused.  UNMAP punches
+ * is fdatasync(), and a FUA write a write then fdatasync().  A failed
+ * fdatasync() is kept (lost()): Linux reports a writeback error once per
+ * open file, and the next fdatasync() would succeed over the lost data.
+ * A write that fails by itself (ENOSPC) loses nothing.  UNMAP punches
  * holes (reads of a hole return zeros); where the filesystem cannot, the
  * range is written with zeros.  A WRITE SAME of zeros without UNMAP
  * zeroes the range in place (FALLOC_FL_ZERO_RANGE, Linux 3.15: blocks
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,14 +24,15 @@
 
 #include "tcmu.h"
 
-#ifndef RWF_DSYNC
-#define RWF_DSYNC 0x00000002
-#endif
-
 struct file_backend {
 	struct tcmu_backend be;
 	int fd;
-	bool no_dsync; /* pwritev2(RWF_DSYNC) refused: write, then fdatasync */
+	char *path;
+	/* The errno of the first failed fdatasync(), for good: from then
+	 * on every write, flush, UNMAP and WRITE SAME fails with -EIO
+	 * (reads go on), and closing reports it.  One ring thread per
+	 * device uses the backend: no lock. */
+	int wb_err;
 	bool no_punch; /* FALLOC_FL_PUNCH_HOLE refused: write zeros */
 	bool no_zero_range; /* FALLOC_FL_ZERO_RANGE refused: write zeros */
 };
@@ -66,10 +70,33 @@ static void iov_advance(struct iovec **iov, unsigned int *cnt, size_t n)
 	}
 }
 
+/* The first failure to make writes durable, logged once and kept. */
+static int lost(struct file_backend *f, int err)
+{
+	if (!f->wb_err) {
+		f->wb_err = err;
+		fprintf(stderr,
+			"%s: fdatasync: %s: writes the initiator was told "
+			"were done may have been lost; from now on every "
+			"write, SYNCHRONIZE CACHE, UNMAP and WRITE SAME of "
+			"this device fails (MEDIUM ERROR) until the daemon "
+			"is restarted\n",
+			f->path, strerror(err));
+	}
+	return -EIO;
+}
+
+static int sync_file(struct file_backend *f)
+{
+	if (f->wb_err)
+		return -EIO;
+	return fdatasync(f->fd) < 0 ? lost(f, errno) : 0;
+}
+
 /* preadv/pwritev until done: both may stop short.  iov is copied, since
  * it is advanced; at most TCMU_IOV_MAX entries (and IOV_MAX per call). */
 static int transfer(struct file_backend *f, const struct iovec *in,
-		    unsigned int cnt, uint64_t off, bool write, int flags)
+		    unsigned int cnt, uint64_t off, bool write)
 {
 	struct iovec copy[TCMU_IOV_MAX], *iov = copy;
 
@@ -81,7 +108,7 @@ static int transfer(struct file_backend *f, const struct iovec *in,
 		ssize_t r;
 
 		if (write)
-			r = pwritev2(f->fd, iov, (int)n, (off_t)off, flags);
+			r = pwritev(f->fd, iov, (int)n, (off_t)off);
 		else
 			r = preadv(f->fd, iov, (int)n, (off_t)off);
 		if (r < 0) {
@@ -109,7 +136,7 @@ static int file_read(struct tcmu_backend *be, const struct iovec *iov,
 {
 	if (!fits(be, off, iov_bytes(iov, cnt)))
 		return -EINVAL;
-	return transfer(to_file(be), iov, cnt, off, false, 0);
+	return transfer(to_file(be), iov, cnt, off, false);
 }
 
 static int file_write(struct tcmu_backend *be, const struct iovec *iov,
@@ -120,21 +147,20 @@ static int file_write(struct tcmu_backend *be, const struct iovec *iov,
 
 	if (!fits(be, off, iov_bytes(iov, cnt)))
 		return -EINVAL;
-	if (fua && !f->no_dsync) {
-		r = transfer(f, iov, cnt, off, true, RWF_DSYNC);
-		if (r != -EOPNOTSUPP && r != -EINVAL && r != -ENOSYS)
-			return r;
-		f->no_dsync = true;
-	}
-	r = transfer(f, iov, cnt, off, true, 0);
-	if (r == 0 && fua && fdatasync(f->fd) < 0)
-		r = -errno;
+	if (f->wb_err)
+		return -EIO;
+	/* Not one RWF_DSYNC write: its error may be its sync's, the one
+	 * report of an earlier write's lost writeback, or the write's own
+	 * ENOSPC, and it cannot tell which. */
+	r = transfer(f, iov, cnt, off, true);
+	if (r == 0 && fua)
+		r = sync_file(f);
 	return r;
 }
 
 static int file_flush(struct tcmu_backend *be)
 {
-	return fdatasync(to_file(be)->fd) < 0 ? -errno : 0;
+	return sync_file(to_file(be));
 }
 
 static int write_zeros(struct file_backend *f, uint64_t off, uint64_t len)
@@ -154,7 +180,7 @@ static int write_zeros(struct file_backend *f, uint64_t off, uint64_t len)
 			(unsigned int)((n + sizeof(zeros) - 1) / sizeof(zeros));
 
 		iov[cnt - 1].iov_len = n - (uint64_t)(cnt - 1) * sizeof(zeros);
-		r = transfer(f, iov, cnt, off, true, 0);
+		r = transfer(f, iov, cnt, off, true);
 		iov[cnt - 1].iov_len = sizeof(zeros);
 		off += n;
 		len -= n;
@@ -168,6 +194,8 @@ static int file_discard(struct tcmu_backend *be, uint64_t off, uint64_t len)
 
 	if (!fits(be, off, len))
 		return -EINVAL;
+	if (f->wb_err)
+		return -EIO;
 	if (!f->no_punch) {
 		if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			      (off_t)off, (off_t)len) == 0)
@@ -186,6 +214,8 @@ static int file_write_zeroes(struct tcmu_backend *be, uint64_t off,
 
 	if (!fits(be, off, len))
 		return -EINVAL;
+	if (f->wb_err)
+		return -EIO;
 	if (!f->no_zero_range) {
 		if (fallocate(f->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 			      (off_t)off, (off_t)len) == 0)
@@ -197,12 +227,17 @@ static int file_write_zeroes(struct tcmu_backend *be, uint64_t off,
 	return write_zeros(f, off, len);
 }
 
-static void file_close(struct tcmu_backend *be)
+/* A last fdatasync(): what is written and was never flushed reaches the
+ * file, or its loss is said and -EIO returned. */
+static int file_close(struct tcmu_backend *be)
 {
 	struct file_backend *f = to_file(be);
+	int r = sync_file(f);
 
 	close(f->fd);
+	free(f->path);
 	free(f);
+	return r;
 }
 
 static const struct tcmu_backend_ops file_ops = {
@@ -242,7 +277,8 @@ int tcmu_backend_file_open(const char *path, uint64_t size,
 		goto fail;
 	}
 	f = calloc(1, sizeof(*f));
-	if (!f) {
+	if (!f || !(f->path = strdup(path))) {
+		free(f);
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -268,8 +304,7 @@ int tcmu_backend_open(const char *config, uint64_t size,
 	return -EINVAL;
 }
 
-void tcmu_backend_close(struct tcmu_backend *be)
+int tcmu_backend_close(struct tcmu_backend *be)
 {
-	if (be)
-		be->ops->close(be);
+	return be ? be->ops->close(be) : 0;
 }

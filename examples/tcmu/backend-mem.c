@@ -144,12 +144,13 @@ static int mem_write_zeroes(struct tcmu_backend *be, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static void mem_close(struct tcmu_backend *be)
+static int mem_close(struct tcmu_backend *be)
 {
 	struct mem_backend *m = to_mem(be);
 
 	munmap(m->mem, be->size);
 	free(m);
+	return 0;
 }
 
 static const struct tcmu_backend_ops mem_ops = {

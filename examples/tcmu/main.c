@@ -204,13 +204,14 @@ static int open_device(struct device *d, const struct options *o)
 	return 0;
 }
 
-static void close_device(struct device *d)
+/* -EIO when the device's backend lost acknowledged writes. */
+static int close_device(struct device *d)
 {
 	if (d->map)
 		munmap(d->map, d->uio.map_size);
 	if (d->port.fd >= 0)
 		close(d->port.fd);
-	tcmu_backend_close(d->be);
+	return tcmu_backend_close(d->be);
 }
 
 static void skipped(const struct tcmu_uio_dev *dev, int err, void *data)
@@ -615,7 +616,7 @@ int main(int argc, char **argv)
 	/* 7: serve. */
 	sig = wait_for_stop(devs, n, &sigs);
 	if (sig)
-		printf("stopping on signal %d\n", sig);
+		printf("stopping on %s\n", strsignal(sig));
 	exit_code = 0;
 out_stop:
 	if (eventfd_write(stop_fd, 1) < 0)
@@ -638,8 +639,14 @@ out_stop:
 out_pool:
 	ioflusher_mempool_free(pool);
 out_close:
-	for (int i = 0; i < n; i++)
-		close_device(&devs[i]);
+	for (int i = 0; i < n; i++) {
+		if (close_device(&devs[i]) < 0 && exit_code == 0) {
+			fprintf(stderr,
+				"%s: writes may have been lost: exit status 1\n",
+				devs[i].uio.name);
+			exit_code = 1;
+		}
+	}
 out_devs:
 	free(devs);
 out_ctx:

@@ -129,7 +129,8 @@ struct tcmu_backend_ops {
 	/* Write zeros over the range, in as few calls as the backend can. */
 	int (*write_zeroes)(struct tcmu_backend *be, uint64_t off,
 			    uint64_t len);
-	void (*close)(struct tcmu_backend *be);
+	/* Flushes what is left; -EIO when writes may have been lost. */
+	int (*close)(struct tcmu_backend *be);
 };
 
 struct tcmu_backend {
@@ -145,7 +146,8 @@ int tcmu_backend_file_open(const char *path, uint64_t size,
  * absolute path ("file//srv/lun0.img"). */
 int tcmu_backend_open(const char *config, uint64_t size,
 		      struct tcmu_backend **bep);
-void tcmu_backend_close(struct tcmu_backend *be);
+/* 0, or -EIO when the backend lost writes it had acknowledged. */
+int tcmu_backend_close(struct tcmu_backend *be);
 
 /* ---------------------------------------------------------------- ring */
 

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -1057,6 +1059,44 @@ Test(tcmu_scsi, file_backend_write_error_is_a_medium_error)
 	file_done();
 }
 
+/* Run child() in a child process and return its exit status, skipping
+ * the test (with why_skipped) when it answers 77. */
+static int in_child(int (*child)(void), const char *why_skipped)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(child());
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "the child died: status 0x%x", status);
+	if (WEXITSTATUS(status) == 77)
+		cr_skip("%s", why_skipped);
+	return WEXITSTATUS(status);
+}
+
+/* A private tmpfs of the given size at the new directory dir (a mkdtemp
+ * template), in a mount namespace of this child's own: 0, 2 when the
+ * directory cannot be made, 77 when the mounts cannot. */
+static int private_tmpfs(char *dir, const char *size)
+{
+	char opts[32];
+
+	if (!mkdtemp(dir))
+		return 2;
+	snprintf(opts, sizeof(opts), "size=%s", size);
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", dir, "tmpfs", 0, opts) < 0) {
+		rmdir(dir);
+		return 77;
+	}
+	return 0;
+}
+
 /* A full filesystem: a tmpfs of 1 MiB in a mount namespace of a child
  * process (a single-threaded one: unshare needs it).  No Criterion
  * assertion in the child: it answers with its exit status. */
@@ -1071,15 +1111,13 @@ static int enospc_child(void)
 	struct kern_cmd *c = NULL;
 	struct kern k;
 	uint8_t *buf = malloc(1 << 20), cdb[16];
+	int r;
 
-	if (!buf || !mkdtemp(dir))
+	if (!buf)
 		return 2;
-	if (unshare(CLONE_NEWNS) < 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("tmpfs", dir, "tmpfs", 0, "size=1m") < 0) {
-		rmdir(dir);
-		return 77;
-	}
+	r = private_tmpfs(dir, "1m");
+	if (r)
+		return r;
 	snprintf(path, sizeof(path), "%s/lun", dir);
 	if (kern_init(&k, &harness_small) < 0 ||
 	    tcmu_backend_file_open(path, 16 << 20, &be) < 0 ||
@@ -1114,22 +1152,122 @@ static int enospc_child(void)
 
 Test(tcmu_scsi, a_full_filesystem_is_space_allocation_failed)
 {
-	pid_t pid;
-	int status;
+	int status =
+		in_child(enospc_child, "no mount namespace with a tmpfs here");
 
-	fflush(NULL);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0)
-		_exit(enospc_child());
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status), "the child died: status 0x%x", status);
-	if (WEXITSTATUS(status) == 77)
-		cr_skip("no mount namespace with a tmpfs here");
-	cr_assert_eq(WEXITSTATUS(status), 0,
+	cr_assert_eq(status, 0,
 		     "DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT "
 		     "expected (child status %d)",
-		     WEXITSTATUS(status));
+		     status);
+}
+
+/* A real writeback error: the LUN's file is on an ext2 of 128 MiB on a
+ * loop device over a tmpfs of 16 MiB, so that writes land in the page
+ * cache and their writeback fails.  Linux reports that to fdatasync once;
+ * the backend must go on reporting it.  A child in a mount namespace, as
+ * above, answering with its exit status (77: no loop device or mkfs). */
+static int sync_cache(struct kern *k, struct tcmu_ring *ring)
+{
+	uint8_t cdb[10] = { 0x35 };
+	int id = kern_queue(k, cdb, 10, KERN_NONE, NULL, 0);
+
+	if (id < 0 || tcmu_ring_process(ring) != 1 || kern_complete(k) != 1)
+		return -1;
+	return kern_cmd(k, id)->status;
+}
+
+static int writeback_child(void)
+{
+	char dir[] = "/tmp/tcmu-wb-XXXXXX", img[64], mnt[64], path[80],
+	     loop[32], cmd[128];
+	int ctl, lfd, ifd, n, id, st, r = 0;
+	struct ioflusher_mempool *pool;
+	uint8_t cdb[16], *buf = malloc(1 << 20);
+	struct tcmu_backend *be;
+	struct tcmu_port port;
+	struct tcmu_ring ring;
+	struct tcmu_lun lun;
+	struct kern k;
+
+	if (!buf)
+		return 2;
+	r = private_tmpfs(dir, "16m");
+	if (r)
+		return r;
+	snprintf(img, sizeof(img), "%s/img", dir);
+	snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+	snprintf(path, sizeof(path), "%s/lun", mnt);
+	ifd = open(img, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ifd < 0 || ftruncate(ifd, 128 << 20) < 0 || mkdir(mnt, 0700) < 0)
+		return 3;
+	if (ctl < 0 || (n = ioctl(ctl, LOOP_CTL_GET_FREE)) < 0)
+		return 77;
+	snprintf(loop, sizeof(loop), "/dev/loop%d", n);
+	lfd = open(loop, O_RDWR | O_CLOEXEC);
+	if (lfd < 0 || ioctl(lfd, LOOP_SET_FD, ifd) < 0)
+		return 77;
+	snprintf(cmd, sizeof(cmd), "mkfs.ext2 -q -F -N 64 %s >/dev/null 2>&1",
+		 loop);
+	if (system(cmd) != 0 || mount(loop, mnt, "ext2", 0, NULL) < 0) {
+		ioctl(lfd, LOOP_CLR_FD);
+		return 77;
+	}
+	if (kern_init(&k, &harness_small) < 0 ||
+	    tcmu_backend_file_open(path, 64 << 20, &be) < 0 ||
+	    tcmu_port_pool_new(NULL, 1, true, &pool) < 0)
+		r = 4;
+	port = (struct tcmu_port){ pool, k.sock[1], "writeback" };
+	if (!r && (tcmu_ring_init(&ring, k.u, k.map_size, &lun, &tcmu_port_ops,
+				  &port) < 0 ||
+		   tcmu_lun_init(&lun, be, 4096, k.data_size, "writeback") < 0))
+		r = 5;
+	/* 32 MiB written, more than the tmpfs holds: accepted, cached. */
+	memset(buf, 0x6b, 1 << 20);
+	for (int i = 0; !r && i < 32; i++) {
+		cdb_rw(cdb, 16, true, 256 * (uint64_t)i, 256);
+		id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 1 << 20);
+		if (id < 0 || tcmu_ring_process(&ring) != 1 ||
+		    kern_complete(&k) != 1 ||
+		    kern_cmd(&k, id)->status != TCMU_STATUS_GOOD)
+			r = 6;
+	}
+	/* The first SYNCHRONIZE CACHE gets the error; so must the next. */
+	if (!r && sync_cache(&k, &ring) != TCMU_STATUS_CHECK_CONDITION)
+		r = 7;
+	if (!r && sync_cache(&k, &ring) != TCMU_STATUS_CHECK_CONDITION)
+		r = 8;
+	if (!r) {
+		cdb_rw(cdb, 16, true, 0, 1);
+		id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 4096);
+		if (id < 0 || tcmu_ring_process(&ring) != 1 ||
+		    kern_complete(&k) != 1)
+			r = 9;
+		else if ((st = kern_cmd(&k, id)->status) !=
+				 TCMU_STATUS_CHECK_CONDITION ||
+			 (kern_cmd(&k, id)->sense[2] & 0xf) !=
+				 TCMU_SK_MEDIUM_ERROR)
+			r = 10; /* a write after it: MEDIUM ERROR too */
+	}
+	if (!r && tcmu_backend_close(be) != -EIO)
+		r = 11;
+	umount2(mnt, MNT_DETACH);
+	ioctl(lfd, LOOP_CLR_FD);
+	return r;
+}
+
+Test(tcmu_scsi, a_failed_writeback_fails_every_later_flush)
+{
+	int status =
+		in_child(writeback_child,
+			 "no mount namespace, loop device or mkfs.ext2 here");
+
+	cr_assert_eq(
+		status, 0,
+		"child status %d: 7, the first SYNCHRONIZE CACHE was GOOD; "
+		"8, the second was; 10, a write after them was not a "
+		"MEDIUM ERROR; 11, closing did not say writes were lost",
+		status);
 }
 
 /* WRITE SAME of zeros on a tmpfs file, which has no FALLOC_FL_ZERO_RANGE
@@ -1144,16 +1282,13 @@ static int zero_range_child(void)
 	struct tcmu_ring ring;
 	struct tcmu_lun lun;
 	struct kern k;
-	int id;
+	int id, r;
 
-	if (!buf || !mkdtemp(dir))
+	if (!buf)
 		return 2;
-	if (unshare(CLONE_NEWNS) < 0 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("tmpfs", dir, "tmpfs", 0, "size=8m") < 0) {
-		rmdir(dir);
-		return 77;
-	}
+	r = private_tmpfs(dir, "8m");
+	if (r)
+		return r;
 	snprintf(path, sizeof(path), "%s/lun", dir);
 	if (kern_init(&k, &harness_small) < 0 ||
 	    tcmu_backend_file_open(path, 4 << 20, &be) < 0 ||
@@ -1184,20 +1319,11 @@ static int zero_range_child(void)
 
 Test(tcmu_scsi, write_same_of_zeros_where_zero_range_is_refused)
 {
-	pid_t pid;
-	int status;
+	int status = in_child(zero_range_child,
+			      "no mount namespace with a tmpfs here");
 
-	fflush(NULL);
-	pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0)
-		_exit(zero_range_child());
-	cr_assert_eq(waitpid(pid, &status, 0), pid);
-	cr_assert(WIFEXITED(status), "the child died: status 0x%x", status);
-	if (WEXITSTATUS(status) == 77)
-		cr_skip("no mount namespace with a tmpfs here");
-	cr_assert_eq(WEXITSTATUS(status), 0,
+	cr_assert_eq(status, 0,
 		     "zeros where WRITE SAME wrote them, the pattern after "
 		     "(child status %d)",
-		     WEXITSTATUS(status));
+		     status);
 }
