@@ -4,7 +4,8 @@
  *
  * The input is a little program for the kernel stand-in of the harness
  * (tests/tcmu/kernel.c) and for whoever else maps the device: queue a
- * command with fuzzed CDB and data, queue a structured READ or WRITE,
+ * command with fuzzed CDB and data (for Data-Out, a count of data bytes
+ * that follow in the input), queue a structured READ or WRITE,
  * queue raw entries, overwrite bytes and words of the mailbox and ring,
  * move cmd_head, reset the ring, re-attach, and let the daemon's ring
  * process.  The daemon's view of map0 has PROT_NONE guards either side,
@@ -129,9 +130,22 @@ static void queue_cdb(struct input *in)
 	for (unsigned int i = 0; i < len; i++)
 		cdb[i] = byte(in);
 	for (uint32_t i = 0; i < n && i < sizeof(buf); i++)
-		buf[i] = (uint8_t)(i * 7);
-	if (dir == KERN_TO_DEV && in->n)
-		memcpy(buf, in->p, in->n < n ? in->n : n);
+		buf[i] = dir == KERN_TO_DEV ? 0 : (uint8_t)(i * 7);
+	/* Data-Out: a count, then that many bytes of the input begin the
+	 * data (an UNMAP list, a WRITE SAME block; zeros after them), taken
+	 * from the input so that what follows is the program's next op, not
+	 * the data again. */
+	if (dir == KERN_TO_DEV) {
+		uint32_t m = byte(in);
+
+		if (m > in->n)
+			m = (uint32_t)in->n;
+		if (m > n)
+			m = n;
+		memcpy(buf, in->p, m);
+		in->p += m;
+		in->n -= m;
+	}
 	kern_queue(&k, cdb, len, dir, buf, n);
 }
 

@@ -25,14 +25,21 @@ else
 	corpus=$tmpcorpus
 fi
 # Seeds in the target's little language (see tcmu-fuzz.c): op 0 queues a
-# CDB (length index, direction, data length / 2, CDB bytes), op 2 a READ
+# CDB (length index, direction, data length / 2, CDB bytes, and for
+# Data-Out a count and that many bytes of data, zeros after them), op 2 a READ
 # or WRITE (16), op 4 overwrites a ring word, op 7 resets, op 9 processes.
 printf '\000\000\002\000\200\022\000\000\000\377\000\011' >"$seeds/inquiry"
 printf '\000\000\002\000\200\022\001\260\000\377\000\011' >"$seeds/vpd-b0"
 printf '\000\003\002\000\020\236\020\000\000\000\000\000\000\000\000\000\000\000\040\000\000\011' >"$seeds/rc16"
 printf '\002\001\010\000\000\100\002\000\010\000\000\100\011' >"$seeds/write-read"
 printf '\002\001\010\000\000\100\004\000\007\377\377\377\377\000\000\000\000\011\007\011' >"$seeds/corrupt-iov"
-printf '\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\011' >"$seeds/unmap"
+# UNMAP of blocks 8 to 15 (a parameter list of 24 bytes), WRITE SAME(16)
+# of 8 blocks with UNMAP, of 8 blocks of a pattern and of 8 of zeros, each
+# then read.
+printf '\002\001\010\000\000\010\011\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\030\000\026\000\020\000\000\000\000\000\000\000\000\000\000\000\010\000\000\000\010\000\000\000\000\011\002\000\010\000\000\010\011' >"$seeds/unmap"
+printf '\000\003\001\001\000\223\010\000\000\000\000\000\000\000\020\000\000\000\010\000\000\000\000\011\002\000\010\000\000\020\011' >"$seeds/write-same-unmap"
+printf '\000\003\001\001\000\223\000\000\000\000\000\000\000\000\040\000\000\000\010\000\000\004\132\132\132\132\011\002\000\010\000\000\040\011' >"$seeds/write-same"
+printf '\000\003\001\001\000\223\000\000\000\000\000\000\000\000\060\000\000\000\010\000\000\000\011\002\000\010\000\000\060\011' >"$seeds/write-same-zeros"
 # A READ whose iovec is moved to data page 40, which no command has used:
 # the SIGBUS guard's path (op 4 writes the word at ring offset 48).
 printf '\002\000\007\000\000\000\004\000\006\000\000\000\000\000\002\300\000\011' >"$seeds/unallocated-page"
