@@ -133,11 +133,11 @@ static int apply_flag(struct report_entry *e)
 			break;
 	}
 	if (missing > 0)
-		snprintf(
-			e->detail, sizeof(e->detail),
-			"set on this thread, but %d other thread%s already run "
-			"without it (first: %d \"%s\")",
-			missing, missing == 1 ? "" : "s", (int)tid, comm);
+		snprintf(e->detail, sizeof(e->detail),
+			 "set on this thread, but %d other thread%s already "
+			 "without it (first: %d \"%s\")",
+			 missing, missing == 1 ? " runs" : "s run", (int)tid,
+			 comm);
 	ioflusher_audit_free(a);
 	return missing > 0 ? -EBUSY : 0;
 }

@@ -196,6 +196,21 @@ else
 		"not root, or setpriv cannot drop CAP_SETPCAP here"
 fi
 
+# Not root, a kept capability survives execve only as an ambient one: run
+# must raise it after the drop, which clears the ambient set.  As nobody,
+# with CAP_IPC_LOCK ambient (so the tool has it at all), bit 14.
+nobody_lock="setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=+ipc_lock --ambient-caps=+ipc_lock"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null &&
+	$nobody_lock "$tool" --version >/dev/null 2>&1; then
+	check "run --keep-caps cap_ipc_lock as nobody: CMD has it, ambient" 0 \
+		"^CapEff:[[:space:]]+0000000000004000$" \
+		$nobody_lock "$tool" run --best-effort --keep-caps cap_ipc_lock \
+		-- grep CapEff /proc/self/status
+else
+	skip "run --keep-caps cap_ipc_lock as nobody" \
+		"not root, no setpriv, or nobody cannot have CAP_IPC_LOCK or run the tool"
+fi
+
 # status PID: a process of ours, and one that is gone.
 sleep 30 &
 pid=$!

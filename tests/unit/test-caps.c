@@ -23,6 +23,29 @@ static uint64_t status_mask(const char *field)
 	return mask;
 }
 
+/* The inheritable set, exactly mask; the rest as it is. */
+static int set_inheritable(uint64_t mask)
+{
+	cap_t caps = cap_get_proc();
+	int r = 0;
+
+	if (!caps)
+		return -errno;
+	if (cap_clear_flag(caps, CAP_INHERITABLE) < 0)
+		r = -errno;
+	for (int c = 0; r == 0 && c < (int)cap_max_bits(); c++) {
+		cap_value_t v = (cap_value_t)c;
+
+		if ((mask & BIT(c)) &&
+		    cap_set_flag(caps, CAP_INHERITABLE, 1, &v, CAP_SET) < 0)
+			r = -errno;
+	}
+	if (r == 0 && cap_set_proc(caps) < 0)
+		r = -errno;
+	cap_free(caps);
+	return r;
+}
+
 Test(caps, have_agrees_with_proc)
 {
 	uint64_t eff = status_mask("CapEff");
@@ -104,6 +127,45 @@ Test(caps, drop_keeps_exactly)
 	cr_assert(eq(u64, status_mask("CapPrm"), BIT(CAP_IPC_LOCK)));
 	cr_assert(eq(u64, status_mask("CapBnd"), BIT(CAP_IPC_LOCK)));
 	cr_assert(zero(u64, status_mask("CapAmb")));
+	cr_assert(eq(int, ioflusher_caps_have(CAP_IPC_LOCK), 1));
+}
+
+/* Kept and bounded, a capability is put into the inheritable set, which
+ * keeps nothing else. */
+Test(caps, drop_makes_kept_inheritable)
+{
+	const int keep[] = { CAP_IPC_LOCK };
+
+	if (!(status_mask("CapPrm") & BIT(CAP_IPC_LOCK)) ||
+	    !(status_mask("CapBnd") & BIT(CAP_IPC_LOCK)) ||
+	    !(status_mask("CapPrm") & BIT(CAP_CHOWN)))
+		cr_skip("needs CAP_IPC_LOCK and CAP_CHOWN, and CAP_IPC_LOCK "
+			"bounded");
+	/* CAP_CHOWN inheritable, CAP_IPC_LOCK not: the drop must swap them. */
+	cr_assert(eq(int, set_inheritable(BIT(CAP_CHOWN)), 0));
+	cr_assert(eq(u64, status_mask("CapInh"), BIT(CAP_CHOWN)));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 1), 0));
+	cr_assert(eq(u64, status_mask("CapInh"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(u64, status_mask("CapPrm"), BIT(CAP_IPC_LOCK)));
+}
+
+/* An ambient capability is what execve of any program keeps: the drop
+ * clears them all, a kept one too, although it stays permitted and
+ * inheritable, which is all the kernel asks of an ambient one. */
+Test(caps, drop_clears_ambient)
+{
+	const int keep[] = { CAP_IPC_LOCK };
+
+	if (!(status_mask("CapPrm") & BIT(CAP_IPC_LOCK)) ||
+	    !(status_mask("CapBnd") & BIT(CAP_IPC_LOCK)))
+		cr_skip("needs CAP_IPC_LOCK, bounded");
+	cr_assert(eq(int, set_inheritable(BIT(CAP_IPC_LOCK)), 0));
+	cr_assert(zero(int, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
+				  CAP_IPC_LOCK, 0, 0)));
+	cr_assert(eq(u64, status_mask("CapAmb"), BIT(CAP_IPC_LOCK)));
+	cr_assert(eq(int, ioflusher_caps_drop(keep, 1), 0));
+	cr_assert(zero(u64, status_mask("CapAmb")));
+	cr_assert(eq(u64, status_mask("CapInh"), BIT(CAP_IPC_LOCK)));
 	cr_assert(eq(int, ioflusher_caps_have(CAP_IPC_LOCK), 1));
 }
 

@@ -361,9 +361,65 @@ Test(mempool, caches_do_not_strand_a_waiter, .timeout = 60)
 	cr_assert_eq(a.ret, 0, "waiter: %s", strerror(-a.ret));
 	cr_assert_eq(stats_of(pool).cached, 0,
 		     "a free with a waiter gives the cache back too");
-	for (i = 3; i < 8; i++)
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[3]), 0);
+	cr_assert_eq(stats_of(pool).cached, 1,
+		     "no one waits any more: a free goes to the cache again");
+	for (i = 4; i < 8; i++)
 		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
 	cr_assert_eq(ioflusher_mempool_free_elem(pool, a.elems[0]), 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* A waiter that timed out leaves no one waiting: frees are cached again. */
+Test(mempool, caches_come_back_after_a_timed_out_wait)
+{
+	struct ioflusher_mempool *pool = make(2, 64, 0, 4);
+	void *e[2], *x;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, &x, 1000000),
+		     -ETIMEDOUT);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[0]), 0);
+	cr_assert_eq(stats_of(pool).cached, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]), 0);
+	cr_assert_eq(stats_of(pool).free, 2);
+	ioflusher_mempool_free(pool);
+}
+
+/* Takes two, caches them, then asks for the whole pool of four. */
+static void *cache_two_then_wait_for_four(void *p)
+{
+	struct waiter_arg *a = p;
+
+	a->ret = ioflusher_mempool_alloc_bulk(a->pool, a->elems, 2, 0);
+	if (a->ret == 0)
+		a->ret = ioflusher_mempool_free_bulk(a->pool, a->elems, 2);
+	if (a->ret == 0)
+		a->ret = ioflusher_mempool_alloc_bulk(
+			a->pool, a->elems, 4, IOFLUSHER_MEMPOOL_FOREVER);
+	return NULL;
+}
+
+/* A bulk request that must wait gives its own cache to the depot first:
+ * no one else could ever free those elements for it. */
+Test(mempool, bulk_waiter_counts_its_own_cache, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(4, 64, 0, 4);
+	struct waiter_arg a = { .pool = pool };
+	void *e[2];
+	pthread_t t;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
+	cr_assert_eq(pthread_create(&t, NULL, cache_two_then_wait_for_four, &a),
+		     0);
+	wait_for_waiters(pool, 1);
+	cr_assert_eq(stats_of(pool).cached, 0,
+		     "the waiter's cache went to the depot");
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 2), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0, "waiter: %s", strerror(-a.ret));
+	cr_assert_eq(stats_of(pool).in_use, 4);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 4), 0);
 	ioflusher_mempool_free(pool);
 }
 
@@ -402,7 +458,7 @@ Test(mempool, bulk_waiter_is_not_starved, .timeout = 60)
 	struct waiter_arg a = { .pool = pool,
 				.n = 4,
 				.timeout = IOFLUSHER_MEMPOOL_FOREVER };
-	void *e[4];
+	void *e[4], *x[3];
 	pthread_t t;
 	int i;
 
@@ -414,15 +470,49 @@ Test(mempool, bulk_waiter_is_not_starved, .timeout = 60)
 		cr_assert_null(
 			ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT),
 			"queued behind the bulk waiter");
+		cr_assert_eq(ioflusher_mempool_alloc_timeout(pool, x, 0),
+			     -EAGAIN);
+		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, x,
+							  (size_t)i + 1, 0),
+			     -EAGAIN, "all that is free is owed");
 	}
-	cr_assert_eq(stats_of(pool).refusals, 3,
+	cr_assert_eq(stats_of(pool).refusals, 9,
 		     "refused with elements free, owed to the waiter");
+	cr_assert_eq(stats_of(pool).in_use, 1);
 	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[3]), 0);
 	pthread_join(t, NULL);
 	cr_assert_eq(a.ret, 0);
 	cr_assert_eq(stats_of(pool).waits, 1);
-	cr_assert_eq(stats_of(pool).refusals, 3);
+	cr_assert_eq(stats_of(pool).refusals, 9);
 	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 4), 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* The head of the queue times out: the waiter behind it, which the
+ * elements free already satisfy, is served then, with no other free. */
+Test(mempool, waiter_behind_a_timed_out_one_is_served, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(2, 64, 0, 0);
+	struct waiter_arg head = { .pool = pool, .n = 2, .timeout = 100000000 };
+	struct waiter_arg next = { .pool = pool,
+				   .n = 1,
+				   .timeout = IOFLUSHER_MEMPOOL_FOREVER };
+	void *e[2];
+	pthread_t t[2];
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 2, 0), 0);
+	cr_assert_eq(pthread_create(&t[0], NULL, waiter, &head), 0);
+	wait_for_waiters(pool, 1);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[0]), 0);
+	cr_assert_eq(pthread_create(&t[1], NULL, waiter, &next), 0);
+	wait_for_waiters(pool, 2);
+	pthread_join(t[0], NULL);
+	cr_assert_eq(head.ret, -ETIMEDOUT);
+	pthread_join(t[1], NULL);
+	cr_assert_eq(next.ret, 0);
+	cr_assert_eq(next.elems[0], e[0]);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[0]), 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]), 0);
 	ioflusher_mempool_free(pool);
 }
 
@@ -646,6 +736,71 @@ Test(mempool, a_thread_caches_at_most_cache_nr)
 	}
 }
 
+/*
+ * With cache_nr 4 (magazines of 2), the calling thread takes five and
+ * gives them back: its two magazines fill, and the fifth free trades the
+ * full one for an empty one of the depot.  Three stay cached here.
+ */
+static void park_a_full_magazine(struct ioflusher_mempool *pool)
+{
+	void *e[5];
+	int i;
+
+	cr_assert_eq(stats_of(pool).cache_nr, 4);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 5, 0), 0);
+	for (i = 0; i < 5; i++)
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
+	cr_assert_eq(stats_of(pool).cached, 3);
+}
+
+/* Elements that leave the depot in a full magazine count in high_water. */
+Test(mempool, high_water_counts_a_traded_magazine)
+{
+	struct ioflusher_mempool *pool = make(8, 64, 0, 4);
+	void *e[8];
+	int i;
+
+	park_a_full_magazine(pool);
+	/* The cache and the loose elements; the full magazine is left. */
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 6, 0), 0);
+	cr_assert_eq(stats_of(pool).high_water, 6);
+	for (i = 6; i < 8; i++)
+		cr_assert_not_null(e[i] = ioflusher_mempool_alloc(
+					   pool, IOFLUSHER_MEMPOOL_NOWAIT));
+	cr_assert_eq(stats_of(pool).in_use, 8);
+	cr_assert_eq(stats_of(pool).high_water, 8);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e, 8), 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* A full magazine in the depot is owed to the waiter like loose elements:
+ * a thread with an empty cache does not take it. */
+Test(mempool, waiter_keeps_a_full_magazine_in_the_depot, .timeout = 60)
+{
+	struct ioflusher_mempool *pool = make(8, 64, 0, 4);
+	struct waiter_arg a = { .pool = pool,
+				.n = 6,
+				.timeout = IOFLUSHER_MEMPOOL_FOREVER };
+	void *e[3];
+	pthread_t t;
+
+	park_a_full_magazine(pool);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 3, 0), 0);
+	cr_assert_eq(stats_of(pool).cached, 0);
+	cr_assert_eq(pthread_create(&t, NULL, waiter, &a), 0);
+	wait_for_waiters(pool, 1);
+	cr_assert_null(ioflusher_mempool_alloc(pool, IOFLUSHER_MEMPOOL_NOWAIT),
+		       "five free, all owed to the waiter");
+	cr_assert_eq(stats_of(pool).free, 5);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, e[0]), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.ret, 0);
+	cr_assert_eq(stats_of(pool).in_use, 8);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, a.elems, 6), 0);
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, e + 1, 2), 0);
+	ioflusher_mempool_free(pool);
+}
+
 struct unique_arg {
 	struct ioflusher_mempool *pool;
 	_Atomic unsigned char *out; /* per element: 1 while someone has it */
@@ -801,17 +956,55 @@ Test(mempool, resize_grows_and_wakes_waiters, .timeout = 60)
 	ioflusher_mempool_free(pool);
 }
 
+/* A pointer inside an element of a grown chunk is refused like one of
+ * the first chunk, in every build. */
+Test(mempool, interior_pointer_of_a_grown_chunk_is_refused)
+{
+	struct ioflusher_mempool *pool = make(2, 96, 32, 0);
+	char *e[4];
+	int i;
+
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, (void **)e, 2, 0), 0);
+	cr_assert_eq(ioflusher_mempool_resize(pool, 4), 0);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, (void **)e + 2, 2, 0),
+		     0);
+	for (i = 2; i < 4; i++) {
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i] + 1),
+			     -EINVAL);
+		cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i] + 48),
+			     -EINVAL);
+		cr_assert_eq(ioflusher_mempool_free_bulk(
+				     pool, (void *[]){ e[i] + 95 }, 1),
+			     -EINVAL);
+	}
+	cr_assert_eq(stats_of(pool).in_use, 4, "nothing was freed");
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, (void **)e, 4), 0);
+	cr_assert_eq(stats_of(pool).free, 4);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, (void **)e, 4, 0), 0);
+	for (i = 0; i < 4; i++)
+		cr_assert_eq((uintptr_t)e[i] % 32, 0, "element starts only");
+	cr_assert_eq(ioflusher_mempool_free_bulk(pool, (void **)e, 4), 0);
+	ioflusher_mempool_free(pool);
+}
+
+/* Returns how many elements the thread had cached, or -1 when a call
+ * failed: an assertion in this thread would not fail the test. */
 static void *use_and_exit(void *p)
 {
 	struct ioflusher_mempool *pool = p;
+	struct ioflusher_mempool_stats st;
 	void *e[4];
 	int i;
 
 	for (i = 0; i < 4; i++)
-		e[i] = ioflusher_mempool_alloc(pool, 0);
+		if (!(e[i] = ioflusher_mempool_alloc(pool, 0)))
+			return (void *)-1;
 	for (i = 0; i < 4; i++)
-		ioflusher_mempool_free_elem(pool, e[i]);
-	return (void *)(uintptr_t)stats_of(pool).cached;
+		if (ioflusher_mempool_free_elem(pool, e[i]) < 0)
+			return (void *)-1;
+	if (ioflusher_mempool_stats(pool, &st, sizeof(st)) < 0)
+		return (void *)-1;
+	return (void *)(uintptr_t)st.cached;
 }
 
 Test(mempool, exiting_thread_gives_its_cache_back)
@@ -822,7 +1015,8 @@ Test(mempool, exiting_thread_gives_its_cache_back)
 
 	cr_assert_eq(pthread_create(&t, NULL, use_and_exit, pool), 0);
 	pthread_join(t, &cached);
-	cr_assert_gt((uintptr_t)cached, 0, "the thread cached elements");
+	cr_assert_neq((intptr_t)cached, -1, "a call in the thread failed");
+	cr_assert_gt((intptr_t)cached, 0, "the thread cached elements");
 	cr_assert_eq(stats_of(pool).cached, 0);
 	cr_assert_eq(stats_of(pool).free, 32);
 	ioflusher_mempool_free(pool);
@@ -993,7 +1187,8 @@ Test(mempool, lock_failure_under_mcl_future_is_reported)
 Test(mempool, interior_and_outside_pointers_are_refused)
 {
 	static const size_t shapes[][2] = {
-		{64, 0}, {96, 32}, {4160, 64}, {3 * 4096, 4096}, {8, 8},
+		{ 64, 0 },	    { 96, 32 }, { 4160, 64 },
+		{ 3 * 4096, 4096 }, { 8, 8 },
 	};
 	struct ioflusher_ctx *ctx = capture_ctx();
 
@@ -1011,12 +1206,12 @@ Test(mempool, interior_and_outside_pointers_are_refused)
 				lo = e[i];
 		}
 		for (i = 0; i < nr; i++) {
-			const ptrdiff_t bad[] = {1, (ptrdiff_t)size / 2,
-						 (ptrdiff_t)size - 1};
+			const ptrdiff_t bad[] = { 1, (ptrdiff_t)size / 2,
+						  (ptrdiff_t)size - 1 };
 
 			for (size_t b = 0; b < 3; b++)
 				cr_assert_eq(ioflusher_mempool_free_elem(
-						 pool, e[i] + bad[b]),
+						     pool, e[i] + bad[b]),
 					     -EINVAL, "size %zu, +%td", size,
 					     bad[b]);
 		}
@@ -1028,7 +1223,8 @@ Test(mempool, interior_and_outside_pointers_are_refused)
 			     -EINVAL);
 		cr_assert_eq(stats_of(pool).in_use, nr);
 		for (i = 0; i < nr; i++)
-			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]), 0);
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[i]),
+				     0);
 		cr_assert_eq(stats_of(pool).free, nr);
 		/* What comes out again are the elements' starts. */
 		for (i = 0; i < nr; i++) {
@@ -1053,8 +1249,7 @@ Test(mempool, unexcluded_from_fork_is_said)
 	skip_under_asan("madvise()");
 	ctx = capture_ctx();
 	cr_assert_eq(install_syscall_filter(SYS_madvise, EPERM), 0);
-	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 4096, 4096, 2, 0, &pool),
-		     0);
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 4096, 4096, 2, 0, &pool), 0);
 	cr_assert_not_null(strstr(logbuf, "MADV_DONTFORK"), "%s", logbuf);
 	e = ioflusher_mempool_alloc(pool, 0);
 	cr_assert_not_null(e);

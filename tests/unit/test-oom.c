@@ -4,8 +4,14 @@
  * only with CAP_SYS_RESOURCE, for this process or another one.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -174,4 +180,89 @@ Test(oom, without_proc)
 	cr_assert(eq(int, out[1], -ENOENT));
 	cr_assert(eq(int, out[2], IOFLUSHER_REASON_PROC));
 	cr_assert(eq(int, out[3], -ENOENT));
+}
+
+/*
+ * A kernel before 2.6.36, with oom_adj and no oom_score_adj: in a private
+ * mount namespace, /proc/PID becomes a tmpfs that holds the real oom_adj
+ * alone (/tmp, a tmpfs of the namespace's own, stages it).  Returns the
+ * real oom_score_adj, opened before, to read what the kernel made of what
+ * was written, or a negative errno.  Single-threaded only.
+ */
+static int hide_oom_score_adj(void)
+{
+	char dir[32], path[64];
+	int fd, score;
+
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)getpid());
+	snprintf(path, sizeof(path), "%s/oom_score_adj", dir);
+	score = open(path, O_RDONLY | O_CLOEXEC);
+	if (score < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/oom_adj", dir);
+	if (mount("tmpfs", "/tmp", "tmpfs", 0, "size=16k") < 0)
+		return -errno;
+	fd = open("/tmp/oom_adj", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	if (mount(path, "/tmp/oom_adj", NULL, MS_BIND, NULL) < 0 ||
+	    mount("/tmp", dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return -errno;
+	if (access("/proc/self/oom_score_adj", F_OK) == 0 || errno != ENOENT ||
+	    access("/proc/self/oom_adj", W_OK) < 0)
+		return -EEXIST;
+	return score;
+}
+
+static int pread_int(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return INT_MIN;
+	buf[n] = '\0';
+	return atoi(buf);
+}
+
+static int set_legacy(void *arg, int *out)
+{
+	int score = hide_oom_score_adj();
+
+	out[0] = score;
+	if (score < 0)
+		return 0;
+	out[1] = ioflusher_oom_set(0, 600);
+	out[2] = pread_int(score);
+	out[3] = ioflusher_oom_get(0, &out[4]);
+	out[5] = ioflusher_oom_set(0, 1000);
+	out[6] = pread_int(score);
+	out[7] = ioflusher_oom_get(0, &out[8]);
+	return 0;
+}
+
+Test(oom, legacy_oom_adj)
+{
+	int out[9];
+
+	cr_assert(eq(int, run_in_child(set_legacy, NULL, out, 9), 0));
+	if (out[0] < 0)
+		cr_skip("cannot hide oom_score_adj: %s", strerror(-out[0]));
+	/* 600 is oom_adj 10 (600 * 17 / 1000), which the kernel makes
+	 * 10 * 1000 / 17: raising, so no capability needed. */
+	cr_assert(eq(int, out[1], 0));
+	cr_assert(eq(int, out[2], 588));
+	/* Read back as the kernel gives oom_adj, 588 * 17 / 1000 = 9: that
+	 * is 9 * 1000 / 17. */
+	cr_assert(eq(int, out[3], 0));
+	cr_assert(eq(int, out[4], 529));
+	/* 1000 is 15, the maximum, both ways. */
+	cr_assert(eq(int, out[5], 0));
+	cr_assert(eq(int, out[6], 1000));
+	cr_assert(eq(int, out[7], 0));
+	cr_assert(eq(int, out[8], 1000));
 }

@@ -4,8 +4,11 @@
  * what could not be and why, in the words a daemon's log will carry.
  *
  * Not reachable here: IOFLUSHER_REASON_THREADS needs the flag set on the
- * calling thread while another runs without it, that is CAP_SYS_RESOURCE.
- * The VM tests cover it.
+ * calling thread while another runs without it, that is CAP_SYS_RESOURCE;
+ * and of the three places the capability can be missing from (bounding,
+ * permitted, effective set), only the one this host's CapBnd decides.
+ * The root suite of tests/vm/vm-suite.c covers them all ("setup: a thread
+ * started before...", "setup: CAP_SYS_RESOURCE ...").
  */
 #include <errno.h>
 #include <linux/capability.h>

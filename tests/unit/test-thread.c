@@ -46,6 +46,29 @@ Test(thread, create_eperm_never_runs_start)
 	cr_assert(zero(int, __atomic_load_n(&ran, __ATOMIC_SEQ_CST)));
 }
 
+/* A daemon may retry: each failed thread is joined, its stack given back
+ * for the next one, not left mapped.  Not the thread count, which falls
+ * back once the thread has exited, joined or not: the stack is what
+ * stays.  The first failure may map a stack (none of that size was free);
+ * later ones reuse it. */
+Test(thread, create_eperm_leaves_no_stack_behind)
+{
+	uint64_t before = 0, after = 0;
+	pthread_t t;
+
+	cr_assert(eq(int, ioflusher_thread_create(&t, NULL, start, NULL),
+		     -EPERM));
+	cr_assert(eq(int, status_u64(0, "VmSize", 10, &before), 0));
+	for (int i = 0; i < 4; i++)
+		cr_assert(eq(int,
+			     ioflusher_thread_create(&t, NULL, start, NULL),
+			     -EPERM));
+	cr_assert(eq(int, status_u64(0, "VmSize", 10, &after), 0));
+	cr_assert(eq(u64, after, before), "VmSize %llu kB, then %llu kB",
+		  (unsigned long long)before, (unsigned long long)after);
+	cr_assert(zero(int, __atomic_load_n(&ran, __ATOMIC_SEQ_CST)));
+}
+
 Test(thread, create_detached_eperm_never_runs_start)
 {
 	int before = threads_now();

@@ -579,17 +579,60 @@ static void test_child_clear(void)
 	EXPECT_EQ(adj, -1000);
 }
 
-/* Clear CAP_SYS_RESOURCE from the effective set: PR_GET_IO_FLUSHER then
- * fails, and so does clearing the flag. */
-static bool lower_sys_resource(void)
+/* Clear CAP_SYS_RESOURCE from the effective set (PR_GET_IO_FLUSHER then
+ * fails, and so does clearing the flag), and with everywhere from the
+ * permitted and inheritable sets too, beyond raising again. */
+static bool lower_sys_resource(bool everywhere)
 {
 	struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
 	struct __user_cap_data_struct d[2];
+	unsigned int bit = 1u << (CAP_SYS_RESOURCE % 32);
 
 	if (syscall(SYS_capget, &h, d) < 0)
 		return false;
-	d[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+	d[CAP_SYS_RESOURCE / 32].effective &= ~bit;
+	if (everywhere) {
+		d[CAP_SYS_RESOURCE / 32].permitted &= ~bit;
+		d[CAP_SYS_RESOURCE / 32].inheritable &= ~bit;
+	}
 	return syscall(SYS_capset, &h, d) == 0;
+}
+
+/* CAP_SYS_RESOURCE in the permitted set, from the kernel. */
+static bool sys_resource_permitted(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+
+	return syscall(SYS_capget, &h, d) == 0 &&
+	       (d[CAP_SYS_RESOURCE / 32].permitted &
+		(1u << (CAP_SYS_RESOURCE % 32)));
+}
+
+/* A daemon that lowered CAP_SYS_RESOURCE from its effective set after
+ * setting up, keeping it permitted: child_clear raises it for the clear,
+ * and lowers it again. */
+static void test_child_clear_raises_capability(void)
+{
+	pid_t pid;
+
+	EXPECT_EQ(ioflusher_flag_set(), 0);
+	EXPECT(lower_sys_resource(false));
+	EXPECT_EQ(ioflusher_caps_have(CAP_SYS_RESOURCE), 0);
+	EXPECT(sys_resource_permitted());
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		EXPECT_EQ(kernel_flagged(), 1);
+		EXPECT_EQ(ioflusher_thread_child_clear(0), 0);
+		EXPECT_EQ(kernel_flagged(), 0);
+		EXPECT_EQ(ioflusher_caps_have(CAP_SYS_RESOURCE), 0);
+		EXPECT(sys_resource_permitted());
+		fflush(stdout);
+		_exit(failures ? 1 : 0);
+	}
+	EXPECT_EQ(wait_child(pid), 0);
+	EXPECT_EQ(kernel_flagged(), 1);
 }
 
 /* The flag cannot be read at all (its stat file hidden, the prctl
@@ -611,7 +654,7 @@ static void test_child_clear_oom_without_flag_reading(void)
 		EXPECT_EQ(unshare(CLONE_NEWNS), 0);
 		EXPECT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
 		EXPECT_EQ(mount("/dev/null", path, NULL, MS_BIND, NULL), 0);
-		EXPECT(lower_sys_resource());
+		EXPECT(lower_sys_resource(false));
 		EXPECT(ioflusher_flag_get() < 0);
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
 		EXPECT(r < 0);
@@ -635,6 +678,70 @@ static void test_oom(void)
 	EXPECT_EQ(ioflusher_oom_get(getpid(), &adj), 0);
 	EXPECT_EQ(adj, 0);
 	EXPECT_EQ(proc_oom_score_adj(), 0);
+}
+
+/*
+ * A kernel before 2.6.36, with oom_adj and no oom_score_adj: in a private
+ * mount namespace, /proc/PID becomes a tmpfs that holds the real oom_adj
+ * alone (/tmp, a tmpfs of the namespace's own, stages it).  Returns the
+ * real oom_score_adj, opened before, to read what the kernel made of what
+ * was written, or -1.
+ */
+static int hide_oom_score_adj(void)
+{
+	char dir[32], path[64];
+	int fd, score;
+
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)getpid());
+	snprintf(path, sizeof(path), "%s/oom_score_adj", dir);
+	score = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "%s/oom_adj", dir);
+	if (!EXPECT(score >= 0) || !EXPECT_EQ(unshare(CLONE_NEWNS), 0) ||
+	    !EXPECT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0) ||
+	    !EXPECT_EQ(mount("tmpfs", "/tmp", "tmpfs", 0, "size=16k"), 0))
+		return -1;
+	fd = open("/tmp/oom_adj", O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (!EXPECT(fd >= 0))
+		return -1;
+	close(fd);
+	if (!EXPECT_EQ(mount(path, "/tmp/oom_adj", NULL, MS_BIND, NULL), 0) ||
+	    !EXPECT_EQ(mount("/tmp", dir, NULL, MS_BIND | MS_REC, NULL), 0) ||
+	    !EXPECT_EQ(access("/proc/self/oom_score_adj", F_OK), -1) ||
+	    !EXPECT_EQ(access("/proc/self/oom_adj", W_OK), 0))
+		return -1;
+	return score;
+}
+
+static int pread_int(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return 99999;
+	buf[n] = '\0';
+	return atoi(buf);
+}
+
+static void test_oom_legacy(void)
+{
+	int score = hide_oom_score_adj(), adj = 1;
+
+	if (score < 0)
+		return;
+	/* -500 is oom_adj -8 (-500 * 17 / 1000), which the kernel makes
+	 * -8 * 1000 / 17. */
+	EXPECT_EQ(ioflusher_oom_set(0, -500), 0);
+	EXPECT_EQ(pread_int(score), -470);
+	/* -1000 is OOM_DISABLE, -17: -16 would leave it at -941, which the
+	 * OOM killer may still choose. */
+	EXPECT_EQ(ioflusher_oom_set(0, -1000), 0);
+	EXPECT_EQ(pread_int(score), -1000);
+	EXPECT_EQ(ioflusher_oom_get(0, &adj), 0);
+	EXPECT_EQ(adj, -1000);
+	EXPECT_EQ(ioflusher_oom_set(0, 0), 0);
+	EXPECT_EQ(pread_int(score), 0);
+	close(score);
 }
 
 static void report_dump(const struct ioflusher_report *r)
@@ -671,6 +778,107 @@ static void test_setup_applied(void)
 	diag("VmLck %lu kB", status_kib("VmLck"));
 	ioflusher_report_free(report);
 	ioflusher_ctx_unref(ctx);
+}
+
+/* A thread started before setup runs without the flag: setup sets it on
+ * the caller, and fails the flag all the same, naming that thread. */
+static void test_setup_threads(void)
+{
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx = NULL;
+	char line[1024], first[64];
+	struct crew c;
+
+	EXPECT_EQ(kernel_flagged(), 0);
+	if (!EXPECT_EQ(ioflusher_ctx_new(&ctx), 0))
+		return;
+	if (!crew_start(&c, 1, -1)) {
+		ioflusher_ctx_unref(ctx);
+		return;
+	}
+	EXPECT_EQ(c.w[0].kernel_flag, 0);
+	EXPECT_EQ(ioflusher_setup(ctx, &report), -EBUSY);
+	if (EXPECT(report != NULL)) {
+		report_dump(report);
+		EXPECT_EQ(ioflusher_report_outcome(report,
+						   IOFLUSHER_PROTECT_FLAG),
+			  IOFLUSHER_OUTCOME_FAILED);
+		EXPECT_EQ(ioflusher_report_error(report,
+						 IOFLUSHER_PROTECT_FLAG),
+			  -EBUSY);
+		EXPECT_EQ(ioflusher_report_reason(report,
+						  IOFLUSHER_PROTECT_FLAG),
+			  IOFLUSHER_REASON_THREADS);
+		snprintf(first, sizeof(first), "(first: %d \"vm-worker\")",
+			 (int)c.w[0].tid);
+		EXPECT(ioflusher_report_format(report, IOFLUSHER_PROTECT_FLAG,
+					       line, sizeof(line)) > 0);
+		EXPECT(strstr(line, "but 1 other thread runs already"));
+		EXPECT(strstr(line, first));
+		for (int p = IOFLUSHER_PROTECT_FLAG + 1;
+		     p < IOFLUSHER_PROTECT_COUNT; p++)
+			EXPECT_EQ(ioflusher_report_reason(report, p),
+				  IOFLUSHER_REASON_NOT_ATTEMPTED);
+	}
+	/* Set on the caller, as the line says; not on the worker. */
+	EXPECT_EQ(kernel_flagged(), 1);
+	crew_finish(&c);
+	ioflusher_report_free(report);
+	ioflusher_ctx_unref(ctx);
+}
+
+/* Setup with CAP_SYS_RESOURCE missing: the flag is unavailable, and its
+ * line says what would bring the capability. */
+static void expect_setup_says(const char *what)
+{
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx = NULL;
+	char line[1024];
+
+	EXPECT_EQ(ioflusher_caps_have(CAP_SYS_RESOURCE), 0);
+	if (!EXPECT_EQ(ioflusher_ctx_new(&ctx), 0))
+		return;
+	EXPECT_EQ(ioflusher_setup(ctx, &report), -EPERM);
+	if (EXPECT(report != NULL)) {
+		report_dump(report);
+		EXPECT_EQ(ioflusher_report_reason(report,
+						  IOFLUSHER_PROTECT_FLAG),
+			  IOFLUSHER_REASON_CAPABILITY);
+		EXPECT(ioflusher_report_format(report, IOFLUSHER_PROTECT_FLAG,
+					       line, sizeof(line)) > 0);
+		if (!EXPECT(strstr(line, what)))
+			diag("not in the line: %s", what);
+	}
+	EXPECT_EQ(kernel_flagged(), 0);
+	ioflusher_report_free(report);
+	ioflusher_ctx_unref(ctx);
+}
+
+static void test_setup_capability_lowered(void)
+{
+	EXPECT(lower_sys_resource(false));
+	EXPECT(sys_resource_permitted());
+	expect_setup_says("which this process has permitted but not "
+			  "effective: raise it before setup");
+}
+
+static void test_setup_capability_dropped(void)
+{
+	EXPECT(lower_sys_resource(true));
+	EXPECT(!sys_resource_permitted());
+	expect_setup_says("which this process does not have: run it as root, "
+			  "or grant it (AmbientCapabilities=CAP_SYS_RESOURCE)");
+}
+
+static void test_setup_capability_unbounded(void)
+{
+	/* This test's process is a child of the runner's: the bounding set
+	 * shrinks here only. */
+	EXPECT_EQ(prctl(PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0UL, 0UL, 0UL), 0);
+	EXPECT_EQ(prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0UL, 0UL, 0UL), 0);
+	EXPECT(lower_sys_resource(true));
+	expect_setup_says("which is not in this process's bounding set, so "
+			  "not even root can have it");
 }
 
 static void test_caps_drop(void)
@@ -1106,10 +1314,22 @@ static const struct test tests[] = {
      test_child_clear, SUITE_ROOT, NULL},
     {"thread: child_clear resets the OOM score when the flag cannot be read",
      test_child_clear_oom_without_flag_reading, SUITE_ROOT, NULL},
+    {"thread: child_clear raises CAP_SYS_RESOURCE, only permitted, to clear",
+     test_child_clear_raises_capability, SUITE_ROOT, NULL},
     {"oom: oom_score_adj -1000 is set and read back", test_oom, SUITE_ROOT,
      NULL},
+    {"oom: without oom_score_adj, oom_adj: -1000 is -17", test_oom_legacy,
+     SUITE_ROOT, NULL},
     {"setup: every protection is applied", test_setup_applied, SUITE_ROOT,
      NULL},
+    {"setup: a thread started before fails the flag (EBUSY), named",
+     test_setup_threads, SUITE_ROOT, NULL},
+    {"setup: CAP_SYS_RESOURCE only permitted: says raise it",
+     test_setup_capability_lowered, SUITE_ROOT, NULL},
+    {"setup: CAP_SYS_RESOURCE not permitted: says grant it",
+     test_setup_capability_dropped, SUITE_ROOT, NULL},
+    {"setup: CAP_SYS_RESOURCE out of the bounding set: says so",
+     test_setup_capability_unbounded, SUITE_ROOT, NULL},
     {"caps: the flag stays after CAP_SYS_RESOURCE is dropped", test_caps_drop,
      SUITE_ROOT, NULL},
     {"caps: drop keeps the capabilities asked for", test_caps_keep, SUITE_ROOT,
