@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <linux/capability.h>
 #include <string.h>
+#include <sys/syscall.h>
 
 #include "helpers.h"
 #include "ioflusher.h"
@@ -270,6 +271,34 @@ Test(setup, memlock_over_limit_unavailable)
 	/* Best effort: prefault still comes. */
 	assert_entry(report, IOFLUSHER_PROTECT_PREFAULT,
 		     IOFLUSHER_OUTCOME_APPLIED, IOFLUSHER_REASON_NONE, 0);
+	ioflusher_report_free(report);
+	ioflusher_ctx_unref(ctx);
+}
+
+/* mlockall refused by a filter, with CAP_IPC_LOCK held: a sandbox, and
+ * no advice about RLIMIT_MEMLOCK, which has nothing to do with it. */
+Test(setup, memlock_refused_by_a_filter_is_no_limit)
+{
+	struct ioflusher_report *report = NULL;
+	struct ioflusher_ctx *ctx;
+	char line[1024];
+	int n;
+
+	ctx = ctx_with(IOFLUSHER_POLICY_BEST_EFFORT);
+	cr_assert(eq(int, install_syscall_filter(SYS_mlockall, EPERM), 0));
+	cr_assert(eq(int, ioflusher_setup(ctx, &report), 0));
+	cr_assert(eq(int,
+		     ioflusher_report_reason(report,
+					     IOFLUSHER_PROTECT_MEMLOCK),
+		     IOFLUSHER_REASON_SANDBOX));
+	cr_assert(eq(int,
+		     ioflusher_report_error(report, IOFLUSHER_PROTECT_MEMLOCK),
+		     -EPERM));
+	n = ioflusher_report_format(report, IOFLUSHER_PROTECT_MEMLOCK, line,
+				    sizeof(line));
+	cr_assert(gt(int, n, 0));
+	cr_assert(zero(ptr, strstr(line, "RLIMIT_MEMLOCK")),
+		  "limit advice for a filter's refusal: %s", line);
 	ioflusher_report_free(report);
 	ioflusher_ctx_unref(ctx);
 }
