@@ -933,6 +933,27 @@ static void test_tool_run(void)
 	EXPECT_EQ(run_program(run), 0);
 }
 
+/* /proc read-only in a mount namespace of this test's own: the flag can
+ * be set, oom_score_adj not (EROFS).  run requires both, so CMD, which
+ * would pass with the flag alone, must not start; --best-effort starts it. */
+static void test_tool_run_oom_required(void)
+{
+	char *run[] = {"ioflusher",	  "run",      "--", (char *)self_path,
+		       "--helper",	  "flag-is-set", NULL};
+	char *best[] = {"ioflusher",	   "run",      "--best-effort", "--",
+			(char *)self_path, "--helper", "flag-is-set",	NULL};
+
+	if (!EXPECT_EQ(unshare(CLONE_NEWNS), 0) ||
+	    !EXPECT_EQ(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0) ||
+	    !EXPECT_EQ(mount(NULL, "/proc", NULL,
+			     MS_REMOUNT | MS_BIND | MS_RDONLY, NULL),
+		       0))
+		return;
+	EXPECT_EQ(access("/proc/self/oom_score_adj", W_OK), -1);
+	EXPECT_EQ(run_program(run), 1);
+	EXPECT_EQ(run_program(best), 0);
+}
+
 /* Start the hold helper under argv and return its PID (it reports itself
  * once its threads run), or -1; *child is the process to reap. */
 static pid_t hold_start(char *const argv[], pid_t *child)
@@ -1336,6 +1357,8 @@ static const struct test tests[] = {
      NULL},
     {"tool: ioflusher run -- CMD runs every thread of CMD flagged",
      test_tool_run, SUITE_ROOT, NULL},
+    {"tool: ioflusher run refuses CMD when OOM protection cannot be had",
+     test_tool_run_oom_required, SUITE_ROOT, NULL},
     {"tool: ioflusher status PID passes only when every thread is flagged",
      test_tool_status, SUITE_ROOT, NULL},
     {"sandbox: after the lock, clearing the flag fails", test_sandbox_lock,
