@@ -54,6 +54,11 @@ if [ -w /dev/full ]; then
 	check "status to a full disk fails and says so" 1 \
 		"^ioflusher: cannot write the standard output" \
 		sh -c '"$0" status $$ >/dev/full' "$tool"
+	# Nothing written to a standard output closed from the start: run's
+	# failed exec keeps its own status.
+	check "run of a missing command, stdout closed: still 127" 127 \
+		"cannot run /nonexistent-command" \
+		sh -c '"$0" run --best-effort -- /nonexistent-command >&-' "$tool"
 else
 	skip "--help to a full disk fails and says so" "no /dev/full"
 	skip "status to a full disk fails and says so" "no /dev/full"
@@ -97,9 +102,14 @@ fi
 # What compaction may do to locked pages, read from the sysctl itself.
 if [ -r /proc/sys/vm/compact_unevictable_allowed ]; then
 	cua=$(cat /proc/sys/vm/compact_unevictable_allowed)
-	check "status: the compaction sysctl as it is ($cua)" \
+	if [ "$cua" = 0 ]; then
+		moved="are not moved"
+	else
+		moved="may be moved"
+	fi
+	check "status: the compaction sysctl as it is ($cua: $moved)" \
 		"$([ $resource = yes ] && echo 0 || echo 1)" \
-		"^compaction: +vm.compact_unevictable_allowed = $cua: locked pages (are not|may be) moved" \
+		"^compaction: +vm.compact_unevictable_allowed = $cua: locked pages $moved" \
 		"$tool" status
 else
 	check "status: no compaction in this kernel" \

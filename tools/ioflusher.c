@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -806,14 +807,16 @@ static int cmd_run(int argc, char **argv)
 	return r == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXEC;
 }
 
-/* What was printed must have been written: a full disk or a closed pipe
- * is an error (1), not a report nobody got.  A usage error stays 2. */
+/* What was printed must have been written: a full disk is an error (1),
+ * not a report nobody got.  A usage error stays 2.  A standard output
+ * closed before the start (>&-) is no error where nothing was written to
+ * it: run's failed exec keeps its 126 or 127. */
 static int close_stdout(int status)
 {
-	bool failed = ferror(stdout);
+	bool failed = ferror(stdout), pending = __fpending(stdout) != 0;
 	int err = 0;
 
-	if (fclose(stdout) != 0) {
+	if (fclose(stdout) != 0 && (pending || errno != EBADF)) {
 		failed = true;
 		err = errno;
 	}

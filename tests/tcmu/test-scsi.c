@@ -1166,21 +1166,37 @@ Test(tcmu_scsi, a_full_filesystem_is_space_allocation_failed)
  * cache and their writeback fails.  Linux reports that to fdatasync once;
  * the backend must go on reporting it.  A child in a mount namespace, as
  * above, answering with its exit status (77: no loop device or mkfs). */
-static int sync_cache(struct kern *k, struct tcmu_ring *ring)
+/* One command through the ring: its status, or -1; MEDIUM ERROR as
+ * such: TCMU_SK_MEDIUM_ERROR << 8 | CHECK CONDITION. */
+static int run_one(struct kern *k, struct tcmu_ring *ring, const uint8_t *cdb,
+		   unsigned int len, enum kern_dir dir, const void *buf,
+		   uint64_t n)
 {
-	uint8_t cdb[10] = { 0x35 };
-	int id = kern_queue(k, cdb, 10, KERN_NONE, NULL, 0);
+	int id = kern_queue(k, cdb, len, dir, buf, n);
+	struct kern_cmd *c;
 
 	if (id < 0 || tcmu_ring_process(ring) != 1 || kern_complete(k) != 1)
 		return -1;
-	return kern_cmd(k, id)->status;
+	c = kern_cmd(k, id);
+	if (c->status == TCMU_STATUS_CHECK_CONDITION)
+		return (c->sense[2] & 0xf) << 8 | c->status;
+	return c->status;
+}
+
+#define MEDIUM_ERROR (TCMU_SK_MEDIUM_ERROR << 8 | TCMU_STATUS_CHECK_CONDITION)
+
+static int sync_cache(struct kern *k, struct tcmu_ring *ring)
+{
+	uint8_t cdb[10] = { 0x35 };
+
+	return run_one(k, ring, cdb, 10, KERN_NONE, NULL, 0);
 }
 
 static int writeback_child(void)
 {
 	char dir[] = "/tmp/tcmu-wb-XXXXXX", img[64], mnt[64], path[80],
 	     loop[32], cmd[128];
-	int ctl, lfd, ifd, n, id, st, r = 0;
+	int ctl, lfd, ifd, n, id, r = 0;
 	struct ioflusher_mempool *pool;
 	uint8_t cdb[16], *buf = malloc(1 << 20);
 	struct tcmu_backend *be;
@@ -1233,22 +1249,31 @@ static int writeback_child(void)
 			r = 6;
 	}
 	/* The first SYNCHRONIZE CACHE gets the error; so must the next. */
-	if (!r && sync_cache(&k, &ring) != TCMU_STATUS_CHECK_CONDITION)
+	if (!r && sync_cache(&k, &ring) != MEDIUM_ERROR)
 		r = 7;
-	if (!r && sync_cache(&k, &ring) != TCMU_STATUS_CHECK_CONDITION)
+	if (!r && sync_cache(&k, &ring) != MEDIUM_ERROR)
 		r = 8;
-	if (!r) {
-		cdb_rw(cdb, 16, true, 0, 1);
-		id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 4096);
-		if (id < 0 || tcmu_ring_process(&ring) != 1 ||
-		    kern_complete(&k) != 1)
-			r = 9;
-		else if ((st = kern_cmd(&k, id)->status) !=
-				 TCMU_STATUS_CHECK_CONDITION ||
-			 (kern_cmd(&k, id)->sense[2] & 0xf) !=
-				 TCMU_SK_MEDIUM_ERROR)
-			r = 10; /* a write after it: MEDIUM ERROR too */
-	}
+	/* After it, a write, a WRITE SAME of zeros and an UNMAP fail too. */
+	cdb_rw(cdb, 16, true, 0, 1);
+	if (!r &&
+	    run_one(&k, &ring, cdb, 16, KERN_TO_DEV, buf, 4096) != MEDIUM_ERROR)
+		r = 10;
+	memset(cdb, 0, sizeof(cdb));
+	cdb[0] = 0x93; /* WRITE SAME(16), block 0, 1 block */
+	cdb[13] = 1;
+	memset(buf, 0, 4096);
+	if (!r &&
+	    run_one(&k, &ring, cdb, 16, KERN_TO_DEV, buf, 4096) != MEDIUM_ERROR)
+		r = 12;
+	memset(cdb, 0, sizeof(cdb));
+	cdb[0] = 0x42; /* UNMAP, a list of 24 bytes: block 0, 1 block */
+	cdb[8] = 24;
+	buf[1] = 22;
+	buf[3] = 16;
+	buf[19] = 1;
+	if (!r &&
+	    run_one(&k, &ring, cdb, 10, KERN_TO_DEV, buf, 24) != MEDIUM_ERROR)
+		r = 13;
 	if (!r && tcmu_backend_close(be) != -EIO)
 		r = 11;
 	umount2(mnt, MNT_DETACH);
@@ -1265,8 +1290,9 @@ Test(tcmu_scsi, a_failed_writeback_fails_every_later_flush)
 	cr_assert_eq(
 		status, 0,
 		"child status %d: 7, the first SYNCHRONIZE CACHE was GOOD; "
-		"8, the second was; 10, a write after them was not a "
-		"MEDIUM ERROR; 11, closing did not say writes were lost",
+		"8, the second was; 10, 12, 13: a write, a WRITE SAME, an "
+		"UNMAP after them was not a MEDIUM ERROR; 11, closing did "
+		"not say writes were lost",
 		status);
 }
 
