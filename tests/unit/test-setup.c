@@ -284,6 +284,7 @@ Test(setup, memlock_refused_by_a_filter_is_no_limit)
 	char line[1024];
 	int n;
 
+	skip_under_asan("mlockall()");
 	if (ioflusher_caps_have(CAP_IPC_LOCK) != 1)
 		cr_skip("CAP_IPC_LOCK is not held here");
 	ctx = ctx_with(IOFLUSHER_POLICY_BEST_EFFORT);
