@@ -483,7 +483,10 @@ static void print_stats(const struct device *d)
 	       (unsigned long long)s->resets);
 }
 
-/* Wait for SIGTERM or SIGINT, or for every ring thread to end. */
+/* Wait for SIGTERM or SIGINT, for every ring thread to end, or for one
+ * to fail (-1): a device no longer served while the daemon runs on would
+ * look alive to its supervisor, so the daemon stops (exit 1) and can be
+ * restarted.  A removed device (-ENODEV) is no failure. */
 static int wait_for_stop(struct device *devs, int n, const sigset_t *sigs)
 {
 	for (;;) {
@@ -492,8 +495,22 @@ static int wait_for_stop(struct device *devs, int n, const sigset_t *sigs)
 		sigwait(sigs, &sig);
 		if (sig != SIGUSR1)
 			return sig;
-		for (int i = 0; i < n; i++)
-			running += devs[i].started && !devs[i].ended;
+		for (int i = 0; i < n; i++) {
+			if (!devs[i].started)
+				continue;
+			if (!devs[i].ended) {
+				running++;
+			} else if (devs[i].result < 0 &&
+				   devs[i].result != -ENODEV) {
+				fprintf(stderr,
+					"%s: ring thread failed: %s: stopping "
+					"every device, so that the daemon can "
+					"be restarted\n",
+					devs[i].uio.name,
+					strerror(-devs[i].result));
+				return -1;
+			}
+		}
 		if (!running)
 			return 0;
 	}
@@ -615,7 +632,7 @@ int main(int argc, char **argv)
 
 	/* 7: serve. */
 	sig = wait_for_stop(devs, n, &sigs);
-	if (sig)
+	if (sig > 0)
 		printf("stopping on %s\n", strsignal(sig));
 	exit_code = 0;
 out_stop:

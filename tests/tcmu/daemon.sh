@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..18"
+echo "1..19"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -101,6 +101,14 @@ device 0 disk0 mem
 	"$daemon" --best-effort --sandbox --root "$tmp/root" >"$tmp/out" 2>&1
 check "--sandbox that cannot be installed: exit 4, said, nothing served" \
 	"$([ $? -eq 4 ] && has '^--sandbox: ' && ! has '^serving: '; echo $?)"
+
+# A ring thread that fails (its poll(2) refused) stops the daemon at once,
+# exit 1 and why, rather than leave the device unserved while it runs on.
+device 0 disk0 mem
+timeout 30 "$builddir/tests/failsys" poll=ENOMEM \
+	"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "a ring thread that fails stops the daemon: exit 1, and why" \
+	"$([ $? -eq 1 ] && has 'ring thread failed: Cannot allocate memory'; echo $?)"
 
 # More devices than it serves: it says so, and serves as many as it can.
 for i in $(seq 0 64); do device "$i" "many$i" mem; done
