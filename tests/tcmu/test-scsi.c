@@ -1196,7 +1196,7 @@ static int writeback_child(void)
 {
 	char dir[] = "/tmp/tcmu-wb-XXXXXX", img[64], mnt[64], path[80],
 	     loop[32], cmd[128];
-	int ctl, lfd, ifd, n, id, r = 0;
+	int ctl, lfd, ifd, n, r = 0;
 	struct ioflusher_mempool *pool;
 	uint8_t cdb[16], *buf = malloc(1 << 20);
 	struct tcmu_backend *be;
@@ -1242,10 +1242,8 @@ static int writeback_child(void)
 	memset(buf, 0x6b, 1 << 20);
 	for (int i = 0; !r && i < 32; i++) {
 		cdb_rw(cdb, 16, true, 256 * (uint64_t)i, 256);
-		id = kern_queue(&k, cdb, 16, KERN_TO_DEV, buf, 1 << 20);
-		if (id < 0 || tcmu_ring_process(&ring) != 1 ||
-		    kern_complete(&k) != 1 ||
-		    kern_cmd(&k, id)->status != TCMU_STATUS_GOOD)
+		if (run_one(&k, &ring, cdb, 16, KERN_TO_DEV, buf, 1 << 20) !=
+		    TCMU_STATUS_GOOD)
 			r = 6;
 	}
 	/* The first SYNCHRONIZE CACHE gets the error; so must the next. */
