@@ -219,21 +219,33 @@ static int print_userns(pid_t pid)
 	return 0;
 }
 
+/* The first line of a small file, without its newline: 1, 0 for an empty
+ * file, or -errno when it cannot be opened. */
+static int first_line(const char *path, char *line, size_t size)
+{
+	FILE *f = fopen(path, "re");
+	int r = 0;
+
+	if (!f)
+		return -errno;
+	if (fgets(line, (int)size, f)) {
+		line[strcspn(line, "\n")] = '\0';
+		r = 1;
+	}
+	fclose(f);
+	return r;
+}
+
 static void print_psi(void)
 {
 	char line[256];
-	FILE *f = fopen("/proc/pressure/memory", "re");
+	int r = first_line("/proc/pressure/memory", line, sizeof(line));
 
-	if (!f) {
+	if (r < 0)
 		printf("%-18s unavailable (%s; needs CONFIG_PSI and psi=1)\n",
-		       "PSI:", strerror(errno));
-		return;
-	}
-	if (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
+		       "PSI:", strerror(-r));
+	else if (r)
 		printf("%-18s /proc/pressure/memory: %s\n", "PSI:", line);
-	}
-	fclose(f);
 }
 
 /* Locked is not pinned: compaction may move locked pages, and a thread
@@ -241,25 +253,21 @@ static void print_psi(void)
 static void print_compaction(void)
 {
 	char line[32];
-	FILE *f = fopen("/proc/sys/vm/compact_unevictable_allowed", "re");
+	int r = first_line("/proc/sys/vm/compact_unevictable_allowed", line,
+			   sizeof(line));
 
-	if (!f) {
+	if (r < 0)
 		printf("%-18s %s\n", "compaction:",
-		       errno == ENOENT ?
+		       r == -ENOENT ?
 			       "not in this kernel: locked pages stay put" :
-			       strerror(errno));
-		return;
-	}
-	if (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
+			       strerror(-r));
+	else if (r)
 		printf("%-18s vm.compact_unevictable_allowed = %s: %s\n",
 		       "compaction:", line,
 		       strcmp(line, "0") == 0 ?
 			       "locked pages are not moved" :
 			       "locked pages may be moved (a minor fault on "
 			       "touching one meanwhile)");
-	}
-	fclose(f);
 }
 
 static bool is_zombie(pid_t pid)
