@@ -102,6 +102,18 @@ nbd_stop() {
 
 nbd_alive() { kill -0 "$1" 2>/dev/null; }
 
+# nbd_retry CMD...: CMD until it succeeds, for 5 s at most.  For a client
+# right after others left: each connection's thread gives its slot back a
+# moment after it hung up, so a client at once may still be refused.
+nbd_retry() {
+	local i
+	for i in $(seq 50); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # nbd_client_tap LABEL STATUS <OUTPUT: the lines of nbd-malformed.py as
 # TAP lines of ours, labelled; STATUS is its exit status, which must be 0
 # (all passed) or 1 (some failed, each said): anything else (killed by its

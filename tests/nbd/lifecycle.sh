@@ -244,7 +244,8 @@ a.close()
 ' "$nbd_tmp/lim.sock" >"$nbd_tmp/lim.out" 2>&1
 tap_check "--max-connections 1: a second client is refused" grep -qx refused "$nbd_tmp/lim.out"
 tap_check "--max-connections 1: and it is logged" grep -q "max-connections reached" "$nbd_tmp/lim.err"
-tap_check "--max-connections 1: the first slot is free again" timeout 30 nbdinfo --size "$uri"
+tap_check "--max-connections 1: the first slot is free again" \
+	nbd_retry timeout 30 nbdinfo --size "$uri"
 nbd_stop "$nbd_pid"
 # Each with a socket to listen on, so that only the bad argument can be
 # what is refused, and the refusal must name it.
@@ -325,7 +326,7 @@ for _ in range(24):
 time.sleep(1)
 EOF2
 tap_check "out of descriptors: said, then clients are taken again" \
-	sh -c "test \"\$(timeout 30 nbdinfo --size 'nbd+unix:///?socket=$nbd_tmp/fd.sock')\" = 1048576 &&
+	nbd_retry sh -c "test \"\$(timeout 30 nbdinfo --size 'nbd+unix:///?socket=$nbd_tmp/fd.sock')\" = 1048576 &&
 		grep -q 'cannot take a client: Too many open files' '$nbd_tmp/fd.err'"
 nbd_stop "$fdd"
 

@@ -489,6 +489,23 @@ def full_filesystem():
     c.close()
 
 
+def greet(c):
+    c.greet()
+    return c
+
+
+def greeted(connect):
+    """connect(), retried for 5 s while the server refuses: the threads of
+    connections just cut give their slots back a moment after hanging up,
+    each on its own."""
+    for _ in range(50):
+        try:
+            return connect()
+        except (Closed, ConnectionResetError, BrokenPipeError):
+            time.sleep(0.1)
+    return None
+
+
 def handshake_timeout():
     """The daemon runs with --max-connections 2 --handshake-timeout 1.
     Clients that never finish their handshake hold the two connections
@@ -506,19 +523,15 @@ def handshake_timeout():
           all(c.closed() for c in idle))
     for c in idle:
         c.close()
-    # Their threads give the connections back just after hanging up.
-    served = None
-    for _ in range(50):
-        try:
-            served = fresh()
-            break
-        except (Closed, ConnectionResetError, BrokenPipeError):
-            time.sleep(0.1)
+    served = greeted(fresh)
     check("then a new client is served", served is not None)
     if served is None:
         return
-    slow = Conn()
-    slow.greet()
+    slow = greeted(lambda: greet(Conn()))
+    check("and so is a second one, which then sends its option slowly",
+          slow is not None)
+    if slow is None:
+        return
     cut = False
     header = struct.pack(">QII", IHAVEOPT, OPT_GO, 6) + b"\0" * 6
     start = time.monotonic()
