@@ -33,10 +33,16 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..8"
+echo "1..9"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
+if [ -w /dev/full ]; then
+	want='^cannot write the standard output'
+	check "--help to a full disk: exit 1, said" 1 sh -c '"$0" --help >/dev/full' "$skel"
+else
+	ok "--help to a full disk # SKIP no /dev/full"
+fi
 
 # Values that atoi() took silently: a number with junk after it, a
 # negative duration (it served forever), an argument nobody reads.

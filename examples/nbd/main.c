@@ -78,6 +78,20 @@ static void log_stderr(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* What --help or --version printed must have been written: to a full disk
+ * that is a failure (exit 1), not a success that printed nothing. */
+static int stdout_flushed(void)
+{
+	if (fflush(stdout) != 0)
+		log_stderr("cannot write the standard output: %s\n",
+			   strerror(errno));
+	else if (ferror(stdout))
+		log_stderr("cannot write the standard output\n");
+	else
+		return 0;
+	return 1;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -818,7 +832,7 @@ int main(int argc, char **argv)
 
 	r = parse_args(argc, argv, &o);
 	if (r)
-		return r == 1 ? 0 : r;
+		return r == 1 ? stdout_flushed() : r;
 
 	/* 0. The --run helper, before anything is locked. */
 	if (o.run) {

@@ -97,6 +97,20 @@ static int audit_threads(void)
 	return r;
 }
 
+/* What --help printed must have been written: to a full disk that is a
+ * failure (exit 1), not a success that printed nothing. */
+static int stdout_flushed(void)
+{
+	if (fflush(stdout) != 0)
+		fprintf(stderr, "cannot write the standard output: %s\n",
+			strerror(errno));
+	else if (ferror(stdout))
+		fprintf(stderr, "cannot write the standard output\n");
+	else
+		return 0;
+	return 1;
+}
+
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
@@ -180,7 +194,7 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout, argv[0]);
-			return 0;
+			return stdout_flushed();
 		default:
 			usage(stderr, argv[0]);
 			return 2;

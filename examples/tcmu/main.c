@@ -274,6 +274,20 @@ static int scan(const struct options *o, struct device *devs,
 	return r;
 }
 
+/* What --help or --version printed must have been written: to a full
+ * disk that is a failure (exit 1), not a success that printed nothing. */
+static int stdout_flushed(void)
+{
+	if (fflush(stdout) != 0)
+		fprintf(stderr, "cannot write the standard output: %s\n",
+			strerror(errno));
+	else if (ferror(stdout))
+		fprintf(stderr, "cannot write the standard output\n");
+	else
+		return 0;
+	return 1;
+}
+
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
@@ -348,10 +362,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'h':
 			usage(stdout, argv[0]);
-			return 0;
+			return stdout_flushed();
 		case 'V':
 			printf("ioflusher-tcmu " TCMU_VERSION_STRING "\n");
-			return 0;
+			return stdout_flushed();
 		default:
 			usage(stderr, argv[0]);
 			return 2;

@@ -70,6 +70,16 @@ wrap= refused_rc=1
 
 tap_check "--version: the release's, $PACKAGE_VERSION" sh -c \
 	"'$NBD_DAEMON' --version | grep -qx 'ioflusher-nbd ${PACKAGE_VERSION:-?} (libioflusher example)'"
+if [ -w /dev/full ]; then
+	tap_check "--help and --version to a full disk: exit 1, said" sh -c \
+		"for o in --help --version; do
+			'$NBD_DAEMON' \$o >/dev/full 2>'$nbd_tmp/full.err'
+			[ \$? -eq 1 ] || exit 1
+			grep -q 'cannot write the standard output' '$nbd_tmp/full.err' || exit 1
+		done"
+else
+	tap_skip "--help and --version to a full disk: exit 1, said" "no /dev/full"
+fi
 tap_check "short options but -h are refused, exit 2" sh -c \
 	"timeout 10 '$NBD_DAEMON' -s '$nbd_tmp/short.sock' 2>/dev/null; [ \$? -eq 2 ]"
 

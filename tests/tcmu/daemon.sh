@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..19"
+echo "1..20"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -46,6 +46,17 @@ check "--help exits 0 and names the options" \
 "$daemon" --version >"$tmp/out" 2>&1
 check "--version: the release's, $PACKAGE_VERSION" \
 	"$(grep -qx "ioflusher-tcmu ${PACKAGE_VERSION:-?}" "$tmp/out"; echo $?)"
+
+if [ -w /dev/full ]; then
+	full=0
+	for o in --help --version; do
+		"$daemon" $o >/dev/full 2>"$tmp/out"
+		[ $? -eq 1 ] && has "cannot write the standard output" || full=1
+	done
+	check "--help and --version to a full disk: exit 1, said" $full
+else
+	ok "--help and --version to a full disk # SKIP no /dev/full"
+fi
 
 "$daemon" --bogus >"$tmp/out" 2>&1
 check "an unknown option exits 2" "$([ $? -eq 2 ]; echo $?)"
