@@ -62,6 +62,7 @@ struct device {
 	pthread_t thread;
 	bool started;
 	int result;
+	bool reported; /* its failure said already, by wait_for_stop() */
 	_Atomic bool ended;
 };
 
@@ -522,6 +523,7 @@ static int wait_for_stop(struct device *devs, int n, const sigset_t *sigs)
 					"be restarted\n",
 					devs[i].uio.name,
 					strerror(-devs[i].result));
+				devs[i].reported = true;
 				return -1;
 			}
 		}
@@ -659,8 +661,9 @@ out_stop:
 		if (devs[i].result == -ENODEV) {
 			printf("%s: device removed\n", devs[i].uio.name);
 		} else if (devs[i].result < 0) {
-			fprintf(stderr, "%s: %s\n", devs[i].uio.name,
-				strerror(-devs[i].result));
+			if (!devs[i].reported)
+				fprintf(stderr, "%s: %s\n", devs[i].uio.name,
+					strerror(-devs[i].result));
 			exit_code = 1;
 		}
 		if (o.verbose)
