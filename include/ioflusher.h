@@ -16,8 +16,9 @@
  * Negative on success too: ioflusher_ctx_get_log_priority() (-1, logging
  * off) and ioflusher_report_error() (the errno a protection failed with).
  * Functions that return a pointer return NULL for an invalid argument (and
- * ioflusher_mempool_alloc() for an empty pool with NOWAIT).  See
- * ioflusher(3), RETURN VALUE.
+ * ioflusher_mempool_alloc() for an empty pool with NOWAIT, or without it
+ * when it cannot wait: a filter that refuses futex(2)).  See ioflusher(3),
+ * RETURN VALUE.
  */
 #ifndef IOFLUSHER_H
 #define IOFLUSHER_H
