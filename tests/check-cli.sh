@@ -224,6 +224,12 @@ fi
 # status PID: a process of ours, and one that is gone.
 sleep 30 &
 pid=$!
+# Named sleep once it has exec'd, which the fork need not have done yet.
+i=0
+while [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != sleep ] && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 check "status PID: names its thread without the flag" 1 \
 	"thread +$pid +sleep +MISSING" "$tool" status "$pid"
 kill "$pid"

@@ -60,14 +60,14 @@ loop_on ramfs ramfs mode=0755 16M ||
 	blk_skip "no loop device over ramfs here (losetup, mount)"
 label="ramfs loop"
 suite_args=$dev
-run_suite blockdev --file "$dev" --threads 2 --send-timeout 2
+run_suite blockdev --file "$dev" --threads 2 --send-timeout 5
 nbd_stop "$nbd_pid"
 tap_check "$label: SIGTERM: exit 0" test $? -eq 0
 
 if loop_on tmpfs tmpfs size=32M 16M; then
 	label="tmpfs loop"
 	suite_args=$dev
-	run_suite blockdev --file "$dev" --threads 2 --send-timeout 2
+	run_suite blockdev --file "$dev" --threads 2 --send-timeout 5
 	nbd_stop "$nbd_pid"
 	tap_check "$label: SIGTERM: exit 0" test $? -eq 0
 else

@@ -326,14 +326,19 @@ fdd=$!
 nbd_pids="$nbd_pids $fdd"
 i=0
 while [ ! -S "$nbd_tmp/fd.sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-python3 - "$nbd_tmp/fd.sock" <<'EOF2'
+python3 - "$nbd_tmp/fd.sock" "$nbd_tmp/fd.err" <<'EOF2'
 import socket, sys, time
 held = []
 for _ in range(24):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sys.argv[1])
     held.append(s)
-time.sleep(1)
+# Held until the daemon has said it is out of descriptors (20 s at most).
+for _ in range(200):
+    with open(sys.argv[2]) as f:
+        if "cannot take a client" in f.read():
+            break
+    time.sleep(0.1)
 EOF2
 tap_check "out of descriptors: said, then clients are taken again" \
 	nbd_retry sh -c "test \"\$(timeout 30 nbdinfo --size 'nbd+unix:///?socket=$nbd_tmp/fd.sock')\" = 1048576 &&

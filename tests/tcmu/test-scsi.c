@@ -1217,12 +1217,26 @@ static int writeback_child(void)
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ifd < 0 || ftruncate(ifd, 128 << 20) < 0 || mkdir(mnt, 0700) < 0)
 		return 3;
-	if (ctl < 0 || (n = ioctl(ctl, LOOP_CTL_GET_FREE)) < 0)
+	if (ctl < 0)
 		return 77;
-	snprintf(loop, sizeof(loop), "/dev/loop%d", n);
-	lfd = open(loop, O_RDWR | O_CLOEXEC);
-	if (lfd < 0 || ioctl(lfd, LOOP_SET_FD, ifd) < 0)
-		return 77;
+	/* Another test (losetup -f) may take the free device in between:
+	 * EBUSY, then ask for the next free one. */
+	for (int tries = 0;; tries++) {
+		n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			return 77;
+		snprintf(loop, sizeof(loop), "/dev/loop%d", n);
+		lfd = open(loop, O_RDWR | O_CLOEXEC);
+		if (lfd < 0)
+			return 77;
+		if (ioctl(lfd, LOOP_SET_FD, ifd) == 0)
+			break;
+		r = errno;
+		close(lfd);
+		if (r != EBUSY || tries == 10)
+			return 77;
+		r = 0;
+	}
 	snprintf(cmd, sizeof(cmd), "mkfs.ext2 -q -F -N 64 %s >/dev/null 2>&1",
 		 loop);
 	if (system(cmd) != 0 || mount(loop, mnt, "ext2", 0, NULL) < 0) {

@@ -23,7 +23,9 @@
 # vm-modules: @tcmu ext4 crc32c_generic
 # vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio /usr/sbin/blkdiscard
 # vm-memory: 512
-# vm-timeout: 240
+# About 2 minutes under TCG on 2 idle cores, and TCG slows with the host's
+# load: the limit is a hang guard, not a deadline.
+# vm-timeout: 600
 . /vm/lib.sh
 
 size=67108864 # 64 MiB: /sys/block/sdX/size is 131072 sectors
