@@ -33,7 +33,7 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..9"
+echo "1..10"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
@@ -58,12 +58,20 @@ check "a stray argument exits 2" 2 "$skel" --best-effort extra
 eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then
 	ok "refuses to serve without the flag # SKIP CAP_SYS_RESOURCE is held"
+	ok "the report comes before the error # SKIP CAP_SYS_RESOURCE is held"
 else
 	want='io-flusher flag: unavailable: .*CAP_SYS_RESOURCE
 ^setup failed: a required protection is missing'
 	never='^serving: '
 	check "refuses to serve without the flag, naming CAP_SYS_RESOURCE: exit 4" 4 \
 		"$skel" --threads 2 --duration 1
+	# stdout is a pipe here, as under a service manager: the report must
+	# come out before the error that refers to it, on stderr.
+	if printf '%s\n' "$out" | tail -n 1 | grep -q '^setup failed: '; then
+		ok "the report comes before the error that refers to it"
+	else
+		not_ok "the report comes before the error that refers to it" "$out"
+	fi
 fi
 
 want='^setup: io-flusher flag: 

@@ -2,10 +2,14 @@
 /*
  * ioflusher-skeleton: the shape of an IO-flusher daemon on libioflusher.
  *
- * Copy this file to start a storage daemon.  The order is the point:
+ * Copy this file to start a storage daemon.  The order is the point, and
+ * it is ioflusher(7)'s:
+ *   0. fork the launcher of helpers, if the daemon runs any, while the
+ *      process is small (ioflusher(7), FORKED HELPERS);
  *   1. ioflusher_setup() first, before any thread exists (threads inherit
  *      the flag from their creator);
- *   2. print the report, one line per protection;
+ *   2. print the report, one line per protection; then make the IO path's
+ *      buffers, a mempool (and open the devices and sockets);
  *   3. drop the capabilities that are no longer needed, still before any
  *      thread exists: capabilities are per thread too, and a drop after
  *      the workers started would leave them theirs.  The flag stays set,
@@ -14,11 +18,13 @@
  *      run a worker that does not carry the flag, on small stacks (all of
  *      a stack is locked under MCL_FUTURE), each pre-faulting its own;
  *   5. once they run, audit every thread of the process and log it, and
- *      lock the protections in with a seccomp filter;
+ *      with --sandbox lock the protections in with a seccomp filter;
  *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
- * A required protection that setup cannot apply stops the daemon (exit 4)
- * with a message that names what is missing; --best-effort serves anyway.
- * Any other failure to start exits 1, a bad command line 2.
+ * A required protection that cannot be had stops the daemon (exit 4) with
+ * a message that names what is missing: the flag at setup, a worker
+ * without it at the audit, the filter of --sandbox; --best-effort serves
+ * without the flag.  Any other failure to start exits 1 (out of memory,
+ * say, which a restart may cure), a bad command line 2.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,31 +37,59 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <ioflusher.h>
 
 #define MAX_WORKERS 64
-/* The IO path is shallow: a small stack is a small locked stack. */
+/* The IO path is shallow: a small stack is a small locked stack.  What it
+ * uses is pre-faulted, and must leave 64 KiB of the stack untouched
+ * (ioflusher_memlock_prefault_stack(3)). */
 #define WORKER_STACK (256 << 10)
 #define WORKER_STACK_USED (64 << 10)
+_Static_assert(WORKER_STACK_USED + (64 << 10) <= WORKER_STACK,
+	       "WORKER_STACK_USED does not fit in WORKER_STACK");
+/* A request's buffer: 4 KiB, aligned for O_DIRECT. */
+#define BUF_SIZE 4096
 
 static int request_pipe[2];
+/* The IO path's buffers, made before the workers start: one per worker,
+ * since each serves one request at a time (ioflusher(7), SIZING A MEMPOOL). */
+static struct ioflusher_mempool *buffers;
 
 static void *worker(void *arg)
 {
+	ssize_t got;
 	char req;
+	int r;
 
 	(void)arg;
 	/* Fault in (and, under MCL_FUTURE, lock) the stack the IO path will
 	 * use, now rather than on the IO path.  It calls malloc() once, in
 	 * pthread_getattr_np(), from the one arena the heap reserve set. */
-	if (ioflusher_memlock_prefault_stack(WORKER_STACK_USED) < 0)
-		fprintf(stderr, "worker: stack not pre-faulted\n");
-	/* The IO path: no malloc here; buffers come from a mempool set up at
-	 * start (see ioflusher_mempool_new(3)). */
-	while (read(request_pipe[0], &req, 1) == 1 && req != 'q')
-		;
+	r = ioflusher_memlock_prefault_stack(WORKER_STACK_USED);
+	if (r < 0)
+		fprintf(stderr, "worker: stack not pre-faulted: %s\n",
+			strerror(-r));
+	/* The IO path: no malloc(), no mmap(); a buffer from the pool, which
+	 * waits for one to be freed rather than ask the kernel for memory. */
+	for (;;) {
+		void *buf;
+
+		got = read(request_pipe[0], &req, 1);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != 1 || req == 'q')
+			break;
+		buf = ioflusher_mempool_alloc(buffers, 0);
+		if (!buf)
+			break; /* only where futex(2) is refused */
+		memset(buf, req, BUF_SIZE); /* serve the request here */
+		ioflusher_mempool_free_elem(buffers, buf);
+	}
+	if (got < 0)
+		fprintf(stderr, "worker: %s\n", strerror(errno));
 	return NULL;
 }
 
@@ -153,9 +187,10 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	/* What the running daemon still needs: CAP_IPC_LOCK, so that what it
-	 * maps later is locked beyond RLIMIT_MEMLOCK.  A daemon that forks
-	 * helpers (ioflusher_thread_child_clear) or clears the flag for a
-	 * scope keeps CAP_SYS_RESOURCE too; one that re-opens devices or
+	 * maps later is locked beyond RLIMIT_MEMLOCK.  Helpers come from a
+	 * launcher forked before the setup, which keeps its own capabilities
+	 * (ioflusher(7), FORKED HELPERS).  A daemon that clears the flag for
+	 * a scope keeps CAP_SYS_RESOURCE too; one that re-opens devices or
 	 * raises limits later keeps what those need. */
 	static const int keep[] = { CAP_IPC_LOCK };
 	struct ioflusher_report *report = NULL;
@@ -167,6 +202,10 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int c, r, sig, started = 0, status = 0;
 	char name[32];
+
+	/* Lines as they come, under a service manager too (stdout is a pipe
+	 * there), in order with what goes to stderr. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	while ((c = getopt_long(argc, argv, "bt:d:sh", opts, NULL)) != -1) {
 		switch (c) {
@@ -205,6 +244,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	/* 0. The launcher of helpers, if the daemon runs any, is forked
+	 * here, before anything is locked or dropped. */
+
 	/* 1. Set up, before any thread exists. */
 	r = ioflusher_ctx_new(&ctx);
 	if (r < 0) {
@@ -214,12 +256,12 @@ int main(int argc, char **argv)
 	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, policy);
 	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
 	r = ioflusher_setup(ctx, &report);
-	ioflusher_ctx_unref(ctx);
 
 	/* 2. Say what was applied and what was not, and the risk left.  No
 	 * report: it could not be allocated, and nothing was tried. */
 	if (!report) {
 		fprintf(stderr, "setup: %s\n", strerror(-r));
+		ioflusher_ctx_unref(ctx);
 		return 1;
 	}
 	print_report(report);
@@ -231,7 +273,27 @@ int main(int argc, char **argv)
 		fprintf(stderr, "setup failed: a required protection is "
 				"missing, as said above "
 				"(--best-effort runs anyway)\n");
+		ioflusher_ctx_unref(ctx);
 		return 4;
+	}
+
+	/* The IO path's buffers, made with ctx, which logs why one cannot
+	 * be locked (the report above is said already: logged from here on
+	 * only, unless IOFLUSHER_LOG asks for more).  The memory is locked
+	 * and pre-faulted now; best effort serves from unlocked memory
+	 * rather than none.  The pool holds its own reference to ctx.  Open
+	 * the devices and sockets here too. */
+	if (ioflusher_ctx_get_log_priority(ctx) < LOG_WARNING)
+		ioflusher_ctx_set_log_priority(ctx, LOG_WARNING);
+	r = ioflusher_mempool_new(ctx, (size_t)nthreads, BUF_SIZE, BUF_SIZE, 0,
+				  policy == IOFLUSHER_POLICY_BEST_EFFORT ?
+					  IOFLUSHER_MEMPOOL_UNLOCKED_OK :
+					  0,
+				  &buffers);
+	ioflusher_ctx_unref(ctx);
+	if (r < 0) {
+		fprintf(stderr, "buffers: %s\n", strerror(-r));
+		return 1;
 	}
 
 	/* SIGTERM and SIGINT are taken synchronously by the main thread;
@@ -243,6 +305,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (pipe2(request_pipe, O_CLOEXEC) < 0) {
 		perror("pipe2");
+		ioflusher_mempool_free(buffers);
 		return 1;
 	}
 
@@ -264,18 +327,37 @@ int main(int argc, char **argv)
 	/* 4. Workers that carry the flag, or none at all.  Best effort: a
 	 * system without the flag still runs them, unprotected. */
 	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, WORKER_STACK);
-	for (int i = 0; i < nthreads; i++) {
+	r = pthread_attr_setstacksize(&attr, WORKER_STACK);
+	if (r) {
+		/* Below PTHREAD_STACK_MIN, say: the default stack instead
+		 * would be 8 MiB a worker, all of it locked. */
+		fprintf(stderr, "WORKER_STACK: %s\n", strerror(r));
+		status = 1;
+	}
+	for (int i = 0; !status && i < nthreads; i++) {
+		bool flagged = true;
+
 		r = ioflusher_thread_create(&threads[i], &attr, worker,
 					    (void *)(intptr_t)i);
-		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT)
+		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT) {
+			flagged = false;
 			r = -pthread_create(&threads[i], &attr, worker,
 					    (void *)(intptr_t)i);
+		}
 		if (r < 0) {
-			/* Why the flag is missing, not just "EPERM". */
-			fprintf(stderr, "worker %d: %s: %s\n", i, strerror(-r),
-				ioflusher_reason_string(ioflusher_diagnose(
-					IOFLUSHER_PROTECT_FLAG, r)));
+			/* Why the flag is missing, not just "EPERM"; other
+			 * errors (-EAGAIN: RLIMIT_NPROC, or a stack that
+			 * cannot be locked) are pthread_create(3)'s or /proc's,
+			 * and so are all of the unflagged fallback's. */
+			const char *why = "";
+
+			if (flagged && (r == -EPERM || r == -EIO ||
+					r == -EINVAL || r == -ENOSYS))
+				why = ioflusher_reason_string(
+					ioflusher_diagnose(
+						IOFLUSHER_PROTECT_FLAG, r));
+			fprintf(stderr, "worker %d: %s%s%s\n", i, strerror(-r),
+				*why ? ": " : "", why);
 			status = 1;
 			break;
 		}
@@ -303,13 +385,17 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* And keep the protections: no thread may undo them from now on. */
+	/* And keep the protections: no thread may undo them from now on.
+	 * Asked for, not always: without CAP_SYS_ADMIN the filter sets
+	 * no_new_privs, and under systemd's SystemCallFilter= it needs
+	 * seccomp(2) allowed (ioflusher_sandbox_lock(3)).  Asked for and not
+	 * had is not served: 4, or 1 for what a restart may cure. */
 	if (!status && sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
 			fprintf(stderr, "--sandbox: %s: not serving\n",
 				strerror(-r));
-			status = 4;
+			status = r == -ENOMEM || r == -EFAULT ? 1 : 4;
 		}
 	}
 
@@ -329,5 +415,6 @@ int main(int argc, char **argv)
 			break;
 	for (int i = 0; i < started; i++)
 		pthread_join(threads[i], NULL);
+	ioflusher_mempool_free(buffers);
 	return status;
 }
