@@ -545,6 +545,9 @@ int main(int argc, char **argv)
 	int n, r, sig, exit_code = 1;
 	sigset_t sigs;
 
+	/* Lines as they come, under a service manager too (stdout is a pipe
+	 * there), in order with what goes to stderr. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	r = parse_options(argc, argv, &o);
 	if (r >= 0)
 		return r;

@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..20"
+echo "1..21"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -84,11 +84,16 @@ check "no device: exit 1, and what to write to configfs" \
 eff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
 if [ $((0x$eff >> 24 & 1)) -eq 1 ]; then
 	ok "the flag is required by default # SKIP CAP_SYS_RESOURCE is held"
+	ok "the report comes before the error # SKIP CAP_SYS_RESOURCE is held"
 else
 	"$daemon" --root "$tmp/root" >"$tmp/out" 2>&1
 	check "the flag is required by default: without CAP_SYS_RESOURCE, exit 4" \
 		"$([ $? -eq 4 ] && has 'setup failed' &&
 			has 'io-flusher flag: unavailable'; echo $?)"
+	# stdout to a file, as to the journal: the report (stdout) comes
+	# before the error on stderr that refers to it.
+	check "the report comes before the error that refers to it" \
+		"$(tail -n 1 "$tmp/out" | grep -q 'setup failed'; echo $?)"
 fi
 
 device 0 disk0 mem
