@@ -33,7 +33,7 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..10"
+echo "1..11"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
@@ -88,6 +88,18 @@ want='^setup: io-flusher flag:
 never=
 check "--best-effort: report, audit of all 4 threads, serves, ends when --duration elapses" 0 \
 	"$skel" --best-effort --threads 3 --duration 1
+
+# Its buffers where nothing can be locked (no CAP_IPC_LOCK, RLIMIT_MEMLOCK
+# 0): best effort serves from them unlocked, and the library says why.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+	want='mempool: cannot lock .*RLIMIT_MEMLOCK is 0 bytes.*not locked
+^serving: pid [0-9]+, 2 workers'
+	never=
+	check "buffers that cannot be locked: served, and the warning says why" 0 \
+		sh -c 'ulimit -l 0 && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock "$0" --best-effort --duration 1' "$skel"
+else
+	ok "buffers that cannot be locked # SKIP not root, or no setpriv"
+fi
 
 want='^--sandbox: .*not serving'
 never='^serving: '

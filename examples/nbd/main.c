@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -877,7 +878,11 @@ int main(int argc, char **argv)
 	srv.handshake_timeout = o.handshake_timeout;
 	srv.poll_us = o.poll_us;
 	srv.nthreads = exp.kind == NBD_BACKEND_FILE ? o.threads : 0;
+	/* The pools' context logs warnings (unless IOFLUSHER_LOG sets a
+	 * priority): why their memory cannot be locked, say. */
 	r = ioflusher_ctx_new(&srv.ctx);
+	if (r == 0 && ioflusher_ctx_get_log_priority(srv.ctx) < 0)
+		ioflusher_ctx_set_log_priority(srv.ctx, LOG_WARNING);
 	if (r == 0)
 		r = nbd_server_init(&srv);
 	if (r < 0) {

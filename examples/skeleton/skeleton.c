@@ -279,11 +279,11 @@ int main(int argc, char **argv)
 
 	/* The IO path's buffers, made with ctx, which logs why one cannot
 	 * be locked (the report above is said already: logged from here on
-	 * only, unless IOFLUSHER_LOG asks for more).  The memory is locked
+	 * only, unless IOFLUSHER_LOG set a priority).  The memory is locked
 	 * and pre-faulted now; best effort serves from unlocked memory
 	 * rather than none.  The pool holds its own reference to ctx.  Open
 	 * the devices and sockets here too. */
-	if (ioflusher_ctx_get_log_priority(ctx) < LOG_WARNING)
+	if (ioflusher_ctx_get_log_priority(ctx) < 0)
 		ioflusher_ctx_set_log_priority(ctx, LOG_WARNING);
 	r = ioflusher_mempool_new(ctx, (size_t)nthreads, BUF_SIZE, BUF_SIZE, 0,
 				  policy == IOFLUSHER_POLICY_BEST_EFFORT ?

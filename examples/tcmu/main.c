@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -454,6 +455,11 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 		ioflusher_ctx_unref(ctx);
 		return 4;
 	}
+	/* The report said what setup did.  From here on the library logs
+	 * warnings (unless IOFLUSHER_LOG set a priority): why a pool's memory
+	 * cannot be locked, say. */
+	if (ioflusher_ctx_get_log_priority(ctx) < 0)
+		ioflusher_ctx_set_log_priority(ctx, LOG_WARNING);
 	*ctxp = ctx;
 	return 0;
 }

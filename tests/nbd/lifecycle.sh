@@ -243,6 +243,19 @@ timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run3.sock" --memory 1M --s
 	2>/dev/null
 tap_check "--run: the command runs outside the daemon's sandbox" test $? -eq 0
 
+# Buffers that cannot be locked (no CAP_IPC_LOCK, RLIMIT_MEMLOCK 0): best
+# effort serves from them unlocked, and the library's warning says why.
+if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+	(ulimit -l 0 && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \
+		"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/unl.sock" --memory 1M \
+		--run 'nbdinfo --size "$uri"') >"$nbd_tmp/unl.out" 2>"$nbd_tmp/unl.err"
+	tap_check "buffers that cannot be locked: served, and the warning says why" \
+		sh -c "test $? -eq 0 && grep -qx 1048576 '$nbd_tmp/unl.out' &&
+			grep -q 'mempool: cannot lock .*RLIMIT_MEMLOCK is 0 bytes.*not locked' '$nbd_tmp/unl.err'"
+else
+	tap_skip "buffers that cannot be locked" "not root, or no setpriv"
+fi
+
 # Limits and bad arguments.
 nbd_start lim --memory 1M --max-connections 1 || exit 1
 python3 -c '

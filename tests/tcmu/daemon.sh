@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..21"
+echo "1..22"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -169,6 +169,19 @@ else
 			"$([ $rc -eq 0 ] && has 'memory lock: without CAP_IPC_LOCK' &&
 				has '^device: tcm-user/0/disk0' && has 'device removed'; echo $?)"
 	fi
+fi
+
+# And with RLIMIT_MEMLOCK 0 nothing can be locked: the command pool is
+# used unlocked (best effort), and the library's warning says why.
+if [ $((0x$eff >> 14 & 1)) -eq 1 ] && [ -z "$drop" ]; then
+	ok "nothing lockable # SKIP CAP_IPC_LOCK is held and setpriv is missing"
+else
+	device 0 disk0 mem
+	(ulimit -l 0 && exec $drop "$daemon" --best-effort --root "$tmp/root") \
+		>"$tmp/out" 2>&1
+	check "nothing lockable: served, and the pool's warning says why" \
+		"$([ $? -eq 0 ] && has '^device: tcm-user/0/disk0' &&
+			has 'mempool: cannot lock .*RLIMIT_MEMLOCK is 0 bytes.*not locked'; echo $?)"
 fi
 
 # Without CAP_SETPCAP the bounding set cannot be dropped: said, and it
