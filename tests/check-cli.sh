@@ -88,6 +88,13 @@ check "--oom-score-adj empty" 2 "takes -1000 to 1000" "$tool" run -o "" -- true
 check "run without a command" 2 "no command given" "$tool" run
 check "an unknown capability" 2 "unknown capability 'cap_nonsense'" \
 	"$tool" run --keep-caps cap_nonsense -- true
+# cap_from_name() reads as far as it can, and numbers as C does: a word
+# must be a whole name or a decimal number.
+for word in 'cap_ipc_lock+ep' 'cap_ipc_lock;cap_chown' 21x 010 08; do
+	check "--keep-caps '$word': not a whole name or decimal, a usage error" 2 \
+		"unknown capability '$(printf '%s' "$word" | sed 's/[+]/[+]/g')'" \
+		"$tool" run --best-effort --keep-caps "$word" -- true
+done
 # cap_from_name() takes any number; the kernel knows up to cap_last_cap.
 if [ -r /proc/sys/kernel/cap_last_cap ]; then
 	past=$(($(cat /proc/sys/kernel/cap_last_cap) + 1))
@@ -168,6 +175,14 @@ check "run --keep-caps with a blank after the comma: both kept" 0 \
 	"^CapEff:[[:space:]]+0000000000004001$" \
 	"$tool" run --best-effort --keep-caps "cap_ipc_lock, cap_chown" -- \
 	grep CapEff /proc/self/status
+check "run --keep-caps separated by blanks, as systemd lists them: both kept" 0 \
+	"^CapEff:[[:space:]]+0000000000004001$" \
+	"$tool" run --best-effort --keep-caps "cap_ipc_lock cap_chown" -- \
+	grep CapEff /proc/self/status
+check "run --keep-caps 14,0,14: decimal numbers, a repeat counted once" 0 \
+	"^CapEff:[[:space:]]+0000000000004001$" \
+	"$tool" run --best-effort --keep-caps "14,0,14" -- \
+	grep CapEff /proc/self/status
 # -v reports what run applied itself, not only what the library did.
 check "run -v: the RLIMIT_MEMLOCK raise has its line" 0 \
 	"^ioflusher: RLIMIT_MEMLOCK: applied: " \
@@ -232,6 +247,17 @@ while [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != sleep ] && [ $i -lt 100 ]; do
 done
 check "status PID: names its thread without the flag" 1 \
 	"thread +$pid +sleep +MISSING" "$tool" status "$pid"
+check "status -- PID: the same" 1 \
+	"thread +$pid +sleep +MISSING" "$tool" status -- "$pid"
+# Without /proc (a mount namespace of its own, as root): said, not blamed
+# on hidepid=.
+if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
+	check "status PID without /proc: says /proc is not there, exit 1" 1 \
+		"/proc is not mounted here, or not readable" \
+		unshare -m sh -c 'umount -l /proc && exec "$0" status "$1"' "$tool" "$pid"
+else
+	skip "status PID without /proc" "not root, or no unshare -m"
+fi
 kill "$pid"
 wait "$pid" 2>/dev/null
 check "status PID of a process that is gone: a usage error" 2 "no process $pid" \

@@ -20,6 +20,7 @@
 #include <sys/capability.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -52,8 +53,9 @@ static void usage(FILE *out)
 		" -b, --best-effort        go on when a protection cannot be applied\n"
 		" -o, --oom-score-adj N    OOM score adjustment for COMMAND (default -1000)\n"
 		" -l, --no-mlock-limit     lift RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE)\n"
-		" -k, --keep-caps LIST     drop every capability but LIST (comma-separated,\n"
-		"                          e.g. cap_sys_resource,cap_ipc_lock; \"none\")\n"
+		" -k, --keep-caps LIST     drop every capability but LIST (names or numbers,\n"
+		"                          separated by commas or blanks, e.g.\n"
+		"                          cap_sys_resource,cap_ipc_lock; \"none\")\n"
 		" -v, --verbose            print every protection, not only failures\n"
 		"\n"
 		" -h, --help               display this help\n"
@@ -187,8 +189,11 @@ static int print_caps(pid_t pid)
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
 		int eff = cap_bit(pid, "CapEff", caps[i].cap);
 
+		char key[32];
+
+		snprintf(key, sizeof(key), "%s:", caps[i].name);
 		printf("%-18s effective %s, permitted %s, bounding %s (for %s)\n",
-		       caps[i].name, yes_no(eff),
+		       key, yes_no(eff),
 		       yes_no(cap_bit(pid, "CapPrm", caps[i].cap)),
 		       yes_no(cap_bit(pid, "CapBnd", caps[i].cap)),
 		       caps[i].why);
@@ -335,6 +340,7 @@ static pid_t parse_pid(const char *arg)
  * when there is one that /proc hides: kill() says it exists (EPERM, not
  * ESRCH), yet with hidepid=invisible (2) /proc/PID is absent, and with
  * hidepid=noaccess (1) its status, readable by all otherwise, is refused.
+ * -ENOENT when /proc shows not even this process: not mounted, or denied.
  */
 static int process_visible(pid_t pid)
 {
@@ -355,7 +361,40 @@ static int process_visible(pid_t pid)
 	/* Or it exited in between. */
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return -ESRCH;
+	if (access("/proc/self/status", R_OK) < 0)
+		return -ENOENT;
 	return -EACCES;
+}
+
+/*
+ * Whether the flag can really be set here, which the capabilities alone do
+ * not show: a seccomp filter or a security module may refuse prctl(2), or
+ * fake its success.  Tried in a child that exits at once: 0, the negative
+ * errno of ioflusher_flag_set(), or -EINTR with *sig when a filter killed
+ * the child.
+ */
+static int flag_trial(int *sig)
+{
+	pid_t child;
+	int st;
+
+	fflush(stdout);
+	child = fork();
+	if (child < 0)
+		return -errno;
+	if (child == 0) {
+		int r = ioflusher_flag_set();
+
+		_exit(r < 0 && -r < 256 ? -r : r < 0 ? EIO : 0);
+	}
+	while (waitpid(child, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (WIFSIGNALED(st)) {
+		*sig = WTERMSIG(st);
+		return -EINTR;
+	}
+	return -WEXITSTATUS(st);
 }
 
 static int cmd_status(int argc, char **argv)
@@ -364,11 +403,16 @@ static int cmd_status(int argc, char **argv)
 	bool self = true;
 	struct utsname u;
 	char buf[64];
-	int supported, adj, r, have_resource, initial, missing = 0;
+	int supported, adj, r, have_resource, initial, missing = 0, sig = 0;
 	bool zombie = false;
 
-	if (argc == 2 &&
-	    (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+	/* "status -- PID", as scripts write it to be safe. */
+	if (argc >= 2 && strcmp(argv[1], "--") == 0) {
+		argv[1] = argv[0];
+		argv++;
+		argc--;
+	} else if (argc == 2 && (strcmp(argv[1], "-h") == 0 ||
+				 strcmp(argv[1], "--help") == 0)) {
 		usage(stdout);
 		return EXIT_READY;
 	}
@@ -388,6 +432,12 @@ static int cmd_status(int argc, char **argv)
 		if (r == -ESRCH) {
 			errorx("no process %d", (int)pid);
 			return EXIT_USAGE;
+		}
+		if (r == -ENOENT) {
+			errorx("/proc is not mounted here, or not readable: "
+			       "process %d cannot be audited",
+			       (int)pid);
+			return EXIT_NOT_READY;
 		}
 		if (r == -EACCES) {
 			errorx("process %d is hidden by /proc (mounted with "
@@ -465,7 +515,23 @@ static int cmd_status(int argc, char **argv)
 			       "this process lacks CAP_SYS_RESOURCE, needed to set the flag");
 		return EXIT_NOT_READY;
 	}
-	printf("verdict:           ready: this process can set the flag\n");
+	r = flag_trial(&sig);
+	if (r == -EINTR) {
+		printf("verdict:           not ready: a process trying to set "
+		       "the flag was killed by %s (a seccomp filter?)\n",
+		       strsignal(sig));
+		return EXIT_NOT_READY;
+	}
+	if (r < 0) {
+		printf("verdict:           not ready: setting the flag failed "
+		       "(%s): %s\n",
+		       strerror(-r),
+		       ioflusher_reason_string(
+			       ioflusher_diagnose(IOFLUSHER_PROTECT_FLAG, r)));
+		return EXIT_NOT_READY;
+	}
+	printf("verdict:           ready: this process can set the flag "
+	       "(tried)\n");
 	return EXIT_READY;
 }
 
@@ -481,12 +547,29 @@ static char *trim(char *text)
 	return text;
 }
 
-/* Names in any case, or numbers, with blanks around them allowed; a number
- * must be one this kernel knows (cap_from_name() takes any). */
+/* A word that is a whole capability name or a decimal number: libcap's
+ * cap_from_name() reads as far as it can ("cap_a cap_b" as cap_a, "+ep"
+ * and trailing junk ignored) and numbers as C reads them (010 is 8). */
+static bool cap_word(const char *w)
+{
+	bool digits = true, name = true;
+
+	for (const char *p = w; *p; p++) {
+		digits = digits && *p >= '0' && *p <= '9';
+		name = name && (*p == '_' || (*p >= 'a' && *p <= 'z') ||
+				(*p >= 'A' && *p <= 'Z'));
+	}
+	return *w && (name || (digits && (w[0] != '0' || !w[1])));
+}
+
+/* Names in any case, or decimal numbers, separated by commas or blanks
+ * (as systemd's AmbientCapabilities= lists them); a number must be one
+ * this kernel knows (cap_from_name() takes any).  A capability named twice
+ * counts once. */
 static int parse_caps(const char *list, int *caps, size_t *n)
 {
 	char *copy, *all, *tok, *save;
-	size_t count = 0;
+	size_t count = 0, i;
 	int r = 0;
 
 	copy = strdup(list);
@@ -495,16 +578,15 @@ static int parse_caps(const char *list, int *caps, size_t *n)
 	all = trim(copy);
 	if (strcasecmp(all, "none") == 0)
 		*all = '\0';
-	for (tok = strtok_r(all, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
+	for (tok = strtok_r(all, ", \t\n", &save); tok;
+	     tok = strtok_r(NULL, ", \t\n", &save)) {
 		cap_value_t v;
 
-		tok = trim(tok);
-		if (!*tok)
-			continue;
 		r = -EINVAL;
-		if (cap_from_name(tok, &v) < 0 || v < 0 || count >= 64) {
-			errorx("unknown capability '%s'", tok);
+		if (!cap_word(tok) || cap_from_name(tok, &v) < 0 || v < 0) {
+			errorx("unknown capability '%s' (names or decimal "
+			       "numbers, separated by commas or blanks)",
+			       tok);
 			goto out;
 		}
 		if (v >= (cap_value_t)cap_max_bits()) {
@@ -513,7 +595,10 @@ static int parse_caps(const char *list, int *caps, size_t *n)
 			goto out;
 		}
 		r = 0;
-		caps[count++] = v;
+		for (i = 0; i < count && caps[i] != v; i++)
+			;
+		if (i == count)
+			caps[count++] = v;
 	}
 	*n = count;
 out:

@@ -2,8 +2,9 @@
 # A broken library fails: prctl(PR_SET_IO_FLUSHER) made a no-op by a shim.
 #
 # tests/vm/fake-prctl.so answers 0 without asking the kernel.  The library
-# must catch it (it verifies the flag after setting it), and the root suite
-# run under the shim must fail: the proof that these tests can.
+# must catch it (it verifies the flag after setting it), ioflusher status
+# must not call the machine ready, and the root suite run under the shim
+# must fail: the proof that these tests can.
 #
 # vm-binaries: tests/vm/vm-suite tools/ioflusher tests/vm/fake-prctl.la
 # vm-memory: 256
@@ -16,6 +17,15 @@ vm_tap env LD_PRELOAD=$shim vm-suite fake-prctl
 
 vm_check "ioflusher run refuses to start CMD when the flag does not stick" \
 	sh -c "env LD_PRELOAD=$shim ioflusher run -- true; test \$? = 1"
+
+# status tries the flag in a child: ready as root, and not ready where
+# prctl(2) only pretends, whatever the capabilities say.
+vm_check "ioflusher status: ready, tried, as root" \
+	sh -c "ioflusher status | grep -q '^verdict: *ready: .*(tried)'"
+vm_check "ioflusher status under the shim: not ready, the flag did not stick" \
+	sh -c "env LD_PRELOAD=$shim ioflusher status >/tmp/st.out; rc=\$?;
+		cat /tmp/st.out; test \$rc = 1 &&
+		grep -q '^verdict: *not ready: setting the flag failed' /tmp/st.out"
 
 out=$(env LD_PRELOAD=$shim vm-suite root 2>&1)
 rc=$?
