@@ -34,6 +34,8 @@
 #include <string.h>
 #include <syslog.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -184,6 +186,42 @@ static int parse_uint(const char *s, unsigned int min, unsigned int max,
 	return 0;
 }
 
+/*
+ * --tcp [ADDR:]PORT, split and resolved (numeric only): ADDR 127.0.0.1
+ * when absent, an IPv6 address in brackets or bare, PORT from 0 to 65535
+ * (getaddrinfo() would take 99999 modulo 65536, and "" as 0).  *aip is
+ * getaddrinfo()'s, addr the address as given, without brackets.
+ */
+static int tcp_resolve(const char *spec, char *addr, size_t asize,
+		       struct addrinfo **aip)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST |
+					      AI_NUMERICSERV };
+	const char *colon = strrchr(spec, ':');
+	unsigned int port;
+	char serv[8];
+
+	snprintf(addr, asize, "127.0.0.1");
+	if (colon) {
+		size_t n = (size_t)(colon - spec);
+
+		if (spec[0] == '[' && n >= 2 && spec[n - 1] == ']') {
+			spec++;
+			n -= 2;
+		}
+		if (n == 0 || n >= asize)
+			return -EINVAL;
+		memcpy(addr, spec, n);
+		addr[n] = 0;
+		spec = colon + 1;
+	}
+	if (parse_uint(spec, 0, 65535, &port) < 0)
+		return -EINVAL;
+	snprintf(serv, sizeof(serv), "%u", port);
+	return getaddrinfo(addr, serv, &hints, aip) ? -EINVAL : 0;
+}
+
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
@@ -310,17 +348,17 @@ static int parse_args(int argc, char **argv, struct options *o)
 		return 2;
 	}
 	if (o->tcp) {
-		/* The port as a number from 0 to 65535: getaddrinfo() would
-		 * take 99999 modulo 65536, and "" as 0. */
-		const char *colon = strrchr(o->tcp, ':');
-		unsigned int port;
+		/* Checked here, so that a typo is a usage error (which
+		 * systemd does not restart), not a failure to listen. */
+		struct addrinfo *ai;
+		char addr[256];
 
-		if (parse_uint(colon ? colon + 1 : o->tcp, 0, 65535, &port) <
-		    0) {
+		if (tcp_resolve(o->tcp, addr, sizeof(addr), &ai) < 0) {
 			log_stderr("--tcp takes [ADDR:]PORT, a numeric address "
 				   "and a port from 0 to 65535\n");
 			return 2;
 		}
+		freeaddrinfo(ai);
 	}
 	if (o->socket_path && !o->socket_path[0]) {
 		log_stderr("--socket takes a path\n");
@@ -409,6 +447,38 @@ static int check_memory_size(uint64_t size)
 }
 
 /*
+ * mlockall(MCL_FUTURE) charges every later mapping, whole, to
+ * RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (mlock_future_ok()
+ * in mm/mmap.c, even under MCL_ONFAULT): the memory export (all of its
+ * size), the pools and the connection threads' stacks would fail with
+ * EAGAIN, in a container without CAP_IPC_LOCK say.  Keep what is locked
+ * and lock nothing more then: mlockall without MCL_FUTURE clears it.  The
+ * pools lock themselves, within the limit (ioflusher_mempool_new(3)).
+ */
+static void limit_future_locks(void)
+{
+	struct rlimit rl;
+
+	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
+	    ioflusher_caps_initial_userns() == 1)
+		return;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	if (mlockall(MCL_CURRENT | MCL_ONFAULT) < 0) {
+		log_stderr("setup: memory lock: mlockall: %s\n",
+			   strerror(errno));
+		return;
+	}
+	log_stderr(
+		"setup: memory lock: without CAP_IPC_LOCK, RLIMIT_MEMLOCK "
+		"(%llu KiB) cannot hold what is mapped from now on: the "
+		"connection threads' stacks and the heap are not locked, the "
+		"pools only as far as the limit goes; risk: those pages may "
+		"be swapped out\n",
+		(unsigned long long)rl.rlim_cur / 1024);
+}
+
+/*
  * 0, or the exit status: 4 when a required protection could not be
  * applied (the LSB's "insufficient privilege": the unit's
  * RestartPreventExitStatus= does not restart what a restart cannot fix),
@@ -444,6 +514,10 @@ static int setup(const struct options *o)
 		ioflusher_report_format(report, p, line, sizeof(line));
 		log_stderr("setup: %s\n", line);
 	}
+	if (r == 0 &&
+	    ioflusher_report_outcome(report, IOFLUSHER_PROTECT_MEMLOCK) ==
+		    IOFLUSHER_OUTCOME_APPLIED)
+		limit_future_locks();
 	ioflusher_report_free(report);
 	if (r < 0) {
 		log_stderr("setup failed: a required protection is missing "
@@ -483,6 +557,23 @@ static int audit_threads(void)
 
 /* ---------------------------------------------------------------- --run */
 
+/* The terminal on stdin passes from process group from to group to, if
+ * from has it.  SIGTTOU blocked: a background group may then take it. */
+static void terminal_to(pid_t from, pid_t to)
+{
+	sigset_t ttou, old;
+
+	if (!isatty(STDIN_FILENO) || tcgetpgrp(STDIN_FILENO) != from)
+		return;
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);
+	pthread_sigmask(SIG_BLOCK, &ttou, &old);
+	if (tcsetpgrp(STDIN_FILENO, to) < 0)
+		fprintf(stderr, PROG ": --run: the terminal: %s\n",
+			strerror(errno));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /*
  * The helper is forked before ioflusher_setup(), while the process has one
  * thread and nothing locked: a fork after it would share the pages setup
@@ -496,8 +587,8 @@ static int audit_threads(void)
  */
 static pid_t launcher_start(const char *cmd, int *wfd)
 {
+	pid_t daemon_pid = getpid(), pid;
 	int p[2];
-	pid_t pid;
 
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
@@ -524,6 +615,9 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		if (n == 0)
 			_exit(127);
 		buf[n] = 0;
+		/* Only what this daemon says: none inherited. */
+		unsetenv("uri");
+		unsetenv("nbd");
 		nl = strchr(buf, '\n');
 		if (nl) {
 			*nl = 0;
@@ -533,8 +627,16 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		if (buf[0])
 			setenv("uri", buf, 1);
 		/* A process group of its own: what the command starts ends
-		 * with it when the daemon stops (kill_run()). */
+		 * with it when the daemon stops (kill_run()).  And a daemon
+		 * killed outright (SIGKILL) ends the command's shell too. */
 		setpgid(0, 0);
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 &&
+		    getppid() != daemon_pid)
+			_exit(127);
+		/* The daemon's terminal, if it has it, goes to the command,
+		 * which may read it (nbdsh, qemu-io): in a group of its own
+		 * in the background, it would be stopped (SIGTTIN). */
+		terminal_to(getpgid(daemon_pid), getpid());
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
 		if (r < 0)
 			fprintf(stderr,
@@ -556,6 +658,31 @@ static void kill_run(pid_t pid)
 {
 	if (pid > 0 && kill(-pid, SIGTERM) < 0)
 		kill(pid, SIGTERM);
+}
+
+/* The command's exit status once the daemon is done, as a shell gives it
+ * (128 + the signal): it was sent SIGTERM when the daemon was told to stop,
+ * or is now; SIGKILL after 5 s more. */
+static int end_run(pid_t pid)
+{
+	pid_t r;
+	int ws;
+
+	kill_run(pid);
+	for (int i = 0; (r = waitpid(pid, &ws, WNOHANG)) != pid; i++) {
+		if (r < 0 && errno != EINTR)
+			return 1; /* not our child any more: cannot be */
+		if (i == 50) {
+			log_stderr(
+				"--run: the command outlived SIGTERM by 5 s: "
+				"SIGKILL\n");
+			if (kill(-pid, SIGKILL) < 0)
+				kill(pid, SIGKILL);
+		}
+		usleep(100000);
+	}
+	terminal_to(pid, getpgrp());
+	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
 /* Each worker of the file backend opens the file anew and each client
@@ -682,35 +809,15 @@ static int listen_unix(const char *path, char *tmp, size_t tmpsize)
 static int listen_tcp(const char *spec, char *uri_host, size_t hsize,
 		      unsigned int *port)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICHOST |
-					      AI_NUMERICSERV };
 	struct addrinfo *ai;
-	char addr[256] = "127.0.0.1", serv[16];
-	const char *colon = strrchr(spec, ':');
+	char addr[256];
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	int fd, one = 1, r;
 
-	if (colon) {
-		size_t n = (size_t)(colon - spec);
-
-		if (spec[0] == '[' && n >= 2 && spec[n - 1] == ']') {
-			spec++;
-			n -= 2;
-		}
-		if (n == 0 || n >= sizeof(addr))
-			return -EINVAL;
-		memcpy(addr, spec, n);
-		addr[n] = 0;
-		spec = colon + 1;
-	}
-	if (strlen(spec) >= sizeof(serv))
-		return -EINVAL;
-	strcpy(serv, spec);
-	r = getaddrinfo(addr, serv, &hints, &ai);
-	if (r)
-		return -EINVAL;
+	r = tcp_resolve(spec, addr, sizeof(addr), &ai);
+	if (r < 0)
+		return r;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		r = -errno;
@@ -918,6 +1025,7 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
 	sigaddset(&sigs, SIGCHLD);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -1043,12 +1151,17 @@ int main(int argc, char **argv)
 			    waitpid(run_pid, &ws, WNOHANG) == run_pid) {
 				status = WIFEXITED(ws) ? WEXITSTATUS(ws) :
 							 128 + WTERMSIG(ws);
+				terminal_to(run_pid, getpgrp());
 				run_pid = -1;
 				running = false;
 			}
 		} else {
 			log_stderr("signal %d: shutting down\n",
 				   (int)si.ssi_signo);
+			/* The command cannot go on without the server: it
+			 * is told at once, and its status is the daemon's. */
+			if (run_pid > 0)
+				kill_run(run_pid);
 			running = false;
 		}
 	}
@@ -1083,6 +1196,8 @@ int main(int argc, char **argv)
 	}
 	nbd_kernel_wait(&kern);
 	nbd_server_fini(&srv);
+	if (run_pid > 0)
+		status = end_run(run_pid);
 	/* The file backend is flushed (fdatasync), and its writeback errors
 	 * of the whole run counted: an exit status of 0 says that what was
 	 * acknowledged was stored. */
@@ -1090,8 +1205,6 @@ int main(int argc, char **argv)
 		status = 1;
 	nbd_export_close(&exp);
 	ioflusher_ctx_unref(srv.ctx);
-	if (run_pid > 0)
-		kill_run(run_pid);
 	return status;
 
 fail_listening:

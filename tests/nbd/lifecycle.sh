@@ -80,6 +80,11 @@ if [ -w /dev/full ]; then
 else
 	tap_skip "--help and --version to a full disk: exit 1, said" "no /dev/full"
 fi
+for spec in localhost:10809 foo:1 :10809 127.0.0.1:65536; do
+	tap_check "--tcp $spec: a usage error, exit 2" sh -c \
+		"timeout 10 '$NBD_DAEMON' $NBD_OPTS --tcp '$spec' --memory 1M 2>&1 | grep -q 'tcp takes'; [ \$? -eq 0 ] &&
+		timeout 10 '$NBD_DAEMON' $NBD_OPTS --tcp '$spec' --memory 1M 2>/dev/null; [ \$? -eq 2 ]"
+done
 tap_check "short options but -h are refused, exit 2" sh -c \
 	"timeout 10 '$NBD_DAEMON' -s '$nbd_tmp/short.sock' 2>/dev/null; [ \$? -eq 2 ]"
 
@@ -252,8 +257,17 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
 	tap_check "buffers that cannot be locked: served, and the warning says why" \
 		sh -c "test $? -eq 0 && grep -qx 1048576 '$nbd_tmp/unl.out' &&
 			grep -q 'mempool: cannot lock .*RLIMIT_MEMLOCK is 0 bytes.*not locked' '$nbd_tmp/unl.err'"
+	# A finite limit that mlockall fits in: MCL_FUTURE would then charge
+	# the whole export and every pool to it, and refuse their mappings.
+	(ulimit -l 8192 && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \
+		"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/unl.sock" --memory 64M \
+		--run 'nbdinfo --size "$uri"') >"$nbd_tmp/unl.out" 2>"$nbd_tmp/unl.err"
+	tap_check "without CAP_IPC_LOCK, RLIMIT_MEMLOCK 8 MiB: 64M served, nothing more locked, said" \
+		sh -c "test $? -eq 0 && grep -qx 67108864 '$nbd_tmp/unl.out' &&
+			grep -q 'memory lock: without CAP_IPC_LOCK, RLIMIT_MEMLOCK (8192 KiB)' '$nbd_tmp/unl.err'"
 else
 	tap_skip "buffers that cannot be locked" "not root, or no setpriv"
+	tap_skip "without CAP_IPC_LOCK, RLIMIT_MEMLOCK 8 MiB" "not root, or no setpriv"
 fi
 
 # Limits and bad arguments.
@@ -374,6 +388,7 @@ started=no
 pgrep -f "^sleep $marker\$" >/dev/null && started=yes
 kill -TERM $grp
 wait $grp
+grp_rc=$?
 i=0
 while pgrep -f "^sleep $marker\$" >/dev/null && [ $i -lt 50 ]; do
 	sleep 0.1
@@ -386,6 +401,49 @@ elif pgrep -f "^sleep $marker\$" >/dev/null; then
 	pkill -f "^sleep $marker\$"
 else
 	tap_ok "SIGTERM during --run: the command's children end too"
+fi
+# A command cut short is no success: its status (SIGTERM: 143) is the
+# daemon's, and it was told at once, not after the grace period.
+tap_check "SIGTERM during --run: the daemon exits with the command's 143" \
+	sh -c "test $grp_rc -eq 143 && ! grep -qx after '$nbd_tmp/grp.out'"
+
+# SIGHUP (a closed terminal) stops it as SIGTERM does: exit 0, the socket
+# removed.
+nbd_start hup --memory 1M || exit 1
+kill -HUP "$nbd_pid"
+nbd_stop "$nbd_pid"
+tap_check "SIGHUP: a clean shutdown, exit 0, the socket removed" \
+	sh -c "test $? -eq 0 && ! test -e '$nbd_tmp/hup.sock' &&
+		grep -q 'signal 1: shutting down' '$nbd_tmp/hup.err'"
+
+# Killed outright, the daemon takes the command's shell with it
+# (PR_SET_PDEATHSIG); here the shell is the sleep itself (exec).
+marker2=$((marker + 1000))
+"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/kill.sock" --memory 1M \
+	--run "exec sleep $marker2" >/dev/null 2>&1 &
+kd=$!
+i=0
+while ! pgrep -f "^sleep $marker2\$" >/dev/null && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+kill -9 $kd
+wait $kd 2>/dev/null
+tap_check "kill -9 of the daemon: the --run command gets SIGTERM" \
+	nbd_retry sh -c "! pgrep -f '^sleep $marker2\$' >/dev/null"
+pkill -f "^sleep $marker2\$"
+
+# The command gets the daemon's terminal (script(1) gives it one), so an
+# interactive one can read it; and no uri or nbd from the daemon's own
+# environment.
+if command -v script >/dev/null; then
+	printf 'hello\n' | nbd=stale timeout 30 script -qec \
+		"'$NBD_DAEMON' $NBD_OPTS --socket '$nbd_tmp/tty.sock' --memory 1M --run 'read x; echo \"got \$x, nbd=\$nbd.\"' 2>/dev/null" \
+		/dev/null >"$nbd_tmp/tty.out" 2>&1
+	tap_check "--run on a terminal: the command reads it, and no stale nbd" \
+		grep -q 'got hello, nbd=\.' "$nbd_tmp/tty.out"
+else
+	tap_skip "--run on a terminal" "no script(1)"
 fi
 tap_plan "$tap_n"
 nbd_done
