@@ -13,7 +13,8 @@
  * value on success, and a negative errno on failure; errno is not part of
  * the contract.  ioflusher_memlock_check() is no boolean: 0 when the bytes
  * can be locked, -ENOMEM (-EPERM for a limit of 0) when they cannot.
- * Negative on success too: ioflusher_ctx_get_log_priority() (-1, logging
+ * ioflusher_memlock_all() returns 1 when it left MCL_FUTURE out, as
+ * IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED may ask.  Negative on success too: ioflusher_ctx_get_log_priority() (-1, logging
  * off) and ioflusher_report_error() (the errno a protection failed with).
  * Functions that return a pointer return NULL for an invalid argument (and
  * ioflusher_mempool_alloc() for an empty pool with NOWAIT, or without it
@@ -163,7 +164,10 @@ void ioflusher_audit_free(struct ioflusher_audit *audit);
 
 /* Memory locking. */
 enum ioflusher_memlock_flags {
-	IOFLUSHER_MEMLOCK_ONFAULT = 1u << 0 /* MCL_ONFAULT: lock as touched */
+	IOFLUSHER_MEMLOCK_ONFAULT = 1u << 0, /* MCL_ONFAULT: lock as touched */
+	/* MCL_FUTURE only where RLIMIT_MEMLOCK cannot refuse later mappings:
+	 * with CAP_IPC_LOCK, or an unlimited limit; 1 when left out */
+	IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED = 1u << 1
 };
 
 IOFLUSHER_MUST_CHECK int ioflusher_memlock_all(unsigned int flags);

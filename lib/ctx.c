@@ -154,7 +154,10 @@ _public_ int ioflusher_ctx_set_oom_score_adj(struct ioflusher_ctx *ctx, int adj)
 _public_ int ioflusher_ctx_set_memlock_flags(struct ioflusher_ctx *ctx,
 					     unsigned int flags)
 {
-	if (!ctx || (flags & ~(unsigned int)IOFLUSHER_MEMLOCK_ONFAULT))
+	const unsigned int known = IOFLUSHER_MEMLOCK_ONFAULT |
+				   IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED;
+
+	if (!ctx || (flags & ~known))
 		return -EINVAL;
 	ctx->memlock_flags = flags;
 	return 0;

@@ -117,10 +117,12 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
 
 _public_ int ioflusher_memlock_all(unsigned int flags)
 {
+	const unsigned int known = IOFLUSHER_MEMLOCK_ONFAULT |
+				   IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED;
 	int mcl = MCL_CURRENT | MCL_FUTURE;
-	uint64_t hard;
+	uint64_t soft, hard;
 
-	if (flags & ~(unsigned int)IOFLUSHER_MEMLOCK_ONFAULT)
+	if (flags & ~known)
 		return -EINVAL;
 	if (flags & IOFLUSHER_MEMLOCK_ONFAULT)
 		mcl |= MCL_ONFAULT;
@@ -136,9 +138,17 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 		if (r < 0 && !caps_counted(CAP_IPC_LOCK))
 			return r;
 	}
+	/* Under MCL_FUTURE, without CAP_IPC_LOCK, every later mapping is
+	 * charged whole to the limit, and refused beyond it (EAGAIN: the
+	 * heap, thread stacks, the daemon's buffers): left out on request,
+	 * what is mapped from now on is not locked, but can be mapped. */
+	if ((flags & IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) &&
+	    !caps_counted(CAP_IPC_LOCK) &&
+	    (ioflusher_memlock_limit(&soft, NULL) < 0 || soft != UINT64_MAX))
+		mcl &= ~MCL_FUTURE;
 	if (mlockall(mcl) < 0)
 		return -errno;
-	return 0;
+	return mcl & MCL_FUTURE ? 0 : 1;
 }
 
 /* Touch bytes of stack below the caller's frame, page by page, top down,

@@ -174,15 +174,25 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 	int r;
 
 	r = ioflusher_memlock_all(ctx->memlock_flags);
-	if (r == 0) {
+	if (r >= 0) {
 		ioflusher_memlock_locked(0, &locked);
+		ioflusher_memlock_limit(&soft, NULL);
 		mib(v, sizeof(v), locked);
+		mib(s, sizeof(s), soft);
 		snprintf(e->detail, sizeof(e->detail),
-			 "mlockall(MCL_CURRENT|MCL_FUTURE%s), %s locked",
+			 "mlockall(MCL_CURRENT%s%s), %s locked%s%s%s",
+			 r == 0 ? "|MCL_FUTURE" : "",
 			 ctx->memlock_flags & IOFLUSHER_MEMLOCK_ONFAULT ?
 				 "|MCL_ONFAULT" :
 				 "",
-			 v);
+			 v,
+			 r == 0 ? "" :
+				  "; not MCL_FUTURE: without CAP_IPC_LOCK, "
+				  "RLIMIT_MEMLOCK (",
+			 r == 0 ? "" : s,
+			 r == 0 ? "" :
+				  ") would refuse what is mapped from now on, "
+				  "which is therefore not locked");
 		return 0;
 	}
 	ioflusher_memlock_limit(&soft, &hard);

@@ -10,13 +10,15 @@
  *   1. ioflusher_setup() before any thread or buffer exists: the flag,
  *      OOM protection, mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
  *      (ONFAULT: the sparse memory export and thread stacks are locked as
- *      they are touched, not all at once), reserves pre-faulted;
+ *      they are touched, not all at once; MCL_FUTURE left out where
+ *      RLIMIT_MEMLOCK would refuse later mappings), reserves pre-faulted;
  *   2. the report, one line per protection, on stderr;
  *   3. the export and the mempools of the IO path;
  *   4. the listening socket, or the kernel's device;
  *   5. workers (ioflusher_thread_create), then the audit of every thread;
  *   6. capabilities dropped, the optional seccomp sandbox;
- *   7. serve until SIGTERM/SIGINT, or until the --run command ends.
+ *   7. serve until SIGTERM, SIGINT or SIGHUP, or until the --run command
+ *      ends.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,7 +36,6 @@
 #include <string.h>
 #include <syslog.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -447,38 +448,6 @@ static int check_memory_size(uint64_t size)
 }
 
 /*
- * mlockall(MCL_FUTURE) charges every later mapping, whole, to
- * RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (mlock_future_ok()
- * in mm/mmap.c, even under MCL_ONFAULT): the memory export (all of its
- * size), the pools and the connection threads' stacks would fail with
- * EAGAIN, in a container without CAP_IPC_LOCK say.  Keep what is locked
- * and lock nothing more then: mlockall without MCL_FUTURE clears it.  The
- * pools lock themselves, within the limit (ioflusher_mempool_new(3)).
- */
-static void limit_future_locks(void)
-{
-	struct rlimit rl;
-
-	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
-	    ioflusher_caps_initial_userns() == 1)
-		return;
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		return;
-	if (mlockall(MCL_CURRENT | MCL_ONFAULT) < 0) {
-		log_stderr("setup: memory lock: mlockall: %s\n",
-			   strerror(errno));
-		return;
-	}
-	log_stderr(
-		"setup: memory lock: without CAP_IPC_LOCK, RLIMIT_MEMLOCK "
-		"(%llu KiB) cannot hold what is mapped from now on: the "
-		"connection threads' stacks and the heap are not locked, the "
-		"pools only as far as the limit goes; risk: those pages may "
-		"be swapped out\n",
-		(unsigned long long)rl.rlim_cur / 1024);
-}
-
-/*
  * 0, or the exit status: 4 when a required protection could not be
  * applied (the LSB's "insufficient privilege": the unit's
  * RestartPreventExitStatus= does not restart what a restart cannot fix),
@@ -501,7 +470,13 @@ static int setup(const struct options *o)
 	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
 				 o->best_effort ? IOFLUSHER_POLICY_BEST_EFFORT :
 						  IOFLUSHER_POLICY_REQUIRED);
-	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
+	/* Without CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE
+	 * would charge every later mapping whole to the limit and refuse it
+	 * beyond (mlock_future_ok() in mm/mmap.c, even under MCL_ONFAULT):
+	 * lock what is mapped now only, there, and the report says so. */
+	ioflusher_ctx_set_memlock_flags(
+		ctx, IOFLUSHER_MEMLOCK_ONFAULT |
+			     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
 	ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
 	r = ioflusher_setup(ctx, &report);
 	ioflusher_ctx_unref(ctx);
@@ -514,10 +489,6 @@ static int setup(const struct options *o)
 		ioflusher_report_format(report, p, line, sizeof(line));
 		log_stderr("setup: %s\n", line);
 	}
-	if (r == 0 &&
-	    ioflusher_report_outcome(report, IOFLUSHER_PROTECT_MEMLOCK) ==
-		    IOFLUSHER_OUTCOME_APPLIED)
-		limit_future_locks();
 	ioflusher_report_free(report);
 	if (r < 0) {
 		log_stderr("setup failed: a required protection is missing "

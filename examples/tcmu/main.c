@@ -381,36 +381,6 @@ static int parse_options(int argc, char **argv, struct options *o)
 }
 
 /*
- * mlockall(MCL_FUTURE) charges every later mapping, whole, to
- * RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK (mlock_future_ok()
- * in mm/mmap.c, even under MCL_ONFAULT): map0 (1 GiB of data area by
- * default), the memory backend (the whole LUN) and the ring threads'
- * stacks would then fail with EAGAIN.  Without CAP_IPC_LOCK and under a
- * finite limit, keep what is locked and lock nothing more: mlockall
- * without MCL_FUTURE clears it.
- */
-static void limit_future_locks(void)
-{
-	struct rlimit rl;
-
-	if (ioflusher_caps_have(CAP_IPC_LOCK) == 1 &&
-	    ioflusher_caps_initial_userns() == 1)
-		return;
-	if (getrlimit(RLIMIT_MEMLOCK, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
-		return;
-	if (mlockall(MCL_CURRENT | MCL_ONFAULT) < 0) {
-		fprintf(stderr, "setup: memory lock: mlockall: %s\n",
-			strerror(errno));
-		return;
-	}
-	printf("setup: memory lock: without CAP_IPC_LOCK, RLIMIT_MEMLOCK "
-	       "(%llu KiB) cannot hold what is mapped from now on: the rings, "
-	       "the memory backend and the ring threads' stacks are not "
-	       "locked; risk: those pages may be swapped out\n",
-	       (unsigned long long)rl.rlim_cur / 1024);
-}
-
-/*
  * 0, or the exit status: 4 when a required protection could not be
  * applied (the LSB's "insufficient privilege": the unit's
  * RestartPreventExitStatus= does not restart what a restart cannot fix),
@@ -430,7 +400,13 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, o->policy);
 	/* Lock pages as they are touched: the memory backend's mapping is
 	 * the whole LUN and must not be committed at once. */
-	ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT);
+	/* Without CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE
+	 * would charge every later mapping whole to the limit and refuse it
+	 * beyond (mlock_future_ok() in mm/mmap.c, even under MCL_ONFAULT):
+	 * lock what is mapped now only, there, and the report says so. */
+	ioflusher_ctx_set_memlock_flags(
+		ctx, IOFLUSHER_MEMLOCK_ONFAULT |
+			     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
 	/* The main thread's stack and the heap: what start-up and the
 	 * signal wait use.  The ring threads pre-fault their own stacks. */
 	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
@@ -443,10 +419,6 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 	}
 	if (report) {
 		print_report(report);
-		if (r == 0 && ioflusher_report_outcome(
-				      report, IOFLUSHER_PROTECT_MEMLOCK) ==
-				      IOFLUSHER_OUTCOME_APPLIED)
-			limit_future_locks();
 		ioflusher_report_free(report);
 	}
 	if (r < 0) {

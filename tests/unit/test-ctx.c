@@ -300,12 +300,17 @@ Test(ctx, bad_values)
 	cr_assert(eq(int, ioflusher_ctx_set_oom_score_adj(ctx, 1001), -EINVAL));
 	cr_assert(eq(int, ioflusher_ctx_set_oom_score_adj(ctx, -1000), 0));
 	cr_assert(eq(int, ioflusher_ctx_set_oom_score_adj(ctx, 1000), 0));
-	cr_assert(eq(int, ioflusher_ctx_set_memlock_flags(ctx, 2), -EINVAL));
+	cr_assert(eq(int, ioflusher_ctx_set_memlock_flags(ctx, 4), -EINVAL));
 	cr_assert(eq(int, ioflusher_ctx_set_memlock_flags(ctx, ~0u), -EINVAL));
 	cr_assert(
 	    eq(int,
 	       ioflusher_ctx_set_memlock_flags(ctx, IOFLUSHER_MEMLOCK_ONFAULT),
 	       0));
+	cr_assert(eq(int,
+		     ioflusher_ctx_set_memlock_flags(
+			     ctx, IOFLUSHER_MEMLOCK_ONFAULT |
+					  IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED),
+		     0));
 	cr_assert(eq(int, ioflusher_ctx_set_reserve(ctx, 0, 0), 0));
 	ioflusher_ctx_unref(ctx);
 }

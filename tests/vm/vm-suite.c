@@ -780,6 +780,55 @@ static void test_setup_applied(void)
 	ioflusher_ctx_unref(ctx);
 }
 
+/*
+ * In a child without CAP_IPC_LOCK, under an RLIMIT_MEMLOCK that holds the
+ * process now and 16 MiB more: ioflusher_memlock_all(flags), which must
+ * return want, then a mapping of 64 MiB.  0 when it is made, 1 when it is
+ * refused (EAGAIN), 2 when memlock_all returned otherwise, 3 or 4 for the
+ * test's own failures.
+ */
+static int map_after_memlock(unsigned int flags, int want)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3,
+						      0 };
+		struct __user_cap_data_struct d[2];
+		struct rlimit rl;
+		void *p;
+
+		rl.rlim_cur = rl.rlim_max =
+			((rlim_t)status_kib("VmSize") << 10) + (16 << 20);
+		if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0 ||
+		    syscall(SYS_capget, &h, d) < 0)
+			_exit(3);
+		d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+		if (syscall(SYS_capset, &h, d) < 0)
+			_exit(3);
+		if (ioflusher_memlock_all(flags) != want)
+			_exit(2);
+		p = mmap(NULL, 64 << 20, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		_exit(p != MAP_FAILED ? 0 : errno == EAGAIN ? 1 : 4);
+	}
+	return pid < 0 ? -1 : wait_child(pid);
+}
+
+/* MCL_FUTURE without CAP_IPC_LOCK charges every later mapping to the
+ * limit: the 64 MiB are refused.  FUTURE_IF_UNLIMITED leaves it out
+ * there (and says so: 1), and the mapping is made. */
+static void test_memlock_future_if_unlimited(void)
+{
+	EXPECT_EQ(map_after_memlock(IOFLUSHER_MEMLOCK_ONFAULT, 0), 1);
+	EXPECT_EQ(map_after_memlock(IOFLUSHER_MEMLOCK_ONFAULT |
+					    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED,
+				    1),
+		  0);
+}
+
 /* A thread started before setup runs without the flag: setup sets it on
  * the caller, and fails the flag all the same, naming that thread. */
 static void test_setup_threads(void)
@@ -1343,6 +1392,9 @@ static const struct test tests[] = {
      SUITE_ROOT, NULL},
     {"setup: every protection is applied", test_setup_applied, SUITE_ROOT,
      NULL},
+    {"memlock: FUTURE_IF_UNLIMITED: no MCL_FUTURE under a limit without "
+     "CAP_IPC_LOCK, and the mapping is made",
+     test_memlock_future_if_unlimited, SUITE_ROOT, NULL},
     {"setup: a thread started before fails the flag (EBUSY), named",
      test_setup_threads, SUITE_ROOT, NULL},
     {"setup: CAP_SYS_RESOURCE only permitted: says raise it",
