@@ -155,24 +155,41 @@ static const char *ring_error(int r)
 	}
 }
 
+/* Why a backend was refused, beside its errno. */
+static const char *backend_hint(const struct device *d, int r)
+{
+	if (!d->uio.dev_size)
+		return " (the device has no size: write dev_size= to its "
+		       "control file before enabling it)";
+	if (r != -EINVAL)
+		return "";
+	if (strcmp(d->uio.config, "mem") && strncmp(d->uio.config, "file//", 6))
+		return " (expected \"mem\", or \"file/\" and an absolute path)";
+	if (!strcmp(d->uio.config, "mem"))
+		return " (larger than this process can map)";
+	return " (a regular file, not a device or a directory, is expected)";
+}
+
 static int open_device(struct device *d, const struct options *o)
 {
 	uint64_t data_bytes;
 	int r;
 
+	/* The device first: held, it is no other daemon's (and a second
+	 * daemon touches no backend file of it). */
+	r = tcmu_uio_open(o->root, &d->uio, &d->port.fd, &d->map);
+	if (r < 0) {
+		fprintf(stderr, "%s: /dev/%s: %s%s\n", d->uio.name, d->uio.uio,
+			strerror(-r),
+			r == -EBUSY ? " (another process serves it: one daemon "
+				      "per device)" :
+				      "");
+		return r;
+	}
 	r = tcmu_backend_open(d->uio.config, d->uio.dev_size, &d->be);
 	if (r < 0) {
 		fprintf(stderr, "%s: backend \"%s\": %s%s\n", d->uio.name,
-			d->uio.config, strerror(-r),
-			r == -EINVAL ? " (expected \"mem\" or \"file/\" and "
-				       "an absolute path)" :
-				       "");
-		return r;
-	}
-	r = tcmu_uio_open(o->root, &d->uio, &d->port.fd, &d->map);
-	if (r < 0) {
-		fprintf(stderr, "%s: /dev/%s: %s\n", d->uio.name, d->uio.uio,
-			strerror(-r));
+			d->uio.config, strerror(-r), backend_hint(d, r));
 		return r;
 	}
 	d->port.name = d->uio.name;
@@ -573,11 +590,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++)
 		devs[i].port.pool = pool;
 
-	/* SIGTERM, SIGINT and the threads' SIGUSR1 are taken synchronously
-	 * by the main thread; the ring threads inherit the mask. */
+	/* SIGTERM, SIGINT, SIGHUP and the threads' SIGUSR1 are taken
+	 * synchronously by the main thread; the ring threads inherit the
+	 * mask. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
 	sigaddset(&sigs, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	main_thread = pthread_self();

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -206,6 +207,14 @@ int tcmu_uio_open(const char *root, const struct tcmu_uio_dev *dev, int *fdp,
 	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	/* uio lets any number of processes open a device: two daemons would
+	 * both complete its commands.  One holds it, the other is told. */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+		close(fd);
+		return r;
+	}
 	/*
 	 * map0 is at offset 0 (uio maps N at N pages).  It is mapped
 	 * inaccessible first, then opened up: under mlockall(MCL_FUTURE) the

@@ -12,7 +12,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..22"
+echo "1..24"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -126,6 +126,25 @@ timeout 30 "$builddir/tests/failsys" poll=ENOMEM \
 check "a ring thread that fails stops the daemon: exit 1, and why, once" \
 	"$([ $? -eq 1 ] && has 'ring thread failed: Cannot allocate memory' &&
 		[ "$(grep -c 'Cannot allocate memory' "$tmp/out")" -eq 1 ]; echo $?)"
+
+# One daemon per device: one that finds the device held (flock(1) holds
+# it here, as a first daemon would) says so and exits 1.
+if command -v flock >/dev/null; then
+	device 0 disk0 mem
+	flock -x "$tmp/root/dev/uio0" \
+		"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+	check "a device another process holds: exit 1, and why" \
+		"$([ $? -eq 1 ] && has '/dev/uio0: .*another process serves it'; echo $?)"
+else
+	ok "a device another process holds # SKIP no flock(1)"
+fi
+
+# A device without a size (dev_size= never written): said so.
+device 0 disk0 mem
+echo 0 >"$tmp/root/sys/kernel/config/target/core/user_0/disk0/attrib/dev_size"
+"$daemon" --best-effort --root "$tmp/root" >"$tmp/out" 2>&1
+check "a device of size 0: exit 1, and dev_size= named" \
+	"$([ $? -eq 1 ] && has 'write dev_size= to its control file'; echo $?)"
 
 # More devices than it serves: it says so, and serves as many as it can.
 for i in $(seq 0 64); do device "$i" "many$i" mem; done

@@ -118,14 +118,14 @@ vm_daemon_start() {
 	done
 }
 
-# vm_daemon_stop: SIGTERM to $pid, then its exit status; a daemon still
-# there after 20 s is killed (status 137).
+# vm_daemon_stop [SIGNAL]: SIGNAL (TERM) to $pid, then its exit status; a
+# daemon still there after 20 s is killed (status 137).
 vm_daemon_stop() {
-	kill -TERM "$pid"
+	kill -"${1:-TERM}" "$pid"
 	_i=0
 	while vm_alive "$pid"; do
 		if [ $_i -ge 200 ]; then
-			vm_diag "$pid still runs 20 s after SIGTERM"
+			vm_diag "$pid still runs 20 s after SIG${1:-TERM}"
 			kill -9 "$pid"
 			break
 		fi
@@ -200,6 +200,8 @@ vm_tcmu_backstore() {
 	mkdir -p "$_bs" || return 1
 	echo "dev_size=$2" >"$_bs/control" || return 1
 	echo "dev_config=${3:-$1}" >"$_bs/control" || return 1
+	# As ioflusher-tcmu(8) says: no netlink reply is waited for.
+	echo nl_reply_supported=-1 >"$_bs/control" || return 1
 	echo 1 >"$_bs/enable" || return 1
 	for _u in /sys/class/uio/uio*; do
 		case $(cat "$_u/name" 2>/dev/null) in

@@ -189,6 +189,11 @@ if ! tcmu_start /tmp/tcmu.log; then
 	vm_not_ok "ioflusher-tcmu serves $uio"
 	vm_exit
 fi
+# One daemon per device: a second one, while the first serves, is told.
+vm_check "a second daemon beside the first: exit 1, the device is served already" \
+	sh -c "timeout 20 ioflusher-tcmu -d disk0 >/tmp/tcmu-dup.log 2>&1; rc=\$?;
+		cat /tmp/tcmu-dup.log; test \$rc = 1 &&
+		grep -q 'another process serves it' /tmp/tcmu-dup.log"
 vm_check "ioflusher-tcmu serves tcm-user/1/disk0/ioflusher/mem on $uio" \
 	grep -q "^device: tcm-user/1/disk0/ioflusher/mem on $uio: mem backend, 131072 blocks of 512 bytes" /tmp/tcmu.log
 vm_check "and tcm-user/1/disk1/ioflusher/file/$img on $uio1, made" \
@@ -354,6 +359,8 @@ vm_check "and it serves the disk: write and read 1 MiB" \
 		dd if=/tmp/mb of=/dev/$disk bs=64k oflag=direct 2>/dev/null &&
 		dd if=/dev/$disk of=/tmp/mb2 bs=64k count=16 iflag=direct 2>/dev/null &&
 		cmp /tmp/mb /tmp/mb2"
-tcmu_stop
-vm_check "SIGTERM: the second daemon exits 0" test $? = 0
+# SIGHUP (its terminal gone) is a stop as SIGTERM is, not a kill.
+vm_daemon_stop HUP
+vm_check "SIGHUP: the second daemon stops, exit 0" test $? = 0
+vm_check "and says so" grep -q '^stopping on Hangup' /tmp/tcmu2.log
 vm_exit
