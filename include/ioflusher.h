@@ -14,8 +14,9 @@
  * the contract.  ioflusher_memlock_check() is no boolean: 0 when the bytes
  * can be locked, -ENOMEM (-EPERM for a limit of 0) when they cannot.
  * ioflusher_memlock_all() returns 1 when it left MCL_FUTURE out, as
- * IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED may ask.  Negative on success too: ioflusher_ctx_get_log_priority() (-1, logging
- * off) and ioflusher_report_error() (the errno a protection failed with).
+ * IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED may ask.  Negative on success
+ * too: ioflusher_ctx_get_log_priority() (-1, logging off) and
+ * ioflusher_report_error() (the errno a protection failed with).
  * Functions that return a pointer return NULL for an invalid argument (and
  * ioflusher_mempool_alloc() for an empty pool with NOWAIT, or without it
  * when it cannot wait: a filter that refuses futex(2)).  See ioflusher(3),

@@ -176,9 +176,11 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 	r = ioflusher_memlock_all(ctx->memlock_flags);
 	if (r >= 0) {
 		ioflusher_memlock_locked(0, &locked);
-		ioflusher_memlock_limit(&soft, NULL);
 		mib(v, sizeof(v), locked);
-		mib(s, sizeof(s), soft);
+		if (ioflusher_memlock_limit(&soft, NULL) == 0)
+			mib(s, sizeof(s), soft);
+		else
+			snprintf(s, sizeof(s), "unknown");
 		snprintf(e->detail, sizeof(e->detail),
 			 "mlockall(MCL_CURRENT%s%s), %s locked%s%s%s",
 			 r == 0 ? "|MCL_FUTURE" : "",

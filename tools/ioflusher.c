@@ -366,6 +366,20 @@ static int process_visible(pid_t pid)
 	return -EACCES;
 }
 
+/* The child of flag_trial(): tries the flag and exits with the errno. */
+static int flag_trial_child(pid_t *child)
+{
+	*child = fork();
+	if (*child < 0)
+		return -errno;
+	if (*child == 0) {
+		int r = ioflusher_flag_set();
+
+		_exit(r < 0 && -r < 256 ? -r : r < 0 ? EIO : 0);
+	}
+	return 0;
+}
+
 /*
  * Whether the flag can really be set here, which the capabilities alone do
  * not show: a seccomp filter or a security module may refuse prctl(2), or
@@ -375,21 +389,25 @@ static int process_visible(pid_t pid)
  */
 static int flag_trial(int *sig)
 {
+	/* SIGCHLD ignored, as some supervisors leave it across execve, would
+	 * reap the child before waitpid() sees it (ECHILD). */
+	struct sigaction dfl = { .sa_handler = SIG_DFL }, old;
 	pid_t child;
-	int st;
+	int st, r;
 
 	fflush(stdout);
-	child = fork();
-	if (child < 0)
-		return -errno;
-	if (child == 0) {
-		int r = ioflusher_flag_set();
-
-		_exit(r < 0 && -r < 256 ? -r : r < 0 ? EIO : 0);
+	sigaction(SIGCHLD, &dfl, &old);
+	r = flag_trial_child(&child);
+	if (r == 0) {
+		while (waitpid(child, &st, 0) < 0)
+			if (errno != EINTR) {
+				r = -errno;
+				break;
+			}
 	}
-	while (waitpid(child, &st, 0) < 0)
-		if (errno != EINTR)
-			return -errno;
+	sigaction(SIGCHLD, &old, NULL);
+	if (r < 0)
+		return r;
 	if (WIFSIGNALED(st)) {
 		*sig = WTERMSIG(st);
 		return -EINTR;

@@ -528,23 +528,6 @@ static int audit_threads(void)
 
 /* ---------------------------------------------------------------- --run */
 
-/* The terminal on stdin passes from process group from to group to, if
- * from has it.  SIGTTOU blocked: a background group may then take it. */
-static void terminal_to(pid_t from, pid_t to)
-{
-	sigset_t ttou, old;
-
-	if (!isatty(STDIN_FILENO) || tcgetpgrp(STDIN_FILENO) != from)
-		return;
-	sigemptyset(&ttou);
-	sigaddset(&ttou, SIGTTOU);
-	pthread_sigmask(SIG_BLOCK, &ttou, &old);
-	if (tcsetpgrp(STDIN_FILENO, to) < 0)
-		fprintf(stderr, PROG ": --run: the terminal: %s\n",
-			strerror(errno));
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
 /*
  * The helper is forked before ioflusher_setup(), while the process has one
  * thread and nothing locked: a fork after it would share the pages setup
@@ -559,6 +542,14 @@ static void terminal_to(pid_t from, pid_t to)
 static pid_t launcher_start(const char *cmd, int *wfd)
 {
 	pid_t daemon_pid = getpid(), pid;
+	/* A process group of its own, so that what the command starts ends
+	 * with it when the daemon stops (kill_run()); but not where the
+	 * daemon runs in the foreground of a terminal: there the command
+	 * stays in its group, in the foreground too, so that it can read the
+	 * terminal (nbdsh, qemu-io), and ^C or ^Z reach both, as the shell's
+	 * job control expects. */
+	bool own_group = !isatty(STDIN_FILENO) ||
+			 tcgetpgrp(STDIN_FILENO) != getpgrp();
 	int p[2];
 
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -597,17 +588,13 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		}
 		if (buf[0])
 			setenv("uri", buf, 1);
-		/* A process group of its own: what the command starts ends
-		 * with it when the daemon stops (kill_run()).  And a daemon
-		 * killed outright (SIGKILL) ends the command's shell too. */
-		setpgid(0, 0);
+		if (own_group)
+			setpgid(0, 0);
+		/* A daemon killed outright (SIGKILL) ends the command's
+		 * shell too. */
 		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 &&
 		    getppid() != daemon_pid)
 			_exit(127);
-		/* The daemon's terminal, if it has it, goes to the command,
-		 * which may read it (nbdsh, qemu-io): in a group of its own
-		 * in the background, it would be stopped (SIGTTIN). */
-		terminal_to(getpgid(daemon_pid), getpid());
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
 		if (r < 0)
 			fprintf(stderr,
@@ -617,29 +604,36 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
-	setpgid(pid, pid); /* as the child does: whichever runs first */
+	if (own_group)
+		setpgid(pid, pid); /* as the child does: whichever runs first */
 	close(p[0]);
 	*wfd = p[1];
 	return pid;
 }
 
 /* The daemon stops before --run's command ended: the command and what it
- * started, not only the shell. */
+ * started, not only the shell (its group, where it has one), stopped
+ * ones too. */
 static void kill_run(pid_t pid)
 {
-	if (pid > 0 && kill(-pid, SIGTERM) < 0)
-		kill(pid, SIGTERM);
+	if (pid <= 0)
+		return;
+	if (kill(-pid, SIGTERM) == 0) {
+		kill(-pid, SIGCONT);
+		return;
+	}
+	kill(pid, SIGTERM);
+	kill(pid, SIGCONT);
 }
 
 /* The command's exit status once the daemon is done, as a shell gives it
- * (128 + the signal): it was sent SIGTERM when the daemon was told to stop,
- * or is now; SIGKILL after 5 s more. */
+ * (128 + the signal): it was sent SIGTERM when the daemon stopped serving
+ * (kill_run()); SIGKILL 5 s after the shutdown. */
 static int end_run(pid_t pid)
 {
 	pid_t r;
 	int ws;
 
-	kill_run(pid);
 	for (int i = 0; (r = waitpid(pid, &ws, WNOHANG)) != pid; i++) {
 		if (r < 0 && errno != EINTR)
 			return 1; /* not our child any more: cannot be */
@@ -652,7 +646,6 @@ static int end_run(pid_t pid)
 		}
 		usleep(100000);
 	}
-	terminal_to(pid, getpgrp());
 	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
 }
 
@@ -1122,20 +1115,21 @@ int main(int argc, char **argv)
 			    waitpid(run_pid, &ws, WNOHANG) == run_pid) {
 				status = WIFEXITED(ws) ? WEXITSTATUS(ws) :
 							 128 + WTERMSIG(ws);
-				terminal_to(run_pid, getpgrp());
 				run_pid = -1;
 				running = false;
 			}
 		} else {
 			log_stderr("signal %d: shutting down\n",
 				   (int)si.ssi_signo);
-			/* The command cannot go on without the server: it
-			 * is told at once, and its status is the daemon's. */
-			if (run_pid > 0)
-				kill_run(run_pid);
 			running = false;
 		}
 	}
+
+	/* The --run command cannot go on without the server, whatever
+	 * stopped it (a signal, the kernel's device): it is told at once, and
+	 * its status is the daemon's (end_run()). */
+	if (run_pid > 0)
+		kill_run(run_pid);
 
 	/* Stop taking clients.  Those connected have what they sent served,
 	 * and the rest refused with ESHUTDOWN, upon which they disconnect;
@@ -1161,8 +1155,6 @@ int main(int argc, char **argv)
 		 * new ones, and flushes what was answered. */
 		log_stderr("connections did not end; exiting without them\n");
 		report_lost(&exp, nbd_export_stop(&exp));
-		if (run_pid > 0)
-			kill_run(run_pid);
 		return 1;
 	}
 	nbd_kernel_wait(&kern);

@@ -301,11 +301,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* SIGTERM and SIGINT are taken synchronously by the main thread;
-	 * block them before the workers exist, so that they inherit the mask. */
+	/* SIGTERM, SIGINT and SIGHUP are taken synchronously by the main
+	 * thread; block them before the workers exist, so that they inherit
+	 * the mask. */
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
 	sigaddset(&sigs, SIGALRM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (pipe2(request_pipe, O_CLOEXEC) < 0) {

@@ -407,9 +407,33 @@ else
 	tap_ok "SIGTERM during --run: the command's children end too"
 fi
 # A command cut short is no success: its status (SIGTERM: 143) is the
-# daemon's, and it was told at once, not after the grace period.
+# daemon's.
 tap_check "SIGTERM during --run: the daemon exits with the command's 143" \
 	sh -c "test $grp_rc -eq 143 && ! grep -qx after '$nbd_tmp/grp.out'"
+# And it is told at once: a command that holds a connection open (in its
+# handshake, so that the shutdown cannot refuse it anything) would
+# otherwise keep the daemon for the 10 s grace period.
+HOLD=$nbd_tmp/held "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/hold.sock" --memory 1M --run '
+	exec python3 -c "
+import os, socket, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ[\"uri\"].split(\"socket=\")[1])
+s.recv(18)
+open(os.environ[\"HOLD\"], \"w\").close()
+time.sleep(60)"' >/dev/null 2>&1 &
+hd=$!
+i=0
+while [ ! -e "$nbd_tmp/held" ] && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+t0=$(date +%s)
+kill -TERM $hd
+wait $hd
+hold_rc=$?
+t1=$(date +%s)
+tap_check "SIGTERM during --run: the command is told at once, not after the grace" \
+	sh -c "test -e '$nbd_tmp/held' && test $hold_rc -eq 143 && test $((t1 - t0)) -lt 5"
 
 # SIGHUP (a closed terminal) stops it as SIGTERM does: exit 0, the socket
 # removed.
@@ -431,10 +455,14 @@ while ! pgrep -f "^sleep $marker2\$" >/dev/null && [ $i -lt 100 ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
+# Seen running first, or the check would pass on nothing.
+started=no
+pgrep -f "^sleep $marker2\$" >/dev/null && started=yes
 kill -9 $kd
 wait $kd 2>/dev/null
 tap_check "kill -9 of the daemon: the --run command gets SIGTERM" \
-	nbd_retry sh -c "! pgrep -f '^sleep $marker2\$' >/dev/null"
+	sh -c "test $started = yes && for i in \$(seq 50); do
+		pgrep -f '^sleep $marker2\$' >/dev/null || exit 0; sleep 0.1; done; exit 1"
 pkill -f "^sleep $marker2\$"
 
 # The command gets the daemon's terminal (script(1) gives it one), so an

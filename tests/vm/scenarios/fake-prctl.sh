@@ -6,7 +6,9 @@
 # must not call the machine ready, and the root suite run under the shim
 # must fail: the proof that these tests can.
 #
-# vm-binaries: tests/vm/vm-suite tools/ioflusher tests/vm/fake-prctl.la
+# GNU env, for --ignore-signal (busybox's has none; and a shell that execs
+# a command resets an ignored SIGCHLD first).
+# vm-binaries: tests/vm/vm-suite tools/ioflusher tests/vm/fake-prctl.la /usr/bin/env
 # vm-memory: 256
 # vm-timeout: 180
 . /vm/lib.sh
@@ -22,6 +24,9 @@ vm_check "ioflusher run refuses to start CMD when the flag does not stick" \
 # prctl(2) only pretends, whatever the capabilities say.
 vm_check "ioflusher status: ready, tried, as root" \
 	sh -c "ioflusher status | grep -q '^verdict: *ready: .*(tried)'"
+vm_check "ioflusher status: ready with SIGCHLD ignored too (its trial waited for)" \
+	sh -c "/usr/bin/env --ignore-signal=CHLD ioflusher status >/tmp/st2.out 2>&1;
+		cat /tmp/st2.out; grep -q '^verdict: *ready: .*(tried)' /tmp/st2.out"
 vm_check "ioflusher status under the shim: not ready, the flag did not stick" \
 	sh -c "env LD_PRELOAD=$shim ioflusher status >/tmp/st.out; rc=\$?;
 		cat /tmp/st.out; test \$rc = 1 &&
