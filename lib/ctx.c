@@ -154,10 +154,7 @@ _public_ int ioflusher_ctx_set_oom_score_adj(struct ioflusher_ctx *ctx, int adj)
 _public_ int ioflusher_ctx_set_memlock_flags(struct ioflusher_ctx *ctx,
 					     unsigned int flags)
 {
-	const unsigned int known = IOFLUSHER_MEMLOCK_ONFAULT |
-				   IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED;
-
-	if (!ctx || (flags & ~known))
+	if (!ctx || (flags & ~MEMLOCK_FLAGS))
 		return -EINVAL;
 	ctx->memlock_flags = flags;
 	return 0;

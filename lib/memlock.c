@@ -117,12 +117,10 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
 
 _public_ int ioflusher_memlock_all(unsigned int flags)
 {
-	const unsigned int known = IOFLUSHER_MEMLOCK_ONFAULT |
-				   IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED;
 	int mcl = MCL_CURRENT | MCL_FUTURE;
 	uint64_t soft, hard;
 
-	if (flags & ~known)
+	if (flags & ~MEMLOCK_FLAGS)
 		return -EINVAL;
 	if (flags & IOFLUSHER_MEMLOCK_ONFAULT)
 		mcl |= MCL_ONFAULT;

@@ -62,10 +62,15 @@ struct ioflusher_ctx {
 	void *log_data;
 	int policy[IOFLUSHER_PROTECT_COUNT];
 	int oom_score_adj;
-	unsigned int memlock_flags;
+	unsigned int memlock_flags; /* of MEMLOCK_FLAGS */
 	size_t stack_reserve;
 	size_t heap_reserve;
 };
+
+/* Every flag ioflusher_memlock_all() and ioflusher_ctx_set_memlock_flags()
+ * take. */
+#define MEMLOCK_FLAGS \
+	(IOFLUSHER_MEMLOCK_ONFAULT | IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED)
 
 /* Functions shared between the library's files are hidden from the shared
  * library, but a static libioflusher.a exports every global name: there they

@@ -175,26 +175,31 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 
 	r = ioflusher_memlock_all(ctx->memlock_flags);
 	if (r >= 0) {
+		size_t n;
+
 		ioflusher_memlock_locked(0, &locked);
 		mib(v, sizeof(v), locked);
+		n = (size_t)snprintf(e->detail, sizeof(e->detail),
+				     "mlockall(MCL_CURRENT%s%s), %s locked",
+				     r == 0 ? "|MCL_FUTURE" : "",
+				     ctx->memlock_flags &
+						     IOFLUSHER_MEMLOCK_ONFAULT ?
+					     "|MCL_ONFAULT" :
+					     "",
+				     v);
+		if (r == 0 || n >= sizeof(e->detail))
+			return 0;
+		/* 1: FUTURE_IF_UNLIMITED left MCL_FUTURE out. */
 		if (ioflusher_memlock_limit(&soft, NULL) == 0)
 			mib(s, sizeof(s), soft);
 		else
 			snprintf(s, sizeof(s), "unknown");
-		snprintf(e->detail, sizeof(e->detail),
-			 "mlockall(MCL_CURRENT%s%s), %s locked%s%s%s",
-			 r == 0 ? "|MCL_FUTURE" : "",
-			 ctx->memlock_flags & IOFLUSHER_MEMLOCK_ONFAULT ?
-				 "|MCL_ONFAULT" :
-				 "",
-			 v,
-			 r == 0 ? "" :
-				  "; not MCL_FUTURE: without CAP_IPC_LOCK, "
-				  "RLIMIT_MEMLOCK (",
-			 r == 0 ? "" : s,
-			 r == 0 ? "" :
-				  ") would refuse what is mapped from now on, "
-				  "which is therefore not locked");
+		snprintf(
+			e->detail + n, sizeof(e->detail) - n,
+			"; not MCL_FUTURE: without CAP_IPC_LOCK, RLIMIT_MEMLOCK "
+			"(%s) would refuse what is mapped from now on, which is "
+			"therefore not locked",
+			s);
 		return 0;
 	}
 	ioflusher_memlock_limit(&soft, &hard);
