@@ -395,10 +395,14 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 		int err = -errno;
 		bool ok = flags & IOFLUSHER_MEMPOOL_UNLOCKED_OK;
 
-		log_lock_failure(ctx, len, err, !ok,
-				 ok ? "; the pool is pre-faulted but not "
-				      "locked" :
-				      "");
+		/* Said once for the pool (or the resize), at its first
+		 * mapping refused: the rest of it is unlocked for the same
+		 * reason. */
+		if (!ok || *locked)
+			log_lock_failure(ctx, len, err, !ok,
+					 ok ? "; the pool is pre-faulted but "
+					      "not locked" :
+					      "");
 		if (!ok) {
 			munmap(p, len);
 			*errp = err;

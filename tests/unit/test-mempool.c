@@ -1145,12 +1145,18 @@ Test(mempool, lock_failure_is_reported)
 			   logbuf);
 	cr_assert_not_null(strstr(logbuf, "grant CAP_IPC_LOCK"), "%s", logbuf);
 
+	/* No page may be locked now: each of the pool's mappings fails. */
+	cr_assert_eq(set_memlock_limit(0, 0), 0);
 	logbuf[0] = 0;
 	r = ioflusher_mempool_new(ctx, 1024, 4096, 4096, 0,
 				  IOFLUSHER_MEMPOOL_UNLOCKED_OK, &pool);
 	cr_assert_eq(r, 0);
 	cr_assert_eq(stats_of(pool).locked, 0);
 	cr_assert_not_null(strstr(logbuf, "not locked"), "%s", logbuf);
+	msg = strstr(logbuf, "cannot lock ");
+	cr_assert_not_null(msg, "%s", logbuf);
+	cr_assert_null(strstr(msg + 1, "cannot lock "),
+		       "said once for the pool, not per mapping: %s", logbuf);
 	ioflusher_mempool_free(pool);
 	ioflusher_ctx_unref(ctx);
 }
