@@ -255,6 +255,27 @@ if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
 	check "status PID without /proc: says /proc is not there, exit 1" 1 \
 		"/proc is not mounted here, or not readable" \
 		unshare -m sh -c 'umount -l /proc && exec "$0" status "$1"' "$tool" "$pid"
+	# Its own status: what /proc alone shows is unknown, not guessed;
+	# what system calls show is still known.
+	noproc() {
+		unshare -m sh -c 'umount -l /proc && exec "$0" status' "$tool"
+	}
+	check "status without /proc: compaction unknown, not 'not in this kernel'" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^compaction: +unknown \(/proc is not mounted here" noproc
+	check "status without /proc: PSI unknown, not 'needs CONFIG_PSI'" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^PSI: +unknown \(/proc is not mounted here" noproc
+	check "status without /proc: its capabilities from capget(2)" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^CAP_IPC_LOCK: +effective (yes|no), permitted (yes|no), bounding (yes|no)" \
+		noproc
+	check "status without /proc: its RLIMIT_MEMLOCK from getrlimit(2)" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^RLIMIT_MEMLOCK: +[0-9a-z].* \(hard " noproc
+	check "status without /proc: its seccomp mode from prctl(2)" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^seccomp: +(none|filter)" noproc
 else
 	skip "status PID without /proc" "not root, or no unshare -m"
 fi

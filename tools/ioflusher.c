@@ -18,6 +18,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/capability.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -103,13 +105,35 @@ static char *status_field(pid_t pid, const char *key, char *buf, size_t size)
 	return result;
 }
 
+/* This process's own sets, which capget(2) and prctl(2) give without
+ * /proc. */
+static int own_cap_bit(const char *set, int cap)
+{
+	cap_flag_t which = strcmp(set, "CapEff") == 0 ? CAP_EFFECTIVE :
+							CAP_PERMITTED;
+	cap_flag_value_t v = CAP_CLEAR;
+	cap_t caps;
+	int r;
+
+	if (strcmp(set, "CapBnd") == 0) {
+		r = cap_get_bound((cap_value_t)cap);
+		return r < 0 ? -1 : r > 0;
+	}
+	caps = cap_get_proc();
+	if (!caps)
+		return -1;
+	r = cap_get_flag(caps, (cap_value_t)cap, which, &v);
+	cap_free(caps);
+	return r < 0 ? -1 : v == CAP_SET;
+}
+
 static int cap_bit(pid_t pid, const char *set, int cap)
 {
 	char buf[64];
 	unsigned long long mask;
 
 	if (!status_field(pid, set, buf, sizeof(buf)))
-		return -1;
+		return pid == getpid() ? own_cap_bit(set, cap) : -1;
 	mask = strtoull(buf, NULL, 16);
 	return (int)((mask >> cap) & 1);
 }
@@ -158,6 +182,21 @@ static void print_memlock_limit(pid_t pid)
 
 	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
 	f = fopen(path, "re");
+	if (!f && pid == getpid()) {
+		struct rlimit rl;
+
+		/* Without /proc, this process's own is still known. */
+		if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0) {
+			bytes_text(a, sizeof(a),
+				   rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX :
+								  rl.rlim_cur);
+			bytes_text(b, sizeof(b),
+				   rl.rlim_max == RLIM_INFINITY ? UINT64_MAX :
+								  rl.rlim_max);
+			printf("%-18s %s (hard %s)\n", "RLIMIT_MEMLOCK:", a, b);
+			return;
+		}
+	}
 	if (!f) {
 		printf("%-18s unknown (%s)\n",
 		       "RLIMIT_MEMLOCK:", strerror(errno));
@@ -241,12 +280,23 @@ static int first_line(const char *path, char *line, size_t size)
 	return r;
 }
 
+/* Without /proc (a mount namespace without it, a sandbox) a file of it
+ * that is missing says nothing of the kernel. */
+static bool proc_mounted(void)
+{
+	return access("/proc/self/status", R_OK) == 0;
+}
+
 static void print_psi(void)
 {
 	char line[256];
 	int r = first_line("/proc/pressure/memory", line, sizeof(line));
 
-	if (r < 0)
+	if (r == -ENOENT && !proc_mounted())
+		printf("%-18s unknown (/proc is not mounted here, or not "
+		       "readable)\n",
+		       "PSI:");
+	else if (r < 0)
 		printf("%-18s unavailable (%s; needs CONFIG_PSI and psi=1)\n",
 		       "PSI:", strerror(-r));
 	else if (r)
@@ -261,7 +311,11 @@ static void print_compaction(void)
 	int r = first_line("/proc/sys/vm/compact_unevictable_allowed", line,
 			   sizeof(line));
 
-	if (r < 0)
+	if (r == -ENOENT && !proc_mounted())
+		printf("%-18s unknown (/proc is not mounted here, or not "
+		       "readable)\n",
+		       "compaction:");
+	else if (r < 0)
 		printf("%-18s %s\n", "compaction:",
 		       r == -ENOENT ?
 			       "not in this kernel: locked pages stay put" :
@@ -361,7 +415,7 @@ static int process_visible(pid_t pid)
 	/* Or it exited in between. */
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return -ESRCH;
-	if (access("/proc/self/status", R_OK) < 0)
+	if (!proc_mounted())
 		return -ENOENT;
 	return -EACCES;
 }
@@ -476,11 +530,19 @@ static int cmd_status(int argc, char **argv)
 		      "");
 	initial = print_userns(pid);
 	have_resource = print_caps(pid);
+	/* PR_GET_SECCOMP answers for this process without /proc (2 for a
+	 * filter; strict mode would have killed it for asking). */
+	if (!status_field(pid, "Seccomp", buf, sizeof(buf))) {
+		r = self ? prctl(PR_GET_SECCOMP, 0, 0, 0, 0) : -1;
+		if (r >= 0)
+			snprintf(buf, sizeof(buf), "%d", r);
+		else
+			buf[0] = '\0';
+	}
 	printf("%-18s %s\n", "seccomp:",
-	       !status_field(pid, "Seccomp", buf, sizeof(buf)) ?
-		       "unknown" :
+	       !buf[0] ? "unknown" :
 	       strcmp(buf, "2") == 0 ?
-		       "filter (may refuse what the capabilities allow)" :
+			 "filter (may refuse what the capabilities allow)" :
 	       strcmp(buf, "1") == 0 ? "strict" :
 				       "none");
 	print_memlock_limit(pid);
