@@ -1381,6 +1381,72 @@ Test(mempool, stats_while_another_thread_churns, .timeout = 60)
 	ioflusher_mempool_free(a.pool);
 }
 
+struct idle_arg {
+	struct ioflusher_mempool *pool;
+	pthread_barrier_t *ready, *done;
+};
+
+/* Takes a cache slot of the pool, empty, then holds it until told. */
+static void *hold_a_slot(void *p)
+{
+	struct idle_arg *a = p;
+
+	ioflusher_mempool_flush(a->pool);
+	pthread_barrier_wait(a->ready);
+	pthread_barrier_wait(a->done);
+	return NULL;
+}
+
+/*
+ * A snapshot reads the threads' caches one after another, without their
+ * owners' lock.  An element that the producer's cache held when it was
+ * read can be in the consumer's by the time that is read: counted twice,
+ * it would make free exceed the pool and in_use wrap around.  The
+ * producer's cache is the first slot and the consumer's the last, with
+ * idle threads holding the slots between, so that the window is as wide
+ * as a snapshot.
+ */
+Test(mempool, stats_during_a_handoff_never_exceed_the_pool, .timeout = 120)
+{
+	enum { IDLE = 62 };
+	struct ioflusher_mempool *pool = make(256, 64, 64, 64);
+	static struct ring ring;
+	_Atomic unsigned int errors = 0;
+	struct handoff_arg a = { pool, &ring, 5000000, &errors };
+	pthread_barrier_t ready, done;
+	struct idle_arg ia = { pool, &ready, &done };
+	pthread_t give, take, idle[IDLE];
+	int i, bad = 0;
+
+	cr_assert_eq(pthread_barrier_init(&ready, NULL, IDLE + 1), 0);
+	cr_assert_eq(pthread_barrier_init(&done, NULL, IDLE + 1), 0);
+	cr_assert_eq(pthread_create(&give, NULL, producer, &a), 0);
+	/* The producer has its cache once it has passed one on. */
+	while (atomic_load(&ring.head) == 0)
+		sched_yield();
+	for (i = 0; i < IDLE; i++)
+		cr_assert_eq(pthread_create(&idle[i], NULL, hold_a_slot, &ia),
+			     0);
+	pthread_barrier_wait(&ready);
+	cr_assert_eq(pthread_create(&take, NULL, consumer, &a), 0);
+	/* As long as the handoff lasts: a few hundred thousand snapshots. */
+	while (atomic_load(&ring.tail) < a.count && !bad) {
+		struct ioflusher_mempool_stats st = stats_of(pool);
+
+		bad = st.free > st.min_nr || st.in_use > st.min_nr ||
+		      st.free + st.in_use != st.min_nr;
+	}
+	pthread_join(give, NULL);
+	pthread_join(take, NULL);
+	pthread_barrier_wait(&done);
+	for (i = 0; i < IDLE; i++)
+		pthread_join(idle[i], NULL);
+	cr_assert_eq(errors, 0);
+	cr_assert_not(bad, "a snapshot counted more than the pool has");
+	cr_assert_eq(stats_of(pool).free, 256);
+	ioflusher_mempool_free(pool);
+}
+
 static void *alloc_free_some(void *p)
 {
 	struct ioflusher_mempool *pool = p;
