@@ -170,6 +170,39 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Whether s is well-formed UTF-8 (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF), which the protocol requires of the
+ * names it carries. */
+static bool utf8_valid(const char *s)
+{
+	static const unsigned int least[] = { 0, 0x80, 0x800, 0x10000 };
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		/* The bytes that follow a lead byte: 110xxxxx one, 1110xxxx
+		 * two, 11110xxx three. */
+		unsigned int n = *p < 0x80	     ? 0 :
+				 (*p & 0xe0) == 0xc0 ? 1 :
+				 (*p & 0xf0) == 0xe0 ? 2 :
+				 (*p & 0xf8) == 0xf0 ? 3 :
+						       4;
+		unsigned int c;
+
+		if (n == 4)
+			return false;
+		c = *p++ & (n ? 0x3f >> n : 0x7f);
+		for (unsigned int i = 0; i < n; i++, p++) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			c = c << 6 | (*p & 0x3f);
+		}
+		if (c < least[n] || c > 0x10ffff ||
+		    (c >= 0xd800 && c <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
 static int parse_uint(const char *s, unsigned int min, unsigned int max,
 		      unsigned int *out)
 {
@@ -277,6 +310,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 			if (strlen(optarg) > 256) {
 				log_stderr(
 					"--export-name: at most 256 bytes\n");
+				return 2;
+			}
+			if (!utf8_valid(optarg)) {
+				log_stderr("--export-name: not UTF-8, which "
+					   "the NBD protocol requires of "
+					   "names\n");
 				return 2;
 			}
 			o->export_name = optarg;

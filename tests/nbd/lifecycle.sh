@@ -325,6 +325,22 @@ tap_check "refused: --connect, a 1000-byte --file: exit 2 before setup, saying s
 	sh -c "test $rc -eq 2 &&
 		grep -q 'odd.img: .* 1000 bytes are not a whole number of 512-byte sectors' '$nbd_tmp/odd.err' &&
 		! grep -q 'setup:' '$nbd_tmp/odd.err'"
+# Names on the wire are UTF-8 (proto.md, Conventions): a byte 0xff, an
+# overlong NUL and a lone surrogate are refused before anything is served.
+for name in 'a\377b|a byte 0xff' '\300\200|an overlong NUL' \
+	'\355\240\200|a surrogate'; do
+	timeout 20 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/name.sock" --memory 1M \
+		--export-name "$(printf "${name%|*}")" >/dev/null 2>"$nbd_tmp/name.err"
+	rc=$?
+	tap_check "refused: an --export-name with ${name#*|}, not UTF-8: exit 2, saying so" \
+		sh -c "test $rc -eq 2 && grep -q 'not UTF-8' '$nbd_tmp/name.err'"
+done
+out=$(timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/name.sock" --memory 1M \
+	--export-name "$(printf 'd\303\251j\303\240 \360\237\222\276')" \
+	--run 'nbdinfo --list "$uri"' 2>"$nbd_tmp/name.err")
+tap_check "--export-name of UTF-8 beyond ASCII: served, listed as given" \
+	sh -c 'printf "%s\n" "$1" | grep -q "^export=\"$2\":"' sh "$out" \
+	"$(printf 'd\303\251j\303\240 \360\237\222\276')"
 # A port getaddrinfo() would wrap (99999 is 34463) or take as 0.
 for port in 99999 65536 127.0.0.1: x1; do
 	timeout 20 "$NBD_DAEMON" $NBD_OPTS --tcp "$port" >/dev/null 2>"$nbd_tmp/port.err"
