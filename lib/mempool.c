@@ -760,15 +760,27 @@ static void cache_put(struct mp_cache *c, void *const *elems, size_t n)
 /*
  * The depot has room for every element of the pool, so more than that
  * coming back means an element was freed twice (a build without
- * IOFLUSHER_DEBUG cannot tell earlier).  Lock held.
+ * IOFLUSHER_DEBUG cannot tell earlier).  Lock held; the caller logs it
+ * with log_overflow() once the lock is released, since the log function
+ * is the caller's code and may well use the pool.
  */
 static bool depot_room(struct ioflusher_mempool *pool, size_t n)
 {
-	if (n <= pool->depot_cap - depot_free(pool))
-		return true;
-	log_err(pool->ctx, "mempool: more elements freed than the pool holds: "
-			   "double free");
-	return false;
+	return n <= pool->depot_cap - depot_free(pool);
+}
+
+static void log_overflow(struct ioflusher_mempool *pool, size_t dropped)
+{
+	if (dropped)
+		log_err(pool->ctx,
+			"mempool: more elements freed than the pool holds: "
+			"double free; %zu cached by an exiting thread could "
+			"not be told apart from those freed twice and are lost",
+			dropped);
+	else
+		log_err(pool->ctx,
+			"mempool: more elements freed than the pool holds: "
+			"double free");
 }
 
 /* Give every element of the cache back to the depot; lock held.  On a
@@ -781,21 +793,134 @@ static int cache_drain(struct ioflusher_mempool *pool, struct mp_cache *c)
 	return 0;
 }
 
+/*
+ * Elements are aligned to at least a pointer, so bit 0 of one in a
+ * magazine is free to mark it, and comparisons ignore it.
+ */
+#define MP_MARK ((uintptr_t)1)
+
+static uintptr_t ptr_key(const void *p)
+{
+	return (uintptr_t)p & ~MP_MARK;
+}
+
+/* Sorted in place, without malloc(), which qsort(3) may call: a Shell
+ * sort with Ciura's gaps, for at most a magazine's 2048. */
+static void ptr_sort(void **v, unsigned int n)
+{
+	static const unsigned int gaps[] = { 701, 301, 132, 57, 23, 10, 4, 1 };
+
+	for (unsigned int g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+		unsigned int gap = gaps[g];
+
+		for (unsigned int i = gap; i < n; i++) {
+			void *x = v[i];
+			unsigned int j = i;
+
+			for (; j >= gap && ptr_key(v[j - gap]) > ptr_key(x);
+			     j -= gap)
+				v[j] = v[j - gap];
+			v[j] = x;
+		}
+	}
+}
+
+/* Marks x in the sorted v[0..n) if it is there. */
+static void ptr_mark(void **v, unsigned int n, const void *x)
+{
+	unsigned int lo = 0, hi = n;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (ptr_key(v[mid]) < ptr_key(x)) {
+			lo = mid + 1;
+		} else if (ptr_key(v[mid]) > ptr_key(x)) {
+			hi = mid;
+		} else {
+			v[mid] = (void *)((uintptr_t)v[mid] | MP_MARK);
+			return;
+		}
+	}
+}
+
+/* The unmarked elements of the sorted v[0..n), each once, moved to the
+ * front: their number. */
+static unsigned int ptr_keep(void **v, unsigned int n)
+{
+	unsigned int kept = 0;
+
+	for (unsigned int i = 0; i < n; i++)
+		if (!((uintptr_t)v[i] & MP_MARK) &&
+		    (!kept || v[i] != v[kept - 1]))
+			v[kept++] = v[i];
+	return kept;
+}
+
+/* Marks in v[0..n) every element that the depot holds. */
+static void mark_depot_held(const struct ioflusher_mempool *pool, void **v,
+			    unsigned int n)
+{
+	for (size_t i = 0; i < pool->depot_count; i++)
+		ptr_mark(v, n, pool->depot[i]);
+	for (unsigned int m = 0; m < pool->nfull; m++)
+		for (unsigned int i = 0; i < pool->mag_nr; i++)
+			ptr_mark(v, n, pool->mags[m][i]);
+}
+
+/*
+ * An exiting thread's cache that the depot has no room for holds elements
+ * freed twice.  What can be told apart goes back: each element once, and
+ * none that the depot holds already.  What is still too much (an element
+ * freed into two threads' caches) is dropped, so that the depot never
+ * holds an element twice.  Lock held; the number dropped.
+ */
+static size_t cache_release_overflow(struct ioflusher_mempool *pool,
+				     struct mp_cache *c)
+{
+	void **mag[2] = { c->loaded, c->prev };
+	unsigned int count[2] = {
+		atomic_load_explicit(&c->n, RELAXED),
+		c->prev ? atomic_load_explicit(&c->prev_n, RELAXED) : 0
+	};
+	size_t dropped = 0;
+
+	for (int m = 0; m < 2; m++) {
+		/* The first magazine's go back before the second's are
+		 * looked at: an element in both is then in the depot. */
+		ptr_sort(mag[m], count[m]);
+		mark_depot_held(pool, mag[m], count[m]);
+		count[m] = ptr_keep(mag[m], count[m]);
+		for (unsigned int i = 0; i < count[m]; i++) {
+			if (depot_room(pool, 1))
+				depot_push(pool, &mag[m][i], 1);
+			else
+				dropped++;
+		}
+	}
+	atomic_store_explicit(&c->n, 0, RELAXED);
+	atomic_store_explicit(&c->prev_n, 0, RELAXED);
+	return dropped;
+}
+
 /* pthread key destructor: a thread that exits gives its cache back. */
 static void cache_release(void *arg)
 {
 	struct mp_cache *c = arg;
 	struct ioflusher_mempool *pool = c->pool;
 	struct mp_tls *t = &mp_tls[pool->serial & (MP_TLS_WAYS - 1)];
+	bool overflow = false;
+	size_t dropped = 0;
 
 	mp_lock(&pool->lock);
 	if (cache_drain(pool, c) < 0) {
-		/* What cannot go back was freed twice: forget it. */
-		atomic_store_explicit(&c->n, 0, RELAXED);
-		atomic_store_explicit(&c->prev_n, 0, RELAXED);
+		overflow = true;
+		dropped = cache_release_overflow(pool, c);
 	}
 	grant(pool);
 	mp_unlock(&pool->lock);
+	if (overflow)
+		log_overflow(pool, dropped);
 	if ((t->serial & ~MP_NO_SLOT) == pool->serial)
 		t->serial = 0;
 	atomic_store_explicit(&c->owner, 0, memory_order_release);
@@ -1299,6 +1424,7 @@ _public_ int ioflusher_mempool_alloc_bulk(struct ioflusher_mempool *pool,
 	if (k) {
 		if (cache_drain(pool, c) < 0) {
 			mp_unlock(&pool->lock);
+			log_overflow(pool, 0);
 			return -EINVAL;
 		}
 		grant(pool);
@@ -1333,6 +1459,7 @@ static int free_slow(struct ioflusher_mempool *pool, void *const *elems,
 {
 	struct mp_cache *c = cache_get(pool);
 	unsigned int top = 0, pn;
+	bool drained = true;
 	size_t i;
 
 	for (i = 0; i < n; i++)
@@ -1378,14 +1505,17 @@ to_depot:
 	 * cache too big for the depot holds elements freed twice (logged);
 	 * it stays as it is, and these elements are back all the same. */
 	if (c && pool->wait_head)
-		(void)cache_drain(pool, c);
+		drained = cache_drain(pool, c) == 0;
 	grant(pool);
 	mp_unlock(&pool->lock);
+	if (!drained)
+		log_overflow(pool, 0);
 	return 0;
 
 overflow:
 	grant(pool);
 	mp_unlock(&pool->lock);
+	log_overflow(pool, 0);
 	return -EINVAL;
 }
 
@@ -1488,6 +1618,8 @@ _public_ int ioflusher_mempool_flush(struct ioflusher_mempool *pool)
 	r = cache_drain(pool, c);
 	grant(pool);
 	mp_unlock(&pool->lock);
+	if (r < 0)
+		log_overflow(pool, 0);
 	return r;
 }
 

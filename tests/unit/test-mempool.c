@@ -1341,6 +1341,110 @@ Test(mempool, free_succeeds_when_a_drain_finds_a_double_free, .timeout = 60)
 	ioflusher_mempool_free(pool);
 	ioflusher_ctx_unref(ctx);
 }
+
+/* A log function that uses the pool it hears about, as one that reports
+ * the pool's statistics with the error would. */
+static struct ioflusher_mempool *logged_pool;
+static _Atomic unsigned int stats_in_log;
+
+static void log_with_stats(void *data, int priority, const char *file,
+			   int line, const char *fn, const char *format,
+			   va_list args)
+{
+	struct ioflusher_mempool_stats st;
+
+	log_capture(data, priority, file, line, fn, format, args);
+	if (logged_pool &&
+	    ioflusher_mempool_stats(logged_pool, &st, sizeof(st)) == 0)
+		atomic_fetch_add(&stats_in_log, 1);
+}
+
+/* The error of a double free is logged once the pool's lock is released:
+ * held, the log function above would wait for it forever. */
+Test(mempool, a_double_free_is_logged_outside_the_lock, .timeout = 30)
+{
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	void *x;
+
+	cr_assert_eq(ioflusher_ctx_set_log_fn(ctx, log_with_stats, NULL), 0);
+	cr_assert_eq(ioflusher_mempool_new(ctx, 16, 64, 0, 8, 0, &pool), 0);
+	logged_pool = pool;
+	x = ioflusher_mempool_alloc(pool, 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), 0);
+	cr_assert_eq(ioflusher_mempool_free_elem(pool, x), 0);
+	cr_assert_eq(ioflusher_mempool_flush(pool), -EINVAL);
+	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	cr_assert_gt(atomic_load(&stats_in_log), 0);
+	logged_pool = NULL;
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+struct exit_arg {
+	struct ioflusher_mempool *pool;
+	void **e;
+	int n;
+	const int *order;
+};
+
+static void *free_in_order_and_exit(void *p)
+{
+	struct exit_arg *a = p;
+
+	for (int i = 0; i < a->n; i++)
+		ioflusher_mempool_free_elem(a->pool, a->e[a->order[i]]);
+	return NULL;
+}
+
+/*
+ * A thread that freed an element twice and exits: its cache is too big
+ * for the depot, but only the duplicate may be lost, not the elements
+ * freed once beside it (a waiter on the whole pool would then wait
+ * forever).  Duplicates within the cache, and of an element the depot
+ * has already.
+ */
+Test(mempool, an_exiting_thread_loses_only_what_it_freed_twice,
+     .timeout = 30)
+{
+	/* e0 twice into the cache; e1 to the depot by the main thread and
+	 * then into the cache again. */
+	static const int order[] = { 0, 0, 1, 2, 3 };
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	void *e[4], *got[4];
+	struct exit_arg a;
+	pthread_t t;
+
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 64, 0, 8, 0, &pool), 0);
+	for (int round = 0; round < 2; round++) {
+		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 4, 0), 0);
+		cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+		a = (struct exit_arg){ pool, e, 5, order };
+		if (round == 1) {
+			/* e1 freed here first (the depot: this thread's
+			 * cache is flushed at once), then by the thread. */
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]),
+				     0);
+			cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+		}
+		cr_assert_eq(pthread_create(&t, NULL, free_in_order_and_exit,
+					    &a),
+			     0);
+		pthread_join(t, NULL);
+		cr_assert_eq(stats_of(pool).free, 4, "round %d: free %llu",
+			     round, (unsigned long long)stats_of(pool).free);
+		/* Four distinct elements, none of them twice. */
+		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, got, 4, 0), 0);
+		for (int i = 0; i < 4; i++)
+			for (int j = i + 1; j < 4; j++)
+				cr_assert_neq(got[i], got[j]);
+		ioflusher_mempool_free_bulk(pool, got, 4);
+	}
+	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
 #endif
 
 struct churn_arg {
