@@ -184,8 +184,7 @@ static void zero_iov_from(const struct tcmu_cmd *cmd, uint64_t off)
 /*
  * Answer with parameter data built in buf: as much as the allocation
  * length and the buffer allow (SPC-4 4.2.5.6: truncation is no error).
- * The rest of the buffer is zeroed, so that an initiator never sees what
- * a previous command left in those data-area pages.
+ * The rest of the buffer is zeroed by tcmu_scsi_execute().
  */
 static void data_in(struct tcmu_cmd *cmd, const void *buf, uint64_t len,
 		    uint64_t alloc_len)
@@ -193,7 +192,6 @@ static void data_in(struct tcmu_cmd *cmd, const void *buf, uint64_t len,
 	if (len > alloc_len)
 		len = alloc_len;
 	cmd->xfer_len = copy_iov(cmd, 0, (void *)buf, len, true);
-	zero_iov_from(cmd, cmd->xfer_len);
 }
 
 /* ---------------------------------------------------------------- LUN */
@@ -487,6 +485,29 @@ static void backend_error(struct tcmu_cmd *cmd, int err, bool write)
 				TCMU_ASC_UNRECOVERED_READ_ERROR);
 }
 
+/* Read len bytes into the first len of the command's buffers: the iovecs
+ * cut short for the backend, and restored. */
+static int read_into(struct tcmu_backend *be, struct tcmu_cmd *cmd,
+		     uint64_t off, uint64_t len)
+{
+	unsigned int cnt = 0, saved_cnt = cmd->iov_cnt;
+	size_t saved_len;
+	uint64_t sum = 0;
+	int r;
+
+	if (len == cmd->data_len)
+		return be->ops->read(be, cmd->iov, cmd->iov_cnt, off);
+	while (sum + cmd->iov[cnt].iov_len < len)
+		sum += cmd->iov[cnt++].iov_len;
+	saved_len = cmd->iov[cnt].iov_len;
+	cmd->iov[cnt].iov_len = (size_t)(len - sum);
+	cmd->iov_cnt = cnt + 1;
+	r = be->ops->read(be, cmd->iov, cmd->iov_cnt, off);
+	cmd->iov[cnt].iov_len = saved_len;
+	cmd->iov_cnt = saved_cnt;
+	return r;
+}
+
 static void read_write(const struct tcmu_lun *lun, struct tcmu_cmd *cmd,
 		       bool write, uint64_t lba, uint32_t nb,
 		       unsigned int len_byte)
@@ -503,16 +524,27 @@ static void read_write(const struct tcmu_lun *lun, struct tcmu_cmd *cmd,
 	}
 	if (!in_range(lun, lba, nb))
 		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
-	if (nb > lun->max_xfer_blocks || bytes != cmd->data_len)
+	/* A buffer larger than a read's transfer is an underflow, which the
+	 * initiator learns as a residual, as target_cmd_size_check() in
+	 * drivers/target allows it; a write's data must be exactly what it
+	 * writes, and no transfer may overflow its buffer. */
+	if (nb > lun->max_xfer_blocks || bytes > cmd->data_len ||
+	    (write && bytes != cmd->data_len))
 		return invalid_cdb(cmd, len_byte, NO_BIT);
 	if (!nb)
 		return;
+	/* FUA on a read (SBC-3 5.11): what a volatile cache holds of the
+	 * blocks reaches the medium before they are read. */
+	if (!write && fua && be->write_cache) {
+		r = be->ops->flush(be);
+		if (r < 0)
+			return backend_error(cmd, r, true);
+	}
 	if (write)
 		r = be->ops->write(be, cmd->iov, cmd->iov_cnt,
 				   lba << lun->block_shift, fua);
 	else
-		r = be->ops->read(be, cmd->iov, cmd->iov_cnt,
-				  lba << lun->block_shift);
+		r = read_into(be, cmd, lba << lun->block_shift, bytes);
 	if (r < 0)
 		return backend_error(cmd, r, write);
 	if (!write)
@@ -544,8 +576,13 @@ static void unmap(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 
 	if (cmd->cdb[1] & 0x01) /* ANCHOR: not supported (ANC_SUP 0) */
 		return invalid_cdb(cmd, 1, 0);
-	if (!len) /* SBC-3 5.28: no parameter data, no error */
+	/* SBC-3 5.28: no parameter data, no error.  The buffer, if the
+	 * initiator gave one, holds nothing of its own then: zeroed, as for
+	 * the commands without Data-Out (tcmu_scsi_execute()). */
+	if (!len) {
+		zero_iov_from(cmd, 0);
 		return;
+	}
 	if (len > cmd->data_len)
 		len = cmd->data_len;
 	if (len < sizeof(hdr))
@@ -686,7 +723,24 @@ static void request_sense(struct tcmu_cmd *cmd)
 	data_in(cmd, b, sizeof(b), cmd->cdb[4]);
 }
 
-void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
+/* The commands whose buffer holds Data-Out, the initiator's data. */
+static bool data_out(uint8_t opcode)
+{
+	switch (opcode) {
+	case OP_WRITE_6:
+	case OP_WRITE_10:
+	case OP_WRITE_12:
+	case OP_WRITE_16:
+	case OP_WRITE_SAME_10:
+	case OP_WRITE_SAME_16:
+	case OP_UNMAP:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 {
 	const uint8_t *c = cmd->cdb;
 	unsigned int len = tcmu_scsi_cdb_len(c[0]);
@@ -781,4 +835,16 @@ void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	case OP_WRITE_SAME_16:
 		return write_same(lun, cmd, be64(c + 2), be32(c + 10), 10);
 	}
+}
+
+void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
+{
+	execute(lun, cmd);
+	/* What the answer leaves of a Data-In buffer is zeroed, whatever
+	 * the command: the kernel returns the whole buffer when the answer
+	 * is no bytes (it ignores a READ_LEN of 0), or lacks CAP_READ_LEN,
+	 * and an initiator must never see what an earlier command, perhaps
+	 * another initiator's, left in those data-area pages. */
+	if (!data_out(cmd->cdb[0]) && cmd->xfer_len < cmd->data_len)
+		zero_iov_from(cmd, cmd->xfer_len);
 }

@@ -487,6 +487,54 @@ Test(tcmu_scsi, a_buffer_that_is_not_the_transfer_length_is_refused)
 	cr_assert_arr_eq(c->in, buf, sizeof(buf));
 }
 
+/* A read into a buffer larger than its transfer (an underflow): served,
+ * the initiator told the residual by READ_LEN, the rest zeroed. */
+Test(tcmu_scsi, a_read_into_a_larger_buffer_has_a_residual)
+{
+	uint8_t buf[4 * BS], junk[4 * BS];
+	struct kern_cmd *c;
+
+	fill(buf, sizeof(buf), 7);
+	memset(junk, 0xa5, sizeof(junk));
+	expect_good(rw(10, true, 200, 1, buf, BS));
+	expect_good(rw(10, true, 0, 4, junk, sizeof(junk)));
+	for (unsigned int len = 10; len <= 16; len += 6) {
+		c = rw(len, false, 200, 1, NULL, sizeof(buf));
+		expect_good(c);
+		cr_assert_eq(c->read_len, BS, "READ(%u): read_len %u", len,
+			     c->read_len);
+		cr_assert_arr_eq(c->in, buf, BS);
+	}
+}
+
+/* A command that answers no bytes, given a Data-In buffer by its
+ * initiator: the kernel returns the whole buffer, which must not hold
+ * what an earlier command left in those pages. */
+Test(tcmu_scsi, a_command_of_no_data_returns_a_zeroed_buffer)
+{
+	static const uint8_t cdbs[][10] = {
+		{ 0x00 }, /* TEST UNIT READY */
+		{ 0x35 }, /* SYNCHRONIZE CACHE (10) */
+		{ 0x42 }, /* UNMAP, parameter list length 0 */
+	};
+	uint8_t junk[4096], zero[4096] = { 0 };
+	struct kern_cmd *c;
+
+	memset(junk, 0xa5, sizeof(junk));
+	for (size_t i = 0; i < sizeof(cdbs) / sizeof(cdbs[0]); i++) {
+		unsigned int len = cdbs[i][0] < 0x20 ? 6 : 10;
+
+		expect_good(rw(10, true, 0, 4096 / BS, junk, sizeof(junk)));
+		c = harness_run(&h, cdbs[i], len, KERN_FROM_DEV, NULL,
+				sizeof(junk));
+		expect_good(c);
+		cr_assert_eq(c->read_len, sizeof(junk));
+		cr_assert_arr_eq(c->in, zero, sizeof(zero),
+				 "opcode 0x%02x returned stale bytes",
+				 cdbs[i][0]);
+	}
+}
+
 Test(tcmu_scsi, more_than_the_maximum_transfer_length_is_refused)
 {
 	uint32_t nb = (1u << 20) / BS + 1;
@@ -962,6 +1010,43 @@ Test(tcmu_scsi, file_backend_round_trip_fua_and_flush)
 	cdb[0] = 0x91;
 	memset(cdb + 1, 0, 15);
 	expect_good(harness_run(&h, cdb, 16, KERN_NONE, NULL, 0));
+	file_done();
+}
+
+static const struct tcmu_backend_ops *real_ops;
+static struct tcmu_backend_ops counting_ops;
+static unsigned int flushes;
+
+static int count_flush(struct tcmu_backend *be)
+{
+	flushes++;
+	return real_ops->flush(be);
+}
+
+/* FUA on a read: what the write cache holds of the blocks reaches the
+ * medium first (SBC-3 5.11), as DPOFUA in MODE SENSE promises. */
+Test(tcmu_scsi, file_backend_read_with_fua_flushes_first)
+{
+	uint8_t buf[8 * BS], cdb[16];
+	struct kern_cmd *c;
+
+	file_lun(LUN_SIZE);
+	real_ops = h.lun.be->ops;
+	counting_ops = *real_ops;
+	counting_ops.flush = count_flush;
+	h.lun.be->ops = &counting_ops;
+	fill(buf, sizeof(buf), 9);
+	expect_good(rw(10, true, 64, 8, buf, sizeof(buf)));
+	flushes = 0;
+	expect_good(rw(10, false, 64, 8, NULL, sizeof(buf)));
+	cr_assert_eq(flushes, 0, "a read without FUA flushes nothing");
+	cdb_rw(cdb, 10, false, 64, 8);
+	cdb[1] = 0x08; /* FUA */
+	c = harness_run(&h, cdb, 10, KERN_FROM_DEV, NULL, sizeof(buf));
+	expect_good(c);
+	cr_assert_arr_eq(c->in, buf, sizeof(buf));
+	cr_assert_eq(flushes, 1, "a read with FUA flushed %u times", flushes);
+	h.lun.be->ops = real_ops;
 	file_done();
 }
 
