@@ -311,6 +311,13 @@ static inline uint64_t elem_index0(const struct ioflusher_mempool *pool,
 
 /* ------------------------------------------------------------ memory */
 
+/* What of a pool (or of what a resize adds) could not be locked: the
+ * bytes, and the first error. */
+struct mp_unlocked {
+	size_t bytes;
+	int err;
+};
+
 static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
 			     bool fatal, const char *why)
 {
@@ -326,16 +333,27 @@ static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
 	/* The limit counts what the process has locked already (mlockall,
 	 * the heap reserve, other pools), not this mapping alone. */
 	ioflusher__log(ctx, prio, __FILE__, __LINE__, __func__,
-		       "mempool: cannot lock a mapping of %zu bytes of the "
-		       "pool: %s: %s; %llu bytes are locked already, "
+		       "mempool: cannot lock %s%zu bytes of the pool: %s: %s; "
+		       "%llu bytes are locked already, "
 		       "RLIMIT_MEMLOCK is %llu bytes (hard %llu), CAP_IPC_LOCK "
 		       "is %s%s%s",
-		       len, strerror(-err), ioflusher_reason_string(reason),
+		       fatal ? "a mapping of " : "", len, strerror(-err),
+		       ioflusher_reason_string(reason),
 		       (unsigned long long)locked, (unsigned long long)soft,
 		       (unsigned long long)hard, cap ? "held" : "not held", why,
 		       cap ? "" :
 			     "; grant CAP_IPC_LOCK or raise RLIMIT_MEMLOCK "
 			     "(LimitMEMLOCK=infinity)");
+}
+
+/* Under IOFLUSHER_MEMPOOL_UNLOCKED_OK, once for a pool or a resize: all
+ * the bytes left unlocked, so that the limit can be sized from it. */
+static void log_unlocked(struct ioflusher_ctx *ctx,
+			 const struct mp_unlocked *un)
+{
+	if (un->bytes)
+		log_lock_failure(ctx, un->bytes, un->err, false,
+				 "; the pool is pre-faulted but not locked");
 }
 
 /*
@@ -344,7 +362,7 @@ static void log_lock_failure(struct ioflusher_ctx *ctx, size_t len, int err,
  * make the parent's next write to a pool element fault.
  */
 static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
-		    unsigned int flags, bool *locked, int *errp)
+		    unsigned int flags, struct mp_unlocked *un, int *errp)
 {
 	size_t page = page_size();
 	size_t slack = align > page ? align : 0, total;
@@ -395,20 +413,19 @@ static void *mp_map(struct ioflusher_ctx *ctx, size_t len, size_t align,
 		int err = -errno;
 		bool ok = flags & IOFLUSHER_MEMPOOL_UNLOCKED_OK;
 
-		/* Said once for the pool (or the resize), at its first
-		 * mapping refused: the rest of it is unlocked for the same
-		 * reason. */
-		if (!ok || *locked)
-			log_lock_failure(ctx, len, err, !ok,
-					 ok ? "; the pool is pre-faulted but "
-					      "not locked" :
-					      "");
+		/* Without the flag, said here; with it, once for the pool
+		 * (or the resize), with all its bytes that are unlocked, by
+		 * log_unlocked(). */
+		if (!ok)
+			log_lock_failure(ctx, len, err, true, "");
 		if (!ok) {
 			munmap(p, len);
 			*errp = err;
 			return NULL;
 		}
-		*locked = false;
+		un->bytes += len;
+		if (!un->err)
+			un->err = err;
 	}
 	/* mlock() populates, but an unlocked pool must be faulted too. */
 	for (i = 0; i < len; i += page)
@@ -844,16 +861,21 @@ static void ptr_mark(void **v, unsigned int n, const void *x)
 	}
 }
 
-/* The unmarked elements of the sorted v[0..n), each once, moved to the
- * front: their number. */
+/* The elements of the sorted v[0..n) that no copy of is marked, each
+ * once, moved to the front: their number.  ptr_mark() marks one copy of
+ * an element the magazine holds twice, whichever the search meets. */
 static unsigned int ptr_keep(void **v, unsigned int n)
 {
-	unsigned int kept = 0;
+	unsigned int kept = 0, i, j;
 
-	for (unsigned int i = 0; i < n; i++)
-		if (!((uintptr_t)v[i] & MP_MARK) &&
-		    (!kept || v[i] != v[kept - 1]))
+	for (i = 0; i < n; i = j) {
+		bool marked = false;
+
+		for (j = i; j < n && ptr_key(v[j]) == ptr_key(v[i]); j++)
+			marked |= (uintptr_t)v[j] & MP_MARK;
+		if (!marked)
 			v[kept++] = v[i];
+	}
 	return kept;
 }
 
@@ -919,12 +941,14 @@ static void cache_release(void *arg)
 	}
 	grant(pool);
 	mp_unlock(&pool->lock);
-	if (overflow)
-		log_overflow(pool, dropped);
 	if ((t->serial & ~MP_NO_SLOT) == pool->serial)
 		t->serial = 0;
 	atomic_store_explicit(&c->owner, 0, memory_order_release);
 	atomic_fetch_add_explicit(&pool->slot_gen, 1, memory_order_release);
+	/* Last: a log function that uses the pool must not fill the cache
+	 * just given back, which no one would own. */
+	if (overflow)
+		log_overflow(pool, dropped);
 }
 
 /*
@@ -982,7 +1006,7 @@ found:
 /* ------------------------------------------------------------ create */
 
 static int add_chunk(struct ioflusher_mempool *pool, size_t nr,
-		     struct mp_chunk *ch, bool *locked)
+		     struct mp_chunk *ch, struct mp_unlocked *un)
 {
 	size_t bytes, states = 0, page = page_size();
 	int err = 0;
@@ -998,7 +1022,7 @@ static int add_chunk(struct ioflusher_mempool *pool, size_t nr,
 		return -EINVAL;
 	ch->map = mp_map(pool->ctx, bytes + states,
 			 pool->align > page ? pool->align : page, pool->flags,
-			 locked, &err);
+			 un, &err);
 	if (!ch->map)
 		return err;
 	ch->map_size = bytes + states;
@@ -1013,7 +1037,7 @@ static int add_chunk(struct ioflusher_mempool *pool, size_t nr,
 
 /* A locked array of cap pointers for the depot. */
 static void **depot_map(struct ioflusher_mempool *pool, size_t cap,
-			size_t *map_size, bool *locked, int *errp)
+			size_t *map_size, struct mp_unlocked *un, int *errp)
 {
 	size_t len;
 
@@ -1023,7 +1047,7 @@ static void **depot_map(struct ioflusher_mempool *pool, size_t cap,
 		return NULL;
 	}
 	*map_size = len;
-	return mp_map(pool->ctx, len, page_size(), pool->flags, locked, errp);
+	return mp_map(pool->ctx, len, page_size(), pool->flags, un, errp);
 }
 
 static bool args_valid(size_t min_nr, size_t elem_size, size_t align,
@@ -1044,7 +1068,7 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 	size_t page = page_size();
 	unsigned int mag_nr = cache_nr > 1 ? cache_nr / 2 : cache_nr;
 	char *meta, *mags;
-	bool locked = true;
+	struct mp_unlocked un = { 0 };
 	size_t i;
 	int err = 0;
 
@@ -1067,7 +1091,7 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 				     (2 * MP_CACHE_SLOTS + MP_MAGS) * mag_size,
 			     page);
 
-	meta = mp_map(ctx, meta_size, page, flags, &locked, &err);
+	meta = mp_map(ctx, meta_size, page, flags, &un, &err);
 	if (!meta)
 		return err;
 	pool = (struct ioflusher_mempool *)((char *)meta + MP_META_OFFSET);
@@ -1109,7 +1133,7 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 		}
 	}
 
-	err = add_chunk(pool, min_nr, &pool->chunks[0], &locked);
+	err = add_chunk(pool, min_nr, &pool->chunks[0], &un);
 	if (err < 0)
 		goto fail;
 	atomic_store(&pool->nchunks, 1);
@@ -1117,8 +1141,7 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 	pool->nr0 = min_nr;
 	pool->shift0 = (unsigned int)__builtin_ctzll(stride);
 	pool->inv0 = odd_inverse(stride >> pool->shift0);
-	pool->depot =
-		depot_map(pool, min_nr, &pool->depot_map_size, &locked, &err);
+	pool->depot = depot_map(pool, min_nr, &pool->depot_map_size, &un, &err);
 	if (!pool->depot)
 		goto fail;
 	pool->depot_cap = min_nr;
@@ -1128,12 +1151,13 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 			(char *)pool->base0 + (min_nr - 1 - i) * stride;
 	pool->depot_count = min_nr;
 	pool->total = min_nr;
-	pool->locked = locked;
+	pool->locked = !un.bytes;
+	log_unlocked(ctx, &un);
 	log_dbg(ctx,
 		"mempool: %zu elements of %zu bytes (stride %zu, align %zu), "
 		"%u cached per thread, %s",
 		min_nr, elem_size, stride, align, pool->cache_nr,
-		locked ? "locked" : "not locked");
+		pool->locked ? "locked" : "not locked");
 	*poolp = pool;
 	return 0;
 
@@ -1178,7 +1202,7 @@ _public_ int ioflusher_mempool_resize(struct ioflusher_mempool *pool,
 	struct mp_chunk ch = { 0 };
 	void **depot, **old;
 	size_t total, map_size, old_size;
-	bool locked = true;
+	struct mp_unlocked un = { 0 };
 	unsigned int n;
 	int err = 0;
 
@@ -1195,10 +1219,10 @@ _public_ int ioflusher_mempool_resize(struct ioflusher_mempool *pool,
 		goto out;
 
 	/* Everything that may fault or sleep happens before the lock. */
-	err = add_chunk(pool, min_nr - total, &ch, &locked);
+	err = add_chunk(pool, min_nr - total, &ch, &un);
 	if (err < 0)
 		goto out;
-	depot = depot_map(pool, min_nr, &map_size, &locked, &err);
+	depot = depot_map(pool, min_nr, &map_size, &un, &err);
 	if (!depot) {
 		munmap(ch.map, ch.map_size);
 		goto out;
@@ -1217,11 +1241,12 @@ _public_ int ioflusher_mempool_resize(struct ioflusher_mempool *pool,
 	pool->total = min_nr;
 	pool->chunks[n] = ch;
 	atomic_store_explicit(&pool->nchunks, n + 1, memory_order_release);
-	if (!locked)
+	if (un.bytes)
 		pool->locked = false;
 	grant(pool);
 	mp_unlock(&pool->lock);
 	munmap(old, old_size);
+	log_unlocked(pool->ctx, &un);
 	log_dbg(pool->ctx, "mempool: grown to %zu elements", min_nr);
 out:
 	mp_unlock(&pool->resize_lock);

@@ -1157,6 +1157,13 @@ Test(mempool, lock_failure_is_reported)
 	cr_assert_not_null(msg, "%s", logbuf);
 	cr_assert_null(strstr(msg + 1, "cannot lock "),
 		       "said once for the pool, not per mapping: %s", logbuf);
+	/* With all its bytes, elements and all, not only the first mapping
+	 * refused (its header), so that the limit can be sized from it. */
+	cr_assert_eq(sscanf(msg, "cannot lock %zu bytes of the pool", &bytes),
+		     1, "%s", logbuf);
+	cr_assert_geq(bytes, 1024 * 4096 + 1024 * sizeof(void *), "%s",
+		      logbuf);
+	cr_assert_eq(bytes, stats_of(pool).bytes, "%s", logbuf);
 	ioflusher_mempool_free(pool);
 	ioflusher_ctx_unref(ctx);
 }
@@ -1347,9 +1354,8 @@ Test(mempool, free_succeeds_when_a_drain_finds_a_double_free, .timeout = 60)
 static struct ioflusher_mempool *logged_pool;
 static _Atomic unsigned int stats_in_log;
 
-static void log_with_stats(void *data, int priority, const char *file,
-			   int line, const char *fn, const char *format,
-			   va_list args)
+static void log_with_stats(void *data, int priority, const char *file, int line,
+			   const char *fn, const char *format, va_list args)
 {
 	struct ioflusher_mempool_stats st;
 
@@ -1404,12 +1410,18 @@ static void *free_in_order_and_exit(void *p)
  * forever).  Duplicates within the cache, and of an element the depot
  * has already.
  */
-Test(mempool, an_exiting_thread_loses_only_what_it_freed_twice,
-     .timeout = 30)
+Test(mempool, an_exiting_thread_loses_only_what_it_freed_twice, .timeout = 30)
 {
-	/* e0 twice into the cache; e1 to the depot by the main thread and
-	 * then into the cache again. */
-	static const int order[] = { 0, 0, 1, 2, 3 };
+	/* The order the thread frees in; the element the main thread has
+	 * given back to the depot before, or -1. */
+	static const struct {
+		int order[5], in_depot;
+	} rounds[] = {
+		{ { 0, 0, 1, 2, 3 }, -1 }, /* e0 twice into the cache */
+		{ { 0, 0, 1, 2, 3 }, 1 }, /* and e1 in the depot too */
+		{ { 1, 1, 0, 2, 3 }, 1 }, /* e1 twice, and in the depot */
+		{ { 0, 0, 1, 2, 3 }, 0 }, /* e0 twice, and in the depot */
+	};
 	struct ioflusher_ctx *ctx = capture_ctx();
 	struct ioflusher_mempool *pool;
 	void *e[4], *got[4];
@@ -1417,14 +1429,25 @@ Test(mempool, an_exiting_thread_loses_only_what_it_freed_twice,
 	pthread_t t;
 
 	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 64, 0, 8, 0, &pool), 0);
-	for (int round = 0; round < 2; round++) {
+	for (size_t r = 0; r < sizeof(rounds) / sizeof(rounds[0]); r++) {
+		int d = rounds[r].in_depot;
+
 		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 4, 0), 0);
 		cr_assert_eq(ioflusher_mempool_flush(pool), 0);
-		a = (struct exit_arg){ pool, e, 5, order };
-		if (round == 1) {
-			/* e1 freed here first (the depot: this thread's
-			 * cache is flushed at once), then by the thread. */
-			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[1]),
+		/* In address order, as the exiting cache sorts them: e0 is
+		 * the lowest. */
+		for (int i = 1; i < 4; i++)
+			for (int j = i; j > 0 && e[j - 1] > e[j]; j--) {
+				void *x = e[j];
+
+				e[j] = e[j - 1];
+				e[j - 1] = x;
+			}
+		a = (struct exit_arg){ pool, e, 5, rounds[r].order };
+		/* Freed here first, and this thread's cache flushed: in the
+		 * depot when the other thread frees it again. */
+		if (d >= 0) {
+			cr_assert_eq(ioflusher_mempool_free_elem(pool, e[d]),
 				     0);
 			cr_assert_eq(ioflusher_mempool_flush(pool), 0);
 		}
@@ -1432,16 +1455,65 @@ Test(mempool, an_exiting_thread_loses_only_what_it_freed_twice,
 					    &a),
 			     0);
 		pthread_join(t, NULL);
-		cr_assert_eq(stats_of(pool).free, 4, "round %d: free %llu",
-			     round, (unsigned long long)stats_of(pool).free);
+		cr_assert_eq(stats_of(pool).free, 4, "round %zu: free %llu", r,
+			     (unsigned long long)stats_of(pool).free);
 		/* Four distinct elements, none of them twice. */
 		cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, got, 4, 0), 0);
 		for (int i = 0; i < 4; i++)
 			for (int j = i + 1; j < 4; j++)
-				cr_assert_neq(got[i], got[j]);
+				cr_assert_neq(got[i], got[j], "round %zu", r);
 		ioflusher_mempool_free_bulk(pool, got, 4);
+		cr_assert_eq(ioflusher_mempool_flush(pool), 0);
 	}
 	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	ioflusher_mempool_free(pool);
+	ioflusher_ctx_unref(ctx);
+}
+
+/* A log function that takes an element of the pool and gives it back. */
+static void log_with_an_alloc(void *data, int priority, const char *file,
+			      int line, const char *fn, const char *format,
+			      va_list args)
+{
+	void *x;
+
+	log_capture(data, priority, file, line, fn, format, args);
+	if (!logged_pool)
+		return;
+	x = ioflusher_mempool_alloc(logged_pool, IOFLUSHER_MEMPOOL_NOWAIT);
+	if (x)
+		ioflusher_mempool_free_elem(logged_pool, x);
+}
+
+/* The exiting thread logs its double free after it has given its cache
+ * up: what the log function does with the pool then is not left in a
+ * cache that no thread owns. */
+Test(mempool, a_log_function_at_thread_exit_strands_nothing, .timeout = 30)
+{
+	static const int order[] = { 0, 0, 1, 2, 3 };
+	struct ioflusher_ctx *ctx = capture_ctx();
+	struct ioflusher_mempool *pool;
+	struct ioflusher_mempool_stats st;
+	void *e[4];
+	struct exit_arg a = { NULL, e, 5, order };
+	pthread_t t;
+
+	cr_assert_eq(ioflusher_ctx_set_log_fn(ctx, log_with_an_alloc, NULL), 0);
+	cr_assert_eq(ioflusher_mempool_new(ctx, 4, 64, 0, 8, 0, &pool), 0);
+	a.pool = pool;
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 4, 0), 0);
+	cr_assert_eq(ioflusher_mempool_flush(pool), 0);
+	logged_pool = pool;
+	cr_assert_eq(pthread_create(&t, NULL, free_in_order_and_exit, &a), 0);
+	pthread_join(t, NULL);
+	logged_pool = NULL;
+	cr_assert_not_null(strstr(logbuf, "double free"), "%s", logbuf);
+	st = stats_of(pool);
+	cr_assert_eq(st.free, 4);
+	cr_assert_eq(st.cached, 0, "%llu left in a cache no one owns",
+		     (unsigned long long)st.cached);
+	cr_assert_eq(ioflusher_mempool_alloc_bulk(pool, e, 4, 0), 0);
+	ioflusher_mempool_free_bulk(pool, e, 4);
 	ioflusher_mempool_free(pool);
 	ioflusher_ctx_unref(ctx);
 }
