@@ -488,16 +488,14 @@ Test(tcmu_scsi, a_buffer_that_is_not_the_transfer_length_is_refused)
 }
 
 /* A read into a buffer larger than its transfer (an underflow): served,
- * the initiator told the residual by READ_LEN, the rest zeroed. */
+ * the initiator told the residual by READ_LEN. */
 Test(tcmu_scsi, a_read_into_a_larger_buffer_has_a_residual)
 {
-	uint8_t buf[4 * BS], junk[4 * BS];
+	uint8_t buf[4 * BS];
 	struct kern_cmd *c;
 
 	fill(buf, sizeof(buf), 7);
-	memset(junk, 0xa5, sizeof(junk));
 	expect_good(rw(10, true, 200, 1, buf, BS));
-	expect_good(rw(10, true, 0, 4, junk, sizeof(junk)));
 	for (unsigned int len = 10; len <= 16; len += 6) {
 		c = rw(len, false, 200, 1, NULL, sizeof(buf));
 		expect_good(c);
@@ -505,6 +503,32 @@ Test(tcmu_scsi, a_read_into_a_larger_buffer_has_a_residual)
 			     c->read_len);
 		cr_assert_arr_eq(c->in, buf, BS);
 	}
+}
+
+/* Without CAP_READ_LEN the kernel returns the whole buffer: the block
+ * read, then zeros, not what the junk written before left there. */
+Test(tcmu_scsi, a_read_into_a_larger_buffer_without_read_len_zeroes_the_rest)
+{
+	const struct kern_cfg no_read_len = {
+		.cmd_area = harness_small.cmd_area,
+		.data_area = harness_small.data_area,
+		.guard = harness_small.guard,
+		.mb_flags = TCMU_MAILBOX_FLAG_CAP_OOOC,
+	};
+	uint8_t buf[4 * BS], junk[4 * BS], want[4 * BS] = { 0 };
+	struct kern_cmd *c;
+
+	harness_fini(&h);
+	harness_init(&h, &no_read_len, LUN_SIZE, BS);
+	fill(buf, BS, 7);
+	memcpy(want, buf, BS);
+	memset(junk, 0xa5, sizeof(junk));
+	expect_good(rw(10, true, 200, 1, buf, BS));
+	expect_good(rw(10, true, 0, 4, junk, sizeof(junk)));
+	c = rw(10, false, 200, 1, NULL, sizeof(want));
+	expect_good(c);
+	cr_assert_eq(c->read_len, sizeof(want));
+	cr_assert_arr_eq(c->in, want, sizeof(want));
 }
 
 /* A command that answers no bytes, given a Data-In buffer by its
