@@ -472,15 +472,18 @@ Test(tcmu_scsi, lba_out_of_range)
 
 Test(tcmu_scsi, a_buffer_that_is_not_the_transfer_length_is_refused)
 {
-	uint8_t buf[4 * BS];
+	uint8_t buf[4 * BS], other[4 * BS];
 	struct kern_cmd *c;
 
 	fill(buf, sizeof(buf), 3);
+	fill(other, sizeof(other), 4);
 	expect_good(rw(10, true, 100, 4, buf, sizeof(buf)));
-	/* 8 blocks asked, 4 blocks of buffer, either way */
+	/* 8 blocks asked, 4 blocks of buffer, either way; and a write of 2
+	 * blocks from a buffer of 4.  The refused writes carry other data,
+	 * which must not land. */
 	expect_field(rw(10, false, 100, 8, NULL, 4 * BS), 7);
-	expect_field(rw(10, true, 100, 2, buf, 4 * BS), 7);
-	expect_field(rw(16, true, 100, 8, buf, 4 * BS), 10);
+	expect_field(rw(10, true, 100, 2, other, 4 * BS), 7);
+	expect_field(rw(16, true, 100, 8, other, 4 * BS), 10);
 	/* and the refused write wrote nothing */
 	c = rw(10, false, 100, 4, NULL, 4 * BS);
 	expect_good(c);
@@ -1108,15 +1111,22 @@ Test(tcmu_scsi, file_backend_write_same_of_zeros_zeroes_in_place)
 	uint8_t zero[BS] = { 0 };
 	struct stat st;
 
+	blkcnt_t before;
+
 	/* FALLOC_FL_ZERO_RANGE, where the tests' /tmp allows it */
 	file_lun(LUN_SIZE);
 	write_pattern(0, 2048, 10);
+	cr_assert_eq(stat(file_path, &st), 0);
+	before = st.st_blocks;
 	expect_good(write_same(0, 8, 2000, zero, BS));
 	cr_assert(blocks_are_zero(8, 2000));
 	cr_assert_not(blocks_are_zero(7, 1));
 	cr_assert_not(blocks_are_zero(2008, 1));
 	cr_assert_eq(stat(file_path, &st), 0);
 	cr_assert_eq(st.st_size, LUN_SIZE);
+	/* In place: the blocks stay allocated, unlike UNMAP's holes. */
+	cr_assert_geq(st.st_blocks, before, "%lld -> %lld blocks",
+		      (long long)before, (long long)st.st_blocks);
 	file_done();
 }
 

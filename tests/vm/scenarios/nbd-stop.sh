@@ -24,7 +24,6 @@ if ! dev=$(vm_nbd_device 0); then
 	vm_not_ok "nbd.ko loads and makes /dev/nbd0, a block device"
 	vm_exit
 fi
-truncate -s 64M "$img"
 # 25 MiB: more than a round writes before its signal under TCG.
 dd if=/dev/urandom of="$src" bs=64k count=400 2>/dev/null
 
@@ -43,6 +42,10 @@ while [ $i -lt $rounds ]; do
 	else
 		what=file
 		set -- --file "$img" --threads 3
+		# A fresh file each round: what an earlier round wrote must
+		# not stand in for what this one lost.
+		rm -f "$img"
+		truncate -s 64M "$img"
 	fi
 	delay=$((100000 + i * 40000))
 	desc="round $i ($what, SIGTERM after $((delay / 1000)) ms of writes)"
