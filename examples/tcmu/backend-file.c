@@ -227,6 +227,33 @@ static int file_write_zeroes(struct tcmu_backend *be, uint64_t off,
 	return write_zeros(f, off, len);
 }
 
+/* Holes, from SEEK_HOLE and SEEK_DATA, are deallocated; data, which may
+ * be an unwritten extent that reads as zeros, is mapped or unknown. */
+static int file_status(struct tcmu_backend *be, uint64_t off, uint64_t len,
+		       bool *mapped, uint64_t *run)
+{
+	struct file_backend *f = to_file(be);
+	off_t data, next;
+
+	if (!len || !fits(be, off, len))
+		return -EINVAL;
+	data = lseek(f->fd, (off_t)off, SEEK_DATA);
+	if (data < 0 && errno != ENXIO)
+		return -errno;
+	if (data < 0 || (uint64_t)data > off) {
+		/* A hole up to the next data, or to the end. */
+		*mapped = false;
+		next = data < 0 ? (off_t)(off + len) : data;
+	} else {
+		*mapped = true;
+		next = lseek(f->fd, (off_t)off, SEEK_HOLE);
+		if (next < 0)
+			return -errno;
+	}
+	*run = (uint64_t)next - off < len ? (uint64_t)next - off : len;
+	return 0;
+}
+
 /* A last fdatasync(): what is written and was never flushed reaches the
  * file, or its loss is said and -EIO returned. */
 static int file_close(struct tcmu_backend *be)
@@ -248,6 +275,7 @@ static const struct tcmu_backend_ops file_ops = {
 	.discard = file_discard,
 	.write_zeroes = file_write_zeroes,
 	.close = file_close,
+	.status = file_status,
 };
 
 /* The file is made if missing and grown (sparse) to the LUN's size; a

@@ -144,6 +144,42 @@ static int mem_write_zeroes(struct tcmu_backend *be, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* A page that is not resident was never written or was given back: it
+ * reads as zeros.  One that is may still hold only zeros (the shared zero
+ * page after a read, or a page zeroed in place): mapped, or unknown. */
+static int mem_status(struct tcmu_backend *be, uint64_t off, uint64_t len,
+		      bool *mapped, uint64_t *run)
+{
+	struct mem_backend *m = to_mem(be);
+	uint64_t start = off & ~(uint64_t)(m->page - 1), at = start;
+	unsigned char vec[256];
+	bool first = true;
+
+	if (!len || !fits(be, off, len))
+		return -EINVAL;
+	while (at < off + len) {
+		uint64_t n = (off + len - at + m->page - 1) / m->page;
+
+		if (n > sizeof(vec))
+			n = sizeof(vec);
+		if (mincore(m->mem + at, n * m->page, vec) < 0)
+			return -errno;
+		for (uint64_t i = 0; i < n; i++, at += m->page) {
+			bool in = vec[i] & 1;
+
+			if (first) {
+				*mapped = in;
+				first = false;
+			} else if (in != *mapped) {
+				*run = at - off;
+				return 0;
+			}
+		}
+	}
+	*run = len;
+	return 0;
+}
+
 static int mem_close(struct tcmu_backend *be)
 {
 	struct mem_backend *m = to_mem(be);
@@ -161,6 +197,7 @@ static const struct tcmu_backend_ops mem_ops = {
 	.discard = mem_discard,
 	.write_zeroes = mem_write_zeroes,
 	.close = mem_close,
+	.status = mem_status,
 };
 
 int tcmu_backend_mem_open(uint64_t size, struct tcmu_backend **bep)

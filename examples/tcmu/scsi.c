@@ -39,6 +39,9 @@ enum {
 };
 
 #define SAI_READ_CAPACITY_16 0x10
+#define SAI_GET_LBA_STATUS 0x12
+/* LBA status descriptors answered at most, per GET LBA STATUS. */
+#define LBA_STATUS_DESC_MAX 64
 #define MODE_PAGE_CACHING 0x08
 #define MODE_PAGE_CONTROL 0x0a
 #define MODE_PAGE_ALL 0x3f
@@ -485,6 +488,59 @@ static void backend_error(struct tcmu_cmd *cmd, int err, bool write)
 				TCMU_ASC_UNRECOVERED_READ_ERROR);
 }
 
+/*
+ * GET LBA STATUS (SBC-3 5.7), which a LUN that reports LBPME must support:
+ * from the LBA given, runs of blocks that are deallocated (1h: they read
+ * as zeros) or mapped, or not known to be deallocated (0h), as the
+ * backend finds them.  At most LBA_STATUS_DESC_MAX runs, each of at most
+ * 0xffffffff blocks; the initiator asks again from where they end.
+ */
+static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
+{
+	uint8_t b[8 + 16 * LBA_STATUS_DESC_MAX] = { 0 };
+	struct tcmu_backend *be = lun->be;
+	uint64_t lba = be64(cmd->cdb + 2);
+	unsigned int n = 0;
+
+	if (lba >= lun->nblocks)
+		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
+	while (lba < lun->nblocks && n < LBA_STATUS_DESC_MAX) {
+		uint64_t left = lun->nblocks - lba, nb = left, run = 0;
+		bool mapped = true;
+		uint8_t *d = b + 8 + 16 * n;
+
+		if (be->ops->status) {
+			int r = be->ops->status(be, lba << lun->block_shift,
+						left << lun->block_shift,
+						&mapped, &run);
+
+			if (r < 0)
+				return backend_error(cmd, r, false);
+			/* Whole blocks: a block partly allocated is mapped. */
+			nb = run >> lun->block_shift;
+			if (!nb) {
+				nb = 1;
+				mapped = true;
+			}
+		}
+		if (nb > 0xffffffffu)
+			nb = 0xffffffffu;
+		/* A run like the one before it continues it. */
+		if (n && (b[8 + 16 * (n - 1) + 12] == 0) == mapped &&
+		    be32(d - 16 + 8) + nb <= 0xffffffffu) {
+			put_be32(d - 16 + 8, (uint32_t)(be32(d - 16 + 8) + nb));
+		} else {
+			put_be64(d, lba);
+			put_be32(d + 8, (uint32_t)nb);
+			d[12] = mapped ? 0x0 : 0x1;
+			n++;
+		}
+		lba += nb;
+	}
+	put_be32(b, 4 + 16 * n); /* PARAMETER DATA LENGTH: bytes after it */
+	data_in(cmd, b, 8 + 16 * (uint64_t)n, be32(cmd->cdb + 10));
+}
+
 /* Read len bytes into the first len of the command's buffers: the iovecs
  * cut short for the backend, and restored. */
 static int read_into(struct tcmu_backend *be, struct tcmu_cmd *cmd,
@@ -799,6 +855,8 @@ static void execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	case OP_READ_CAPACITY_10:
 		return read_capacity_10(lun, cmd);
 	case OP_SERVICE_ACTION_IN_16:
+		if ((c[1] & 0x1f) == SAI_GET_LBA_STATUS)
+			return get_lba_status(lun, cmd);
 		if ((c[1] & 0x1f) != SAI_READ_CAPACITY_16)
 			return invalid_cdb(cmd, 1, 4);
 		return read_capacity_16(lun, cmd);

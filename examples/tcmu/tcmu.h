@@ -131,6 +131,10 @@ struct tcmu_backend_ops {
 			    uint64_t len);
 	/* Flushes what is left; -EIO when writes may have been lost. */
 	int (*close)(struct tcmu_backend *be);
+	/* The bytes from off, at most len, that are all allocated or all
+	 * not (*mapped), for GET LBA STATUS; 0 or a negative errno. */
+	int (*status)(struct tcmu_backend *be, uint64_t off, uint64_t len,
+		      bool *mapped, uint64_t *run);
 };
 
 struct tcmu_backend {

@@ -361,8 +361,8 @@ Test(tcmu_scsi, read_capacity_16)
 	c = harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32);
 	expect_good(c);
 	cr_assert_eq(c->read_len, 12);
-	/* another service action of the opcode */
-	cdb[1] = 0x12;
+	/* another service action of the opcode: REPORT REFERRALS */
+	cdb[1] = 0x13;
 	expect_field(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32), 1);
 }
 
@@ -839,6 +839,80 @@ static struct kern_cmd *write_same(uint8_t flags, uint64_t lba, uint32_t nb,
 	put_be32(cdb + 10, nb);
 	return harness_run(&h, cdb, 16, len ? KERN_TO_DEV : KERN_NONE, block,
 			   len);
+}
+
+/* ---------------------------------------------------------------- GET LBA STATUS */
+
+static void file_lun(uint64_t size);
+static void file_done(void);
+
+static struct kern_cmd *get_lba_status(uint64_t lba, uint32_t alloc)
+{
+	uint8_t cdb[16] = { 0x9e, 0x12 };
+
+	put_be64(cdb + 2, lba);
+	put_be32(cdb + 10, alloc);
+	return harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, alloc);
+}
+
+/* Descriptor i of a GET LBA STATUS answer is LBA lba, nb blocks, status. */
+static void expect_desc(const struct kern_cmd *c, unsigned int i, uint64_t lba,
+			uint32_t nb, uint8_t status)
+{
+	const uint8_t *d = c->in + 8 + 16 * i;
+
+	cr_assert_eq(be64(d), lba, "descriptor %u: LBA %llu, not %llu", i,
+		     (unsigned long long)be64(d), (unsigned long long)lba);
+	cr_assert_eq(be32(d + 8), nb, "descriptor %u: %u blocks, not %u", i,
+		     be32(d + 8), nb);
+	cr_assert_eq(d[12] & 0x0f, status, "descriptor %u: status %u, not %u",
+		     i, d[12] & 0x0f, status);
+}
+
+/* Blocks never written and blocks unmapped are deallocated (1h), those
+ * written mapped (0h), in runs from the LBA asked; what READ CAPACITY
+ * (16)'s LBPME promises, checked on both backends. */
+static void lba_status_runs(void)
+{
+	const uint64_t end = LUN_SIZE / BS;
+	struct kern_cmd *c;
+
+	write_pattern(64, 16, 1);
+	c = get_lba_status(0, 8 + 16 * 64);
+	expect_good(c);
+	cr_assert_eq(be32(c->in), 4 + 3 * 16, "parameter data length %u",
+		     be32(c->in));
+	expect_desc(c, 0, 0, 64, 1);
+	expect_desc(c, 1, 64, 16, 0);
+	expect_desc(c, 2, 80, (uint32_t)(end - 80), 1);
+	/* From inside a run; and cut to the allocation length, which the
+	 * parameter data length is not. */
+	c = get_lba_status(70, 8 + 16);
+	expect_good(c);
+	cr_assert_eq(c->read_len, 24);
+	cr_assert_eq(be32(c->in), 4 + 2 * 16);
+	expect_desc(c, 0, 70, 10, 0);
+	/* Unmapped, the whole LUN is one deallocated run. */
+	expect_good(unmap((const uint64_t[]){ 64 }, (const uint32_t[]){ 16 }, 1,
+			  0));
+	c = get_lba_status(0, 8 + 16 * 64);
+	expect_good(c);
+	cr_assert_eq(be32(c->in), 4 + 16);
+	expect_desc(c, 0, 0, (uint32_t)end, 1);
+	expect_sense(get_lba_status(end, 24), TCMU_SK_ILLEGAL_REQUEST,
+		     TCMU_ASC_LBA_OUT_OF_RANGE);
+}
+
+Test(tcmu_scsi, get_lba_status_of_the_memory_backend)
+{
+	lba_status_runs();
+}
+
+Test(tcmu_scsi, get_lba_status_of_the_file_backend)
+{
+	file_lun(LUN_SIZE);
+	lba_status_runs();
+	file_done();
 }
 
 Test(tcmu_scsi, write_same_16_repeats_the_block)
