@@ -227,8 +227,9 @@ static int file_write_zeroes(struct tcmu_backend *be, uint64_t off,
 	return write_zeros(f, off, len);
 }
 
-/* Holes, from SEEK_HOLE and SEEK_DATA, are deallocated; data, which may
- * be an unwritten extent that reads as zeros, is mapped or unknown. */
+/* Holes, from SEEK_HOLE and SEEK_DATA, are deallocated: they read as
+ * zeros, and so do unwritten extents (FALLOC_FL_ZERO_RANGE), which some
+ * filesystems (ext4) report as holes too.  Data is mapped or unknown. */
 static int file_status(struct tcmu_backend *be, uint64_t off, uint64_t len,
 		       bool *mapped, uint64_t *run)
 {

@@ -18,6 +18,7 @@
  * shared zero page; writing it, even zeros, would allocate it).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,6 +34,7 @@ struct mem_backend {
 	struct tcmu_backend be;
 	uint8_t *mem;
 	size_t page;
+	int pagemap; /* /proc/self/pagemap, for GET LBA STATUS; or -1 */
 };
 
 static struct mem_backend *to_mem(struct tcmu_backend *be)
@@ -144,28 +146,46 @@ static int mem_write_zeroes(struct tcmu_backend *be, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* A page that is not resident was never written or was given back: it
- * reads as zeros.  One that is may still hold only zeros (the shared zero
- * page after a read, or a page zeroed in place): mapped, or unknown. */
+/*
+ * A page neither present nor swapped (bits 63 and 62 of its entry in
+ * /proc/self/pagemap) was never written or was given back: it reads as
+ * zeros.  mincore() would not do: it says a page swapped out is not
+ * resident, and this mapping is unlocked where the daemon may not lock
+ * it.  A present page may still hold only zeros (the shared zero page
+ * after a read, or a page zeroed in place): mapped, or unknown.  Without
+ * pagemap every page is mapped, or unknown.
+ */
 static int mem_status(struct tcmu_backend *be, uint64_t off, uint64_t len,
 		      bool *mapped, uint64_t *run)
 {
 	struct mem_backend *m = to_mem(be);
-	uint64_t start = off & ~(uint64_t)(m->page - 1), at = start;
-	unsigned char vec[256];
+	uint64_t at = off & ~(uint64_t)(m->page - 1);
+	uint64_t ent[512];
 	bool first = true;
 
 	if (!len || !fits(be, off, len))
 		return -EINVAL;
+	if (m->pagemap < 0) {
+		*mapped = true;
+		*run = len;
+		return 0;
+	}
 	while (at < off + len) {
 		uint64_t n = (off + len - at + m->page - 1) / m->page;
+		uintptr_t vpn = (uintptr_t)(m->mem + at) / m->page;
+		ssize_t got;
 
-		if (n > sizeof(vec))
-			n = sizeof(vec);
-		if (mincore(m->mem + at, n * m->page, vec) < 0)
+		if (n > sizeof(ent) / sizeof(ent[0]))
+			n = sizeof(ent) / sizeof(ent[0]);
+		got = pread(m->pagemap, ent, n * sizeof(ent[0]),
+			    (off_t)(vpn * sizeof(ent[0])));
+		if (got < 0)
 			return -errno;
+		if ((size_t)got < sizeof(ent[0]))
+			return -EIO;
+		n = (uint64_t)got / sizeof(ent[0]);
 		for (uint64_t i = 0; i < n; i++, at += m->page) {
-			bool in = vec[i] & 1;
+			bool in = ent[i] >> 62; /* present or swapped */
 
 			if (first) {
 				*mapped = in;
@@ -185,6 +205,8 @@ static int mem_close(struct tcmu_backend *be)
 	struct mem_backend *m = to_mem(be);
 
 	munmap(m->mem, be->size);
+	if (m->pagemap >= 0)
+		close(m->pagemap);
 	free(m);
 	return 0;
 }
@@ -218,6 +240,8 @@ int tcmu_backend_mem_open(uint64_t size, struct tcmu_backend **bep)
 		return r;
 	}
 	m->page = (size_t)sysconf(_SC_PAGESIZE);
+	/* Opened now, before any sandbox or drop of privilege. */
+	m->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	m->be.ops = &mem_ops;
 	m->be.size = size;
 	m->be.write_cache = false; /* written is as stable as it gets */

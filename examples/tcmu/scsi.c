@@ -505,7 +505,12 @@ static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	if (lba >= lun->nblocks)
 		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
 	while (lba < lun->nblocks && n < LBA_STATUS_DESC_MAX) {
-		uint64_t left = lun->nblocks - lba, nb = left, run = 0;
+		/* A descriptor counts at most 0xffffffff blocks: the backend
+		 * is asked about no more. */
+		uint64_t left = lun->nblocks - lba < 0xffffffffu ?
+					lun->nblocks - lba :
+					0xffffffffu;
+		uint64_t nb = left, run = 0;
 		bool mapped = true;
 		uint8_t *d = b + 8 + 16 * n;
 
@@ -523,8 +528,6 @@ static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 				mapped = true;
 			}
 		}
-		if (nb > 0xffffffffu)
-			nb = 0xffffffffu;
 		/* A run like the one before it continues it. */
 		if (n && (b[8 + 16 * (n - 1) + 12] == 0) == mapped &&
 		    be32(d - 16 + 8) + nb <= 0xffffffffu) {

@@ -908,10 +908,76 @@ Test(tcmu_scsi, get_lba_status_of_the_memory_backend)
 	lba_status_runs();
 }
 
+/* The last block, before and after it is written. */
+Test(tcmu_scsi, get_lba_status_of_the_last_block)
+{
+	const uint64_t end = LUN_SIZE / BS;
+	struct kern_cmd *c;
+
+	c = get_lba_status(end - 1, 24);
+	expect_good(c);
+	expect_desc(c, 0, end - 1, 1, 1);
+	write_pattern(end - 1, 1, 2);
+	c = get_lba_status(end - 1, 24);
+	expect_good(c);
+	expect_desc(c, 0, end - 1, 1, 0);
+}
+
+/* A backend whose runs end inside blocks: bytes [1000, 1500) allocated,
+ * the rest not, as a filesystem of blocks smaller than the LUN's has. */
+static int status_in_bytes(struct tcmu_backend *be, uint64_t off, uint64_t len,
+			   bool *mapped, uint64_t *run)
+{
+	uint64_t next = off < 1000 ? 1000 : off < 1500 ? 1500 : off + len;
+
+	(void)be;
+	*mapped = off >= 1000 && off < 1500;
+	*run = next - off < len ? next - off : len;
+	return 0;
+}
+
+/* Blocks 1 (bytes 512 to 1023) and 2 (1024 to 1535), partly allocated,
+ * are mapped, in one descriptor; blocks 0 and 3 on are deallocated. */
+Test(tcmu_scsi, get_lba_status_of_blocks_partly_allocated)
+{
+	const uint64_t end = LUN_SIZE / BS;
+	const struct tcmu_backend_ops *real = h.lun.be->ops;
+	struct tcmu_backend_ops ops = *real;
+	struct kern_cmd *c;
+
+	ops.status = status_in_bytes;
+	h.lun.be->ops = &ops;
+	c = get_lba_status(0, 8 + 16 * 8);
+	h.lun.be->ops = real;
+	expect_good(c);
+	cr_assert_eq(be32(c->in), 4 + 3 * 16);
+	expect_desc(c, 0, 0, 1, 1);
+	expect_desc(c, 1, 1, 2, 0);
+	expect_desc(c, 2, 3, (uint32_t)(end - 3), 1);
+}
+
 Test(tcmu_scsi, get_lba_status_of_the_file_backend)
 {
 	file_lun(LUN_SIZE);
 	lba_status_runs();
+	file_done();
+}
+
+/* 5 TiB, all holes: a descriptor counts at most 0xffffffff blocks, and
+ * the next takes up where it ends, not merged into it. */
+Test(tcmu_scsi, get_lba_status_runs_of_more_than_32_bits_of_blocks)
+{
+	const uint64_t size = 5ull << 40, end = size / BS;
+	struct kern_cmd *c;
+
+	file_lun(size);
+	c = get_lba_status(0, 8 + 16 * 8);
+	expect_good(c);
+	cr_assert_eq(be32(c->in), 4 + 3 * 16);
+	expect_desc(c, 0, 0, 0xffffffffu, 1);
+	expect_desc(c, 1, 0xffffffffu, 0xffffffffu, 1);
+	expect_desc(c, 2, 2 * 0xffffffffull,
+		    (uint32_t)(end - 2 * 0xffffffffull), 1);
 	file_done();
 }
 
