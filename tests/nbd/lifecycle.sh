@@ -262,17 +262,20 @@ if [ "${IOFLUSHER_TEST_ASAN:-0}" = 1 ]; then
 	tap_skip "buffers that cannot be locked" "AddressSanitizer intercepts mlock()"
 	tap_skip "without CAP_IPC_LOCK, RLIMIT_MEMLOCK 8 MiB" "AddressSanitizer intercepts mlockall()"
 elif [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
-	(ulimit -l 0 && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \
-		"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/unl.sock" --memory 1M \
-		--run 'nbdinfo --size "$uri"') >"$nbd_tmp/unl.out" 2>"$nbd_tmp/unl.err"
+	# unlockable KIB SIZE: a daemon without CAP_IPC_LOCK under an
+	# RLIMIT_MEMLOCK of KIB serves SIZE to nbdinfo --size.
+	unlockable() {
+		(ulimit -l "$1" && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \
+			"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/unl.sock" --memory "$2" \
+			--run 'nbdinfo --size "$uri"') >"$nbd_tmp/unl.out" 2>"$nbd_tmp/unl.err"
+	}
+	unlockable 0 1M
 	tap_check "buffers that cannot be locked: served, and the warning says why" \
 		sh -c "test $? -eq 0 && grep -qx 1048576 '$nbd_tmp/unl.out' &&
 			grep -q 'mempool: cannot lock .*RLIMIT_MEMLOCK is 0 bytes.*not locked' '$nbd_tmp/unl.err'"
 	# A finite limit that mlockall fits in: MCL_FUTURE would then charge
 	# the whole export and every pool to it, and refuse their mappings.
-	(ulimit -l 8192 && exec setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock \
-		"$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/unl.sock" --memory 64M \
-		--run 'nbdinfo --size "$uri"') >"$nbd_tmp/unl.out" 2>"$nbd_tmp/unl.err"
+	unlockable 8192 64M
 	tap_check "without CAP_IPC_LOCK, RLIMIT_MEMLOCK 8 MiB: 64M served, nothing more locked, said" \
 		sh -c "test $? -eq 0 && grep -qx 67108864 '$nbd_tmp/unl.out' &&
 			grep -q 'memory lock: applied: .*not MCL_FUTURE: without CAP_IPC_LOCK, RLIMIT_MEMLOCK (8.0 MiB)' '$nbd_tmp/unl.err'"
