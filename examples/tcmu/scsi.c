@@ -495,29 +495,43 @@ static void backend_error(struct tcmu_cmd *cmd, int err, bool write)
  * backend finds them.  At most LBA_STATUS_DESC_MAX runs, each of at most
  * 0xffffffff blocks; the initiator asks again from where they end.
  */
+/* Descriptor n of a GET LBA STATUS answer: nb blocks from lba. */
+static void put_lba_status(uint8_t *b, unsigned int n, uint64_t lba,
+			   uint64_t nb, bool mapped)
+{
+	uint8_t *d = b + 8 + 16 * n;
+
+	put_be64(d, lba);
+	put_be32(d + 8, (uint32_t)nb);
+	d[12] = mapped ? 0x0 : 0x1;
+}
+
 static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 {
 	uint8_t b[8 + 16 * LBA_STATUS_DESC_MAX] = { 0 };
 	struct tcmu_backend *be = lun->be;
-	uint64_t lba = be64(cmd->cdb + 2);
+	uint64_t lba = be64(cmd->cdb + 2), start, count = 0;
+	bool status = true;
 	unsigned int n = 0;
 
 	if (lba >= lun->nblocks)
 		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
-	while (lba < lun->nblocks && n < LBA_STATUS_DESC_MAX) {
+	/* The run being built, count blocks from start of status, is a
+	 * descriptor too. */
+	start = lba;
+	while (lba < lun->nblocks && n + (count != 0) < LBA_STATUS_DESC_MAX) {
 		/* A descriptor counts at most 0xffffffff blocks: the backend
 		 * is asked about no more. */
-		uint64_t left = lun->nblocks - lba < 0xffffffffu ?
-					lun->nblocks - lba :
-					0xffffffffu;
-		uint64_t nb = left, run = 0;
+		uint64_t nb = lun->nblocks - lba < 0xffffffffu ?
+				      lun->nblocks - lba :
+				      0xffffffffu;
 		bool mapped = true;
-		uint8_t *d = b + 8 + 16 * n;
 
 		if (be->ops->status) {
+			uint64_t run = 0;
 			int r = be->ops->status(be, lba << lun->block_shift,
-						left << lun->block_shift,
-						&mapped, &run);
+						nb << lun->block_shift, &mapped,
+						&run);
 
 			if (r < 0)
 				return backend_error(cmd, r, false);
@@ -528,18 +542,17 @@ static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 				mapped = true;
 			}
 		}
-		/* A run like the one before it continues it. */
-		if (n && (b[8 + 16 * (n - 1) + 12] == 0) == mapped &&
-		    be32(d - 16 + 8) + nb <= 0xffffffffu) {
-			put_be32(d - 16 + 8, (uint32_t)(be32(d - 16 + 8) + nb));
-		} else {
-			put_be64(d, lba);
-			put_be32(d + 8, (uint32_t)nb);
-			d[12] = mapped ? 0x0 : 0x1;
-			n++;
+		/* A run like the one being built continues it. */
+		if (count && (mapped != status || count + nb > 0xffffffffu)) {
+			put_lba_status(b, n++, start, count, status);
+			start = lba;
+			count = 0;
 		}
+		status = mapped;
+		count += nb;
 		lba += nb;
 	}
+	put_lba_status(b, n++, start, count, status);
 	put_be32(b, 4 + 16 * n); /* PARAMETER DATA LENGTH: bytes after it */
 	data_in(cmd, b, 8 + 16 * (uint64_t)n, be32(cmd->cdb + 10));
 }
@@ -635,13 +648,8 @@ static void unmap(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 
 	if (cmd->cdb[1] & 0x01) /* ANCHOR: not supported (ANC_SUP 0) */
 		return invalid_cdb(cmd, 1, 0);
-	/* SBC-3 5.28: no parameter data, no error.  The buffer, if the
-	 * initiator gave one, holds nothing of its own then: zeroed, as for
-	 * the commands without Data-Out (tcmu_scsi_execute()). */
-	if (!len) {
-		zero_iov_from(cmd, 0);
+	if (!len) /* SBC-3 5.28: no parameter data, no error */
 		return;
-	}
 	if (len > cmd->data_len)
 		len = cmd->data_len;
 	if (len < sizeof(hdr))
@@ -782,18 +790,20 @@ static void request_sense(struct tcmu_cmd *cmd)
 	data_in(cmd, b, sizeof(b), cmd->cdb[4]);
 }
 
-/* The commands whose buffer holds Data-Out, the initiator's data. */
-static bool data_out(uint8_t opcode)
+/* Whether the command's buffer holds Data-Out, the initiator's data: an
+ * UNMAP without a parameter list has none. */
+static bool data_out(const struct tcmu_cmd *cmd)
 {
-	switch (opcode) {
+	switch (cmd->cdb[0]) {
 	case OP_WRITE_6:
 	case OP_WRITE_10:
 	case OP_WRITE_12:
 	case OP_WRITE_16:
 	case OP_WRITE_SAME_10:
 	case OP_WRITE_SAME_16:
-	case OP_UNMAP:
 		return true;
+	case OP_UNMAP:
+		return be16(cmd->cdb + 7) != 0;
 	default:
 		return false;
 	}
@@ -906,6 +916,6 @@ void tcmu_scsi_execute(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	 * is no bytes (it ignores a READ_LEN of 0), or lacks CAP_READ_LEN,
 	 * and an initiator must never see what an earlier command, perhaps
 	 * another initiator's, left in those data-area pages. */
-	if (!data_out(cmd->cdb[0]) && cmd->xfer_len < cmd->data_len)
+	if (!data_out(cmd) && cmd->xfer_len < cmd->data_len)
 		zero_iov_from(cmd, cmd->xfer_len);
 }
