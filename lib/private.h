@@ -31,6 +31,7 @@
 #define MCL_ONFAULT 4
 #endif
 /* include/linux/sched.h; PR_IO_FLUSHER is both. */
+#define IOFLUSHER_PF_EXITING 0x00000004u
 #define IOFLUSHER_PF_MEMALLOC_NOIO 0x00080000u
 #define IOFLUSHER_PF_LOCAL_THROTTLE 0x00100000u
 #define IOFLUSHER_PF_MASK \

@@ -113,6 +113,7 @@ int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 		    size_t comm_size)
 {
 	char path[64], buf[1024], state;
+	unsigned long v;
 	ssize_t n;
 	int r;
 
@@ -133,9 +134,16 @@ int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 	}
 	if (n < 0)
 		return (int)n;
-	r = proc_parse_stat(buf, &state, flags, comm, comm_size);
-	if (r == 0 && (state == 'Z' || state == 'X'))
+	r = proc_parse_stat(buf, &state, &v, comm, comm_size);
+	/* A zombie, or a thread already on its way out: PF_EXITING is set
+	 * at the start of exit, before the thread lets a pthread_join()
+	 * return, and the thread stays listed, running or in D, until it is
+	 * reaped a little later.  Neither runs the program's code again. */
+	if (r == 0 &&
+	    (state == 'Z' || state == 'X' || (v & IOFLUSHER_PF_EXITING)))
 		return -ESRCH;
+	if (r == 0 && flags)
+		*flags = v;
 	return r;
 }
 

@@ -193,6 +193,39 @@ Test(audit, a_zombie_is_no_process)
 	cr_assert(eq(int, waitpid(child, &status, 0), child));
 }
 
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+/* pthread_join() returns as soon as the thread has let go of its memory,
+ * a moment before the kernel stops listing it in /proc: a daemon that
+ * audits right after starting its workers, or after joining one that
+ * failed, must not count a thread that has ended.  The window is short;
+ * this many rounds saw it several dozen times before the audit skipped
+ * threads that have begun to exit. */
+Test(audit, a_joined_thread_is_gone)
+{
+	struct ioflusher_audit *a = NULL;
+	int alone, extra = 0;
+
+	cr_assert(eq(int, ioflusher_audit_new(0, &a), 0));
+	alone = ioflusher_audit_count(a);
+	ioflusher_audit_free(a);
+	for (int i = 0; i < 20000; i++) {
+		pthread_t t;
+
+		cr_assert(zero(int, pthread_create(&t, NULL, nothing, NULL)));
+		cr_assert(zero(int, pthread_join(t, NULL)));
+		cr_assert(eq(int, ioflusher_audit_new(0, &a), 0));
+		if (ioflusher_audit_count(a) != alone)
+			extra++;
+		ioflusher_audit_free(a);
+	}
+	cr_assert(zero(int, extra), "%d audits of 20000 saw a joined thread",
+		  extra);
+}
+
 Test(audit, index_out_of_range)
 {
 	struct ioflusher_audit *a = NULL;
