@@ -514,6 +514,10 @@ static void get_lba_status(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 	bool status = true;
 	unsigned int n = 0;
 
+	/* SBC-4's REPORT TYPE, reserved in SBC-3: an initiator asking for
+	 * the deallocated runs alone must not be given every run. */
+	if (cmd->cdb[14])
+		return invalid_cdb(cmd, 14, NO_BIT);
 	if (lba >= lun->nblocks)
 		return illegal(cmd, TCMU_ASC_LBA_OUT_OF_RANGE);
 	/* The run being built, count blocks from start of status, is a

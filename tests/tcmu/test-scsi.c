@@ -903,6 +903,22 @@ static void lba_status_runs(void)
 		     TCMU_ASC_LBA_OUT_OF_RANGE);
 }
 
+/* SBC-4's REPORT TYPE (byte 14) asks for the runs of one status alone,
+ * which this LUN does not filter: refused, with the byte pointed at,
+ * rather than answered with runs of every status. */
+Test(tcmu_scsi, get_lba_status_refuses_a_report_type)
+{
+	uint8_t cdb[16] = { 0x9e, 0x12 };
+	struct kern_cmd *c;
+
+	put_be32(cdb + 10, 24);
+	cdb[14] = 3; /* deallocated LBAs only */
+	c = harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 24);
+	expect_field(c, 14);
+	cr_assert_eq(c->sense[15], 0xc0, "no bit pointer: 0x%02x",
+		     c->sense[15]);
+}
+
 Test(tcmu_scsi, get_lba_status_of_the_memory_backend)
 {
 	lba_status_runs();
