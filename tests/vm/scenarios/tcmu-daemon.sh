@@ -14,14 +14,15 @@
 # holds its stack pointer, from /proc/PID/task/TID/syscall, in
 # /proc/PID/smaps).  sd must take the disk as the daemon describes it
 # (size, vendor, thin provisioning, no rotation), keep write-zeroes after
-# a BLKZEROOUT (its WRITE SAME (10) answered), a filesystem must hold
+# a BLKZEROOUT (its WRITE SAME (10) answered), GET LBA STATUS must tell
+# blocks written from blocks discarded, a filesystem must hold
 # what is written to it across a remount with the caches dropped, fio must
 # verify its own writes (crc32c), and a daemon started again after SIGTERM
 # must take the ring up where the first left it.
 #
 # ext4 asks for the crc32c hash by its alias, which names no module file.
 # vm-modules: @tcmu ext4 crc32c_generic
-# vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio /usr/sbin/blkdiscard
+# vm-binaries: examples/tcmu/ioflusher-tcmu tools/ioflusher mkfs.ext4 e2fsck fio /usr/sbin/blkdiscard sg_get_lba_status
 # vm-memory: 512
 # About 2 minutes under TCG on 2 idle cores, and TCG slows with the host's
 # load: the limit is a hang guard, not a deadline.
@@ -128,6 +129,27 @@ zeroout_kept() {
 		cmp /tmp/back /tmp/zero || return 1
 	echo "write_zeroes_max_bytes after: $(cat $_q/write_zeroes_max_bytes)"
 	[ "$(cat $_q/write_zeroes_max_bytes)" -gt 0 ]
+}
+
+# lba_runs DISK: 1 MiB written at 8 MiB (LBA 16384), 256 KiB of it from
+# its middle discarded (UNMAP, which the memory backend answers with
+# MADV_DONTNEED_LOCKED, its pages being locked), and GET LBA STATUS from
+# sg3-utils must see the three runs: mapped, deallocated, mapped.
+lba_runs() {
+	dd if=/dev/urandom of=/tmp/rnd bs=64k count=16 2>/dev/null &&
+		dd if=/tmp/rnd of="/dev/$1" bs=64k seek=128 oflag=direct \
+			2>/dev/null &&
+		/usr/sbin/blkdiscard -o 8912896 -l 262144 "/dev/$1" &&
+		sg_get_lba_status --brief --lba=16384 --maxlen=56 "/dev/$1" \
+			>/tmp/lba || return 1
+	cat /tmp/lba
+	# A descriptor a line: "0xLBA 0xBLOCKS STATUS ADDITIONAL", after
+	# SBC-4's header fields, which this SBC-3 LUN leaves 0.
+	[ "$(grep '^0x' /tmp/lba | head -n 3 | while read -r _l _n _s _rest; do
+		printf '%d %d %d\n' "$_l" "$_n" "$_s"
+	done)" = "16384 1024 0
+17408 512 1
+17920 512 0" ]
 }
 
 # find_disk SECTORS: the SCSI disk tcm_loop made of one of our LUNs, by
@@ -255,6 +277,8 @@ vm_check "sd reads the caching mode page: no volatile cache (memory)" \
 	test "$(cat $q/write_cache)" = "write through"
 vm_check "BLKZEROOUT zeroes 1 MiB through WRITE SAME (10); sd keeps write-zeroes" \
 	zeroout_kept "$disk"
+vm_check "GET LBA STATUS (sg_get_lba_status): written blocks mapped, discarded ones deallocated" \
+	lba_runs "$disk"
 
 # ------------------------------------------------------------ a filesystem
 
