@@ -1000,6 +1000,25 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* Signals are taken synchronously by this thread, through a
+	 * signalfd; blocked before any other thread exists, they stay
+	 * blocked in all of them.  Blocked before the socket is there too:
+	 * a stop sent as soon as it appears (a service manager's, a test's)
+	 * is a clean shutdown, not a death that leaves the socket behind. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
+	sigaddset(&sigs, SIGCHLD);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	kfd = eventfd(0, EFD_CLOEXEC);
+	if (sfd < 0 || kfd < 0) {
+		log_stderr("signalfd: %s\n", strerror(errno));
+		return 1;
+	}
+
 	/* 4. Where clients come from. */
 	if (o.socket_path) {
 		lfd = listen_unix(o.socket_path, tmp, sizeof(tmp));
@@ -1020,23 +1039,6 @@ int main(int argc, char **argv)
 				   "another server listens on it" :
 				   strerror(-lfd));
 		return 1;
-	}
-
-	/* Signals are taken synchronously by this thread, through a
-	 * signalfd; blocked before any other thread exists, they stay
-	 * blocked in all of them. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
-	sigaddset(&sigs, SIGCHLD);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
-	kfd = eventfd(0, EFD_CLOEXEC);
-	if (sfd < 0 || kfd < 0) {
-		log_stderr("signalfd: %s\n", strerror(errno));
-		goto fail_listening;
 	}
 
 	/* 5. Workers, the kernel's device, then the audit of them all. */

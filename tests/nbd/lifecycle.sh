@@ -473,6 +473,37 @@ tap_check "SIGHUP: a clean shutdown, exit 0, the socket removed" \
 	sh -c "test $? -eq 0 && ! test -e '$nbd_tmp/hup.sock' &&
 		grep -q 'signal 1: shutting down' '$nbd_tmp/hup.err'"
 
+# A stop as soon as the socket is there (a service manager's, right after
+# the start): the daemon is held 2 s in the rename(2) that puts its socket
+# in place (strace's delay injection), and a SIGTERM sent then must be a
+# clean shutdown too, not a death that leaves the socket behind.
+if command -v strace >/dev/null; then
+	early=$nbd_tmp/early.sock
+	# shellcheck disable=SC2086
+	strace -qq -o /dev/null -e trace=rename,renameat,renameat2 \
+		-e inject=rename,renameat,renameat2:delay_exit=2000000 \
+		"$NBD_DAEMON" $NBD_OPTS --socket "$early" --memory 1M \
+		>/dev/null 2>"$nbd_tmp/early.err" &
+	st=$!
+	i=0
+	while [ ! -S "$early" ] && [ $i -lt 100 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	# strace's child: the daemon (through libtool's wrapper, which
+	# execs it).
+	early_pid=$(pgrep -P $st)
+	[ -n "$early_pid" ] && kill -TERM "$early_pid"
+	wait $st
+	early_rc=$?
+	tap_check "SIGTERM as soon as the socket appears: a clean shutdown, exit 0, the socket removed" \
+		sh -c "test -n '$early_pid' && test $early_rc -eq 0 &&
+			! test -e '$early' &&
+			grep -q 'signal 15: shutting down' '$nbd_tmp/early.err'"
+else
+	tap_skip "SIGTERM as soon as the socket appears" "no strace"
+fi
+
 # Killed outright, the daemon takes the command's shell with it
 # (PR_SET_PDEATHSIG); here the shell is the sleep itself (exec).
 marker2=$((marker + 1000))
