@@ -60,8 +60,10 @@ nbd_cleanup() {
 trap nbd_cleanup EXIT
 trap 'exit 1' INT TERM HUP
 
-# nbd_start NAME ARGS...: start a daemon on $nbd_tmp/NAME.sock, wait for
-# its socket (which appears only once it listens), set $nbd_pid and $uri.
+# nbd_start NAME ARGS...: start a daemon on $nbd_tmp/NAME.sock, wait until
+# it serves, set $nbd_pid and $uri.  Its socket is put in place before the
+# audit, the dropping of capabilities and the sandbox: "serving" is said
+# after them all.
 nbd_start() {
 	name=$1
 	shift
@@ -72,7 +74,8 @@ nbd_start() {
 	nbd_pid=$!
 	nbd_pids="$nbd_pids $nbd_pid"
 	i=0
-	while [ ! -S "$sock" ]; do
+	while [ ! -S "$sock" ] ||
+		! grep -q ': serving ' "$nbd_tmp/$name.err"; do
 		i=$((i + 1))
 		if [ $i -gt 100 ] || ! kill -0 "$nbd_pid" 2>/dev/null; then
 			echo "# daemon $name did not start:" 
