@@ -108,9 +108,14 @@ nbd_alive() { kill -0 "$1" 2>/dev/null; }
 # nbd_retry CMD...: CMD until it succeeds, for 5 s at most.  For a client
 # right after others left: each connection's thread gives its slot back a
 # moment after it hung up, so a client at once may still be refused.
-nbd_retry() {
-	local i
-	for i in $(seq 50); do
+nbd_retry() { nbd_wait 5 "$@"; }
+
+# nbd_wait SECONDS CMD...: CMD until it succeeds, for SECONDS at most,
+# trying every tenth of a second.
+nbd_wait() {
+	local i n=$(($1 * 10))
+	shift
+	for i in $(seq "$n"); do
 		"$@" && return 0
 		sleep 0.1
 	done

@@ -209,11 +209,7 @@ open(sys.argv[2], "w").close()
 time.sleep(30)
 EOF2
 idle=$!
-i=0
-while [ ! -e "$nbd_tmp/again.ready" ] && [ $i -lt 200 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
+nbd_wait 20 test -e "$nbd_tmp/again.ready"
 kill -TERM "$nbd_pid"
 i=0
 while ! grep -q "signal 15: shutting down" "$nbd_tmp/again.err" && [ $i -lt 50 ]; do
@@ -381,8 +377,7 @@ fi
 	--memory 1M) >/dev/null 2>"$nbd_tmp/fd.err" &
 fdd=$!
 nbd_pids="$nbd_pids $fdd"
-i=0
-while [ ! -S "$nbd_tmp/fd.sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+nbd_wait 10 test -S "$nbd_tmp/fd.sock"
 python3 - "$nbd_tmp/fd.sock" "$nbd_tmp/fd.err" <<'EOF2'
 import socket, sys, time
 held = []
@@ -451,11 +446,7 @@ s.recv(18)
 open(os.environ[\"HOLD\"], \"w\").close()
 time.sleep(60)"' >/dev/null 2>&1 &
 hd=$!
-i=0
-while [ ! -e "$nbd_tmp/held" ] && [ $i -lt 100 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
+nbd_wait 10 test -e "$nbd_tmp/held"
 t0=$(date +%s)
 kill -TERM $hd
 wait $hd
@@ -485,11 +476,7 @@ if command -v strace >/dev/null; then
 		"$NBD_DAEMON" $NBD_OPTS --socket "$early" --memory 1M \
 		>/dev/null 2>"$nbd_tmp/early.err" &
 	st=$!
-	i=0
-	while [ ! -S "$early" ] && [ $i -lt 100 ]; do
-		sleep 0.1
-		i=$((i + 1))
-	done
+	nbd_wait 10 test -S "$early"
 	# strace's child: the daemon (through libtool's wrapper, which
 	# execs it).
 	early_pid=$(pgrep -P $st)
