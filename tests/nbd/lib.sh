@@ -103,7 +103,13 @@ nbd_stop() {
 	wait "$1"
 }
 
-nbd_alive() { kill -0 "$1" 2>/dev/null; }
+# nbd_alive PID: the daemon still runs.  Not kill -0, which a daemon that
+# died and was not yet waited for (a zombie) passes too.
+nbd_alive() {
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "${st%% *}" != Z ]
+}
 
 # nbd_retry CMD...: CMD until it succeeds, for 5 s at most.  For a client
 # right after others left: each connection's thread gives its slot back a

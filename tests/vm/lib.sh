@@ -89,6 +89,19 @@ vm_wait_for() {
 	done
 }
 
+# vm_retry SECONDS CMD...: CMD until it succeeds, for SECONDS at most (the
+# output of its last try).
+vm_retry() {
+	_n=$(($1 * 10))
+	shift
+	while ! "$@" >/tmp/vm_retry.out 2>&1; do
+		_n=$((_n - 1))
+		[ "$_n" -le 0 ] && { cat /tmp/vm_retry.out; return 1; }
+		usleep 100000
+	done
+	cat /tmp/vm_retry.out
+}
+
 # vm_alive PID: PID runs (a child that exited stays a zombie until waited
 # for, which kill -0 cannot tell).
 vm_alive() {
