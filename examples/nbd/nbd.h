@@ -303,6 +303,11 @@ struct nbd_conn {
 	bool spin; /* the last wait for the client was short: poll first */
 	/* CLOCK_MONOTONIC ns by which the handshake must be done; 0: none. */
 	uint64_t handshake_deadline;
+	/* While a write's data is read into buffers of the shared pool: how
+	 * long the client may send nothing before it is cut off (ns; 0: for
+	 * ever).  Buffers held by a client that stopped midway are buffers
+	 * every other client waits for. */
+	uint64_t stall_ns;
 
 	/* Requests taken by workers and not yet answered, and the data
 	 * elements they hold (nbd_conn_reserve); idle is signalled whenever

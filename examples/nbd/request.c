@@ -333,7 +333,14 @@ static int serve_file(struct nbd_conn *c, const struct nbd_request *r)
 			goto fail;
 	}
 	if (r->type == NBD_CMD_WRITE) {
+		/* Into buffers others may be waiting for: a client that stops
+		 * sending midway is cut off after --send-timeout, as one that
+		 * stops reading its replies is.  Not the kernel. */
+		if (c->handshake)
+			c->stall_ns =
+				(uint64_t)c->srv->send_timeout * 1000000000u;
 		ret = nbd_conn_readv(c, w->iov, (int)w->nelem, r->len);
+		c->stall_ns = 0;
 		if (ret < 0)
 			goto fail;
 	}

@@ -192,6 +192,7 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->no_zeroes = false;
 	c->spin = true;
 	c->handshake_deadline = 0;
+	c->stall_ns = 0;
 	c->inflight = 0;
 	c->elems = 0;
 	work_list_init(&c->backlog);
@@ -452,6 +453,25 @@ static ssize_t handshake_recv(struct nbd_conn *c, void *buf, size_t len)
  * (nbdcopy's 4 connections on 2 CPUs: a third more CPU per IO and less
  * throughput with spinning).
  */
+/* A read that gives up after c->stall_ns without a byte: -ETIME. */
+static ssize_t stall_recv(struct nbd_conn *c, void *buf, size_t len)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	int ms = (int)(c->stall_ns / 1000000u), r;
+	ssize_t got;
+
+	for (;;) {
+		got = c->io.recv(c->io.opaque, buf, len, true);
+		if (got != -EAGAIN)
+			return got;
+		r = poll(&p, 1, ms);
+		if (r == 0)
+			return -ETIME;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
 static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 {
 	uint64_t poll_ns = (uint64_t)c->srv->poll_us * 1000, start;
@@ -459,6 +479,8 @@ static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 
 	if (c->handshake_deadline)
 		return handshake_recv(c, buf, len);
+	if (c->stall_ns)
+		return stall_recv(c, buf, len);
 	if (!poll_ns)
 		return c->io.recv(c->io.opaque, buf, len, false);
 	start = now_ns();
@@ -745,6 +767,9 @@ static void *conn_main(void *arg)
 			 r == -EPROTO	 ? "protocol violation, disconnected" :
 			 r == -ETIMEDOUT ? "handshake not done within "
 					   "--handshake-timeout: disconnected" :
+			 r == -ETIME  ? "a write's data stopped arriving for "
+					"--send-timeout, its buffers held: "
+					"disconnected" :
 			 r == -ENOENT ? "NBD_OPT_EXPORT_NAME asked for another "
 					"export: disconnected, as that option "
 					"has no error reply" :

@@ -26,6 +26,14 @@ run_mode() {
 		tap_not_ok "$mode: the send timeout is logged"
 		tap_diag <"$nbd_tmp/$mode.err"
 	fi
+	if [ "$mode" = file ]; then
+		if grep -q "a write's data stopped arriving for --send-timeout, its buffers held: disconnected" \
+			"$nbd_tmp/$mode.err"; then
+			tap_ok "$mode: the stalled writers' disconnection is logged"
+		else
+			tap_not_ok "$mode: the stalled writers' disconnection is logged"
+		fi
+	fi
 	if nbd_alive "$nbd_pid"; then
 		tap_ok "$mode: the daemon is still running"
 	else

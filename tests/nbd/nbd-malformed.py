@@ -265,6 +265,43 @@ def send_failures():
           hung_up(a, 60))
     a.close()
 
+    if MODE == "file":
+        stalled_writes()
+
+
+def stalled_writes():
+    """Clients that stop in the middle of a write's data hold the file
+    backend's buffers (the queue depth's, 64, and two of the largest
+    requests: 320 of 256 KiB) while the daemon reads it: five writes of
+    the whole 16 MiB export take them all.  They are cut off after
+    --send-timeout, and another client is served."""
+    before = on_disk(0, 4096)
+    stalled = []
+    for i in range(5):
+        s = fresh()
+        ln = min(s.size, MAX_PAYLOAD)
+        s.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE, 1, 0, ln)
+               + b"\x5a" * 1000)
+        stalled.append(s)
+    time.sleep(0.5)
+    try:
+        b = fresh()
+        b.s.settimeout(60)
+        err, _ = b.read(0, 4096)
+        b.request(CMD_DISC, 0, 0)
+        b.close()
+        check("five clients stalled mid-write holding every buffer: another "
+              "is served", err == 0)
+    except Exception as e:  # noqa: BLE001 - a stall is the failure
+        check("five clients stalled mid-write holding every buffer: another "
+              "is served", False, repr(e))
+    check("... and the stalled ones are disconnected (--send-timeout)",
+          all(hung_up(s, 60) for s in stalled))
+    for s in stalled:
+        s.close()
+    check("... and none of their partial writes was applied",
+          on_disk(0, 4096) == before)
+
 
 def on_disk(off, ln):
     with open(FILE, "rb") as f:
