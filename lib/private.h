@@ -100,8 +100,9 @@ bool caps_unbounded(int cap);
 
 /* /proc readers (lib/proc.c). */
 /* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process,
- * tid 0 the calling thread.  -ESRCH for a thread that is gone or a zombie
- * (whose flags, never cleared at exit, would still read as protected). */
+ * tid 0 the calling thread.  -ESRCH for a thread that is gone, a zombie
+ * (whose flags, never cleared at exit, would still read as protected), or
+ * exiting (PF_EXITING: a joined thread is still listed a moment). */
 int proc_task_flags(pid_t pid, pid_t tid, unsigned long *flags, char *comm,
 		    size_t comm_size);
 /* Parse a stat line: comm (field 2, may hold spaces and parentheses),

@@ -72,14 +72,21 @@ struct options {
 	bool sandbox;
 };
 
+/* One write(2) a line: the lines of connections that log at once (five
+ * cut off in the same second) do not mix. */
 static void log_stderr(const char *fmt, ...)
 {
+	char line[2048] = PROG ": ";
+	size_t n = strlen(line);
 	va_list ap;
 
-	fputs(PROG ": ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	va_end(ap);
+	n = strlen(line);
+	if (n == sizeof(line) - 1 && line[n - 1] != '\n')
+		line[n - 1] = '\n'; /* cut short: still a line */
+	fputs(line, stderr);
 }
 
 /* What --help or --version printed must have been written: to a full disk
@@ -122,7 +129,8 @@ static void usage(FILE *out)
 		"                       (default 64)\n"
 		"  --max-connections N  clients at once, 1 to 1024 (default 16)\n"
 		"  --send-timeout SECONDS  disconnect a client that takes no byte of a\n"
-		"                       reply for that long, at most 3600 (default 30;\n"
+		"                       reply, or (--file) sends no byte of a write's\n"
+		"                       data, for that long, at most 3600 (default 30;\n"
 		"                       0: never)\n"
 		"  --handshake-timeout SECONDS  disconnect a client whose handshake\n"
 		"                       takes longer, at most 3600 (default 10; 0: never)\n"
@@ -750,6 +758,9 @@ static void unlisten(int lfd, const char *path)
  * (left by a daemon that was killed).  A file that is not a socket is
  * never replaced (-EEXIST), nor a socket another server listens on
  * (-EADDRINUSE): the rename into place would take it from its clients.
+ * The probe does not wait: a server that accepts nobody, its backlog full
+ * (EAGAIN), is a server all the same, and a blocking connect(2) to it
+ * would hang the start with SIGTERM already blocked.
  */
 static int socket_path_free(const char *path)
 {
@@ -764,10 +775,11 @@ static int socket_path_free(const char *path)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 ? -EADDRINUSE :
+	    errno == EAGAIN					 ? -EADDRINUSE :
 	    errno == ECONNREFUSED				 ? 0 :
 								   -errno;
 	close(fd);

@@ -438,21 +438,6 @@ static ssize_t handshake_recv(struct nbd_conn *c, void *buf, size_t len)
 	return got == -EAGAIN ? -ETIMEDOUT : got;
 }
 
-/*
- * Wait for the client's next bytes.  A thread that sleeps in recv(2) is
- * woken, when the request comes, through the scheduler of another CPU:
- * an inter-processor interrupt, and on a virtual machine the exit of an
- * idle vCPU, tens of microseconds that are most of a request's round
- * trip at queue depth 1.  With --poll, spin up to poll_us on a recv that
- * does not wait before sleeping.  Adaptive, as the kernel's halt polling
- * is: a spin that finds nothing stops the spinning, and a sleep that ends
- * within poll_us starts it again, so a client idle for long costs one
- * spin, not one per request.  And only while the server has no more
- * connections than half its CPUs (one at least): with more, the clients
- * keep the CPUs busy and a spin takes the time one of them needs
- * (nbdcopy's 4 connections on 2 CPUs: a third more CPU per IO and less
- * throughput with spinning).
- */
 /* A read that gives up after c->stall_ns without a byte: -ETIME. */
 static ssize_t stall_recv(struct nbd_conn *c, void *buf, size_t len)
 {
@@ -472,6 +457,21 @@ static ssize_t stall_recv(struct nbd_conn *c, void *buf, size_t len)
 	}
 }
 
+/*
+ * Wait for the client's next bytes.  A thread that sleeps in recv(2) is
+ * woken, when the request comes, through the scheduler of another CPU:
+ * an inter-processor interrupt, and on a virtual machine the exit of an
+ * idle vCPU, tens of microseconds that are most of a request's round
+ * trip at queue depth 1.  With --poll, spin up to poll_us on a recv that
+ * does not wait before sleeping.  Adaptive, as the kernel's halt polling
+ * is: a spin that finds nothing stops the spinning, and a sleep that ends
+ * within poll_us starts it again, so a client idle for long costs one
+ * spin, not one per request.  And only while the server has no more
+ * connections than half its CPUs (one at least): with more, the clients
+ * keep the CPUs busy and a spin takes the time one of them needs
+ * (nbdcopy's 4 connections on 2 CPUs: a third more CPU per IO and less
+ * throughput with spinning).
+ */
 static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 {
 	uint64_t poll_ns = (uint64_t)c->srv->poll_us * 1000, start;
