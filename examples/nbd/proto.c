@@ -421,5 +421,5 @@ int nbd_handshake(struct nbd_conn *c)
 		if (r != 0)
 			return r == -ECONNABORTED ? 0 : r;
 	}
-	return -EPROTO;
+	return -EMLINK; /* not a violation of the protocol: too many */
 }

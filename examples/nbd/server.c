@@ -776,6 +776,9 @@ static void *conn_main(void *arg)
 			 r == -ENAMETOOLONG ? "NBD_OPT_EXPORT_NAME with a name "
 					      "longer than any export's: "
 					      "disconnected" :
+			 r == -EMLINK	    ? "more than 1024 options in the "
+					      "handshake, a denial of service: "
+					      "disconnected" :
 					      strerror(-r));
 
 	/* Out of the list before the descriptor is closed: the number may

@@ -26,6 +26,12 @@ run_mode() {
 		tap_not_ok "$mode: the send timeout is logged"
 		tap_diag <"$nbd_tmp/$mode.err"
 	fi
+	if grep -q "more than 1024 options in the handshake, a denial of service: disconnected" \
+		"$nbd_tmp/$mode.err"; then
+		tap_ok "$mode: the hang-up after 1024 options is logged"
+	else
+		tap_not_ok "$mode: the hang-up after 1024 options is logged"
+	fi
 	if [ "$mode" = file ]; then
 		if grep -q "a write's data stopped arriving for --send-timeout, its buffers held: disconnected" \
 			"$nbd_tmp/$mode.err"; then

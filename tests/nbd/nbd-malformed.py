@@ -694,6 +694,20 @@ def main():
     c.opt(99, b"x" * (1 << 20))
     check("unknown option with 1 MiB of data: skipped, NBD_REP_ERR_UNSUP",
           c.reply()[1] == ERR_UNSUP)
+    # Options for ever are a denial of service, where the protocol lets
+    # the server hang up: after 1024 of them, each answered.
+    m = Conn()
+    m.greet()
+    m.send(struct.pack(">QII", IHAVEOPT, 99, 0) * 1025)
+    answered = 0
+    try:
+        while m.reply()[1] == ERR_UNSUP:
+            answered += 1
+    except (Closed, ConnectionResetError):
+        pass
+    m.close()
+    check("1025 options: 1024 answered, then the server hangs up",
+          answered == 1024, "%d answered" % answered)
     # The metadata contexts (9 and 10 in the protocol) are not served.
     query = b"base:allocation"
     meta = struct.pack(">III", 0, 1, len(query)) + query
