@@ -78,29 +78,22 @@ vm_tap() {
 # End a scenario: its status says whether a test failed.
 vm_exit() { exit "$VM_FAILED"; }
 
-# vm_wait_for PATH [SECONDS]: wait until PATH exists (a device node that
-# the kernel creates when a driver binds, a sysfs entry).
-vm_wait_for() {
-	_i=0
-	while [ ! -e "$1" ]; do
-		[ "$_i" -ge "$((${2:-10} * 10))" ] && return 1
-		usleep 100000
-		_i=$((_i + 1))
-	done
-}
-
 # vm_retry SECONDS CMD...: CMD until it succeeds, for SECONDS at most (the
 # output of its last try).
 vm_retry() {
-	_n=$(($1 * 10))
+	_vm_retry_n=$(($1 * 10))
 	shift
 	while ! "$@" >/tmp/vm_retry.out 2>&1; do
-		_n=$((_n - 1))
-		[ "$_n" -le 0 ] && { cat /tmp/vm_retry.out; return 1; }
+		_vm_retry_n=$((_vm_retry_n - 1))
+		[ "$_vm_retry_n" -le 0 ] && { cat /tmp/vm_retry.out; return 1; }
 		usleep 100000
 	done
 	cat /tmp/vm_retry.out
 }
+
+# vm_wait_for PATH [SECONDS]: wait until PATH exists (a device node that
+# the kernel creates when a driver binds, a sysfs entry).
+vm_wait_for() { vm_retry "${2:-10}" test -e "$1"; }
 
 # vm_alive PID: PID runs (a child that exited stays a zombie until waited
 # for, which kill -0 cannot tell).
