@@ -255,7 +255,8 @@ int nbd_errno(int err);
  * request, its payload and what follows; larger ones go straight to
  * their place, where a copy would cost more than the recv(2) it saves. */
 #define NBD_INLINE_PAYLOAD (32u << 10)
-/* What one recv(2) into ibuf asks for, unless more is needed. */
+/* What one recv(2) into ibuf asks for, unless more is needed (or, after
+ * a large request, less: struct nbd_conn's lean). */
 #define NBD_RECV_MAX (NBD_INLINE_PAYLOAD + NBD_REQUEST_SIZE)
 /*
  * Send buffer asked of a unix socket: room for four 256 KiB replies.  The
@@ -301,6 +302,12 @@ struct nbd_conn {
 	bool structured;
 	bool no_zeroes;
 	bool spin; /* the last wait for the client was short: poll first */
+	/* The last request was a read or write larger than
+	 * NBD_INLINE_PAYLOAD: the next is likely large too, so the next
+	 * request is read without NBD_RECV_MAX, whose bytes past it would be
+	 * a large write's payload, copied again out of ibuf.  Reads count:
+	 * at 64k randrw, a write follows a read half the time. */
+	bool lean;
 	/* CLOCK_MONOTONIC ns by which the handshake must be done; 0: none. */
 	uint64_t handshake_deadline;
 	/* While a write's data is read into buffers of the shared pool: how

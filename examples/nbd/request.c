@@ -466,6 +466,8 @@ int nbd_serve(struct nbd_conn *c)
 			break;
 		nbd_request_decode(c->ibuf + c->ipos, &r);
 		c->ipos += NBD_REQUEST_SIZE;
+		c->lean = (r.type == NBD_CMD_WRITE || r.type == NBD_CMD_READ) &&
+			  r.len > NBD_INLINE_PAYLOAD;
 		if (r.magic != NBD_REQUEST_MAGIC) {
 			ret = -EPROTO;
 			break;

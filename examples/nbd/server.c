@@ -191,6 +191,7 @@ void nbd_conn_init(struct nbd_conn *c, struct nbd_server *srv,
 	c->structured = false;
 	c->no_zeroes = false;
 	c->spin = true;
+	c->lean = false;
 	c->handshake_deadline = 0;
 	c->stall_ns = 0;
 	c->inflight = 0;
@@ -519,10 +520,11 @@ int nbd_conn_fill(struct nbd_conn *c, size_t n)
 	while (c->ilen - c->ipos < n) {
 		/* What is missing, and at least NBD_RECV_MAX: pipelined
 		 * requests with it, but not much of a large write's payload,
-		 * which would be copied again instead of read in place. */
+		 * which would be copied again instead of read in place; none
+		 * of it while large requests come (lean). */
 		size_t want = n - (c->ilen - c->ipos);
 
-		if (want < NBD_RECV_MAX)
+		if (want < NBD_RECV_MAX && !c->lean)
 			want = NBD_RECV_MAX;
 		if (want > NBD_IBUF_SIZE - c->ilen)
 			want = NBD_IBUF_SIZE - c->ilen;

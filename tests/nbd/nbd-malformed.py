@@ -887,6 +887,29 @@ def main():
             check("%s: %d pipelined reads, every cookie answered once" % (kind, n),
                   got == cookies)
 
+        if writable:
+            # Pipelined writes of mixed sizes in one send: after a write
+            # larger than 32 KiB the daemon reads the next request alone
+            # (struct nbd_conn's lean), before and after it with what
+            # follows; a request or payload split wrongly shows here.
+            sizes = [64 << 10, 4096, 40 << 10, 100, 33 << 10, 1, 128 << 10, 4096]
+            base, off, batch, regions = 2 << 20, 0, b"", []
+            for i, ln in enumerate(sizes):
+                data = os.urandom(ln)
+                c.cookie += 1
+                batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE,
+                                     c.cookie, base + off, ln) + data
+                regions.append((base + off, data))
+                off += ln + 512
+            c.cookie += 1
+            batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, c.cookie, 0, 0)
+            c.send(batch)
+            errs = [c.status() for _ in range(len(sizes) + 1)]
+            same = all(c.read(o, len(d)) == (0, d) for o, d in regions)
+            check("%s: pipelined writes of 1 B to 128 KiB in one send, "
+                  "each where it belongs" % kind, errs == [0] * len(errs) and same,
+                  "errors %r" % errs)
+
         if structured:
             if writable:
                 c.request(CMD_TRIM, 1 << 20, 64 << 10)
