@@ -137,9 +137,13 @@ class Conn:
                 self.size, self.tflags = struct.unpack(">QH", d[2:12])
 
     # -- transmission
-    def request(self, cmd, off, ln, flags=0, payload=b"", magic=REQ_MAGIC):
+    def packed(self, cmd, off, ln, flags=0, payload=b"", magic=REQ_MAGIC):
+        """A request's bytes, under the next cookie, not sent."""
         self.cookie += 1
-        self.send(struct.pack(">IHHQQI", magic, flags, cmd, self.cookie, off, ln) + payload)
+        return struct.pack(">IHHQQI", magic, flags, cmd, self.cookie, off, ln) + payload
+
+    def request(self, cmd, off, ln, flags=0, payload=b"", magic=REQ_MAGIC):
+        self.send(self.packed(cmd, off, ln, flags, payload, magic))
         return self.cookie
 
     def simple(self):
@@ -894,15 +898,12 @@ def main():
             # follows; a request or payload split wrongly shows here.
             sizes = [64 << 10, 4096, 40 << 10, 100, 33 << 10, 1, 128 << 10, 4096]
             base, off, batch, regions = 2 << 20, 0, b"", []
-            for i, ln in enumerate(sizes):
+            for ln in sizes:
                 data = os.urandom(ln)
-                c.cookie += 1
-                batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_WRITE,
-                                     c.cookie, base + off, ln) + data
+                batch += c.packed(CMD_WRITE, base + off, ln, payload=data)
                 regions.append((base + off, data))
                 off += ln + 512
-            c.cookie += 1
-            batch += struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_FLUSH, c.cookie, 0, 0)
+            batch += c.packed(CMD_FLUSH, 0, 0)
             c.send(batch)
             errs = [c.status() for _ in range(len(sizes) + 1)]
             same = all(c.read(o, len(d)) == (0, d) for o, d in regions)
