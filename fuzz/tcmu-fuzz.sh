@@ -30,6 +30,22 @@ fi
 # or WRITE (16), op 4 overwrites a ring word, op 7 resets, op 9 processes.
 printf '\000\000\002\000\200\022\000\000\000\377\000\011' >"$seeds/inquiry"
 printf '\000\000\002\000\200\022\001\260\000\377\000\011' >"$seeds/vpd-b0"
+# INQUIRY of the VPD pages 0x80, 0x83, 0xb1 and 0xb2, MODE SENSE (6) of
+# every page, MODE SENSE (10) of the caching page's changeable values,
+# READ CAPACITY (10), READ (12) of 8 blocks, SYNCHRONIZE CACHE (10) and
+# (16).  With these seeds a 15 s run executed 93% of scsi.c's lines (81%
+# without them) and 97% of ring.c's parse_cmd, measured with llvm-cov on
+# a build with -fprofile-instr-generate; most of the rest is errors the
+# memory backend never returns.
+for page in 200 203 261 262; do
+	printf "\\000\\000\\002\\000\\200\\022\\001\\$page\\000\\377\\000\\011" >"$seeds/vpd-$page"
+done
+printf '\000\000\002\000\200\032\000\077\000\377\000\011' >"$seeds/mode-sense-6"
+printf '\000\001\002\000\200\132\000\110\000\000\000\000\000\377\000\011' >"$seeds/mode-sense-10"
+printf '\000\001\002\000\004\045\000\000\000\000\000\000\000\000\000\011' >"$seeds/read-capacity-10"
+printf '\000\001\000\000\000\065\000\000\000\000\000\000\000\000\000\011' >"$seeds/sync-cache"
+printf '\000\002\002\010\000\250\000\000\000\000\000\000\000\000\010\000\000\011' >"$seeds/read-12"
+printf '\000\003\000\000\000\221\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\011' >"$seeds/sync-cache-16"
 printf '\000\003\002\000\020\236\020\000\000\000\000\000\000\000\000\000\000\000\040\000\000\011' >"$seeds/rc16"
 printf '\002\001\010\000\000\100\002\000\010\000\000\100\011' >"$seeds/write-read"
 printf '\002\001\010\000\000\100\004\000\007\377\377\377\377\000\000\000\000\011\007\011' >"$seeds/corrupt-iov"
