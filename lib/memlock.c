@@ -191,7 +191,7 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	return 0;
 }
 
-_public_ int ioflusher_memlock_prefault_heap(size_t bytes)
+int prefault_heap(size_t bytes, int *lock_error)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	volatile char *p;
@@ -219,8 +219,18 @@ _public_ int ioflusher_memlock_prefault_heap(size_t bytes)
 	for (size_t off = 0; off < bytes; off += (size_t)page)
 		p[off] = 0;
 	p[bytes - 1] = 0;
+	/* Without MCL_FUTURE the pages the heap grew by are not locked
+	 * (do_brk_flags() takes mm->def_flags): locked here, the lock stays
+	 * with the pages once freed, since the heap is no longer trimmed. */
+	if (lock_error && mlock((void *)p, bytes) < 0)
+		*lock_error = errno;
 	free((void *)p);
 	return 0;
+}
+
+_public_ int ioflusher_memlock_prefault_heap(size_t bytes)
+{
+	return prefault_heap(bytes, NULL);
 }
 
 /* The mappings lvm2 skips too: large, and never on an IO path. */

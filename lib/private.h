@@ -88,6 +88,7 @@ struct ioflusher_ctx {
 #define proc_thread_count ioflusher__proc_thread_count
 #define proc_seccomp_mode ioflusher__proc_seccomp_mode
 #define kernel_at_least ioflusher__kernel_at_least
+#define prefault_heap ioflusher__prefault_heap
 
 /* The capability is effective and the kernel's capable() will count it:
  * the process sits in the initial user namespace (lib/caps.c). */
@@ -97,6 +98,10 @@ bool caps_counted(int cap);
  * cannot tell). */
 bool caps_permitted(int cap);
 bool caps_unbounded(int cap);
+
+/* ioflusher_memlock_prefault_heap(); with lock_error, the reserve is also
+ * mlock()ed, and the errno of a refusal stored there (lib/memlock.c). */
+int prefault_heap(size_t bytes, int *lock_error);
 
 /* /proc readers (lib/proc.c). */
 /* Flags (field 9) of /proc/PID/task/TID/stat; pid 0 means this process,

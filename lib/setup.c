@@ -5,7 +5,9 @@
  * Order matters.  The flag comes first, so that the allocations and faults
  * of the rest of the setup already run under NOIO; then OOM protection;
  * then mlockall, which faults in and locks the whole process; then the
- * reserves, faulted in after mlockall so that they are locked too.  All of
+ * reserves, faulted in after mlockall so that they are locked too (the
+ * heap's by mlock() when MCL_FUTURE was left out, since the pages the heap
+ * grows by are then not locked).  All of
  * it belongs before the first thread starts: threads inherit the flag from
  * their creator, and one started earlier runs without it.
  */
@@ -26,6 +28,8 @@ struct report_entry {
 
 struct ioflusher_report {
 	struct report_entry e[IOFLUSHER_PROTECT_COUNT];
+	/* mlockall() applied without MCL_FUTURE. */
+	bool locked_current_only;
 };
 
 static const char *const protection_name[] = {
@@ -167,6 +171,7 @@ static void mib(char *buf, size_t size, uint64_t bytes)
 }
 
 static int apply_memlock(const struct ioflusher_ctx *ctx,
+			 struct ioflusher_report *report,
 			 struct report_entry *e)
 {
 	uint64_t soft = 0, hard = 0, locked = 0, size = 0;
@@ -187,6 +192,7 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 					     "|MCL_ONFAULT" :
 					     "",
 				     v);
+		report->locked_current_only = r == 1;
 		if (r == 0 || n >= sizeof(e->detail))
 			return 0;
 		/* 1: FUTURE_IF_UNLIMITED left MCL_FUTURE out. */
@@ -219,9 +225,11 @@ static int apply_memlock(const struct ioflusher_ctx *ctx,
 }
 
 static int apply_prefault(const struct ioflusher_ctx *ctx,
+			  const struct ioflusher_report *report,
 			  struct report_entry *e)
 {
-	int r;
+	int lock_error = 0, r;
+	size_t n;
 
 	r = ioflusher_memlock_prefault_stack(ctx->stack_reserve);
 	if (r < 0) {
@@ -230,18 +238,29 @@ static int apply_prefault(const struct ioflusher_ctx *ctx,
 			 ctx->stack_reserve);
 		return r;
 	}
-	r = ioflusher_memlock_prefault_heap(ctx->heap_reserve);
+	r = prefault_heap(ctx->heap_reserve,
+			  report->locked_current_only ? &lock_error : NULL);
 	if (r < 0) {
 		snprintf(e->detail, sizeof(e->detail),
 			 "heap reserve of %zu bytes", ctx->heap_reserve);
 		return r;
 	}
-	snprintf(e->detail, sizeof(e->detail), "stack %zu KiB, heap %zu KiB",
-		 ctx->stack_reserve / 1024, ctx->heap_reserve / 1024);
+	n = (size_t)snprintf(e->detail, sizeof(e->detail),
+			     "stack %zu KiB, heap %zu KiB",
+			     ctx->stack_reserve / 1024,
+			     ctx->heap_reserve / 1024);
+	/* Faulted in, which is what the reserve is for; that it is not
+	 * locked is said, not failed. */
+	if (lock_error && n < sizeof(e->detail))
+		snprintf(e->detail + n, sizeof(e->detail) - n,
+			 "; the heap reserve is not locked: mlock: %s "
+			 "(RLIMIT_MEMLOCK, without CAP_IPC_LOCK)",
+			 strerror(lock_error));
 	return 0;
 }
 
-static int apply(const struct ioflusher_ctx *ctx, int p, struct report_entry *e)
+static int apply(const struct ioflusher_ctx *ctx,
+		 struct ioflusher_report *report, int p, struct report_entry *e)
 {
 	switch (p) {
 	case IOFLUSHER_PROTECT_FLAG:
@@ -249,9 +268,9 @@ static int apply(const struct ioflusher_ctx *ctx, int p, struct report_entry *e)
 	case IOFLUSHER_PROTECT_OOM:
 		return apply_oom(ctx, e);
 	case IOFLUSHER_PROTECT_MEMLOCK:
-		return apply_memlock(ctx, e);
+		return apply_memlock(ctx, report, e);
 	default:
-		return apply_prefault(ctx, e);
+		return apply_prefault(ctx, report, e);
 	}
 }
 
@@ -295,7 +314,7 @@ _public_ int ioflusher_setup(struct ioflusher_ctx *ctx,
 					     IOFLUSHER_REASON_POLICY;
 			continue;
 		}
-		r = apply(ctx, p, e);
+		r = apply(ctx, report, p, e);
 		e->error = r;
 		if (r == -EBUSY && p == IOFLUSHER_PROTECT_FLAG)
 			e->reason = IOFLUSHER_REASON_THREADS;

@@ -787,6 +787,23 @@ static void test_setup_applied(void)
  * refused (EAGAIN), 2 when memlock_all returned otherwise, 3 or 4 for the
  * test's own failures.
  */
+/* RLIMIT_MEMLOCK set to the process's size plus headroom, and
+ * CAP_IPC_LOCK no longer effective, so that the limit applies. */
+static int limited_without_ipc_lock(unsigned long headroom)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	struct rlimit rl;
+
+	rl.rlim_cur = rl.rlim_max = ((rlim_t)status_kib("VmSize") << 10) +
+				    headroom;
+	if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0 ||
+	    syscall(SYS_capget, &h, d) < 0)
+		return -1;
+	d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+	return syscall(SYS_capset, &h, d) < 0 ? -1 : 0;
+}
+
 static int map_after_memlock(unsigned int flags, int want)
 {
 	pid_t pid;
@@ -794,19 +811,9 @@ static int map_after_memlock(unsigned int flags, int want)
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3,
-						      0 };
-		struct __user_cap_data_struct d[2];
-		struct rlimit rl;
 		void *p;
 
-		rl.rlim_cur = rl.rlim_max =
-			((rlim_t)status_kib("VmSize") << 10) + (16 << 20);
-		if (setrlimit(RLIMIT_MEMLOCK, &rl) < 0 ||
-		    syscall(SYS_capget, &h, d) < 0)
-			_exit(3);
-		d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
-		if (syscall(SYS_capset, &h, d) < 0)
+		if (limited_without_ipc_lock(16 << 20) < 0)
 			_exit(3);
 		if (ioflusher_memlock_all(flags) != want)
 			_exit(2);
@@ -827,6 +834,87 @@ static void test_memlock_future_if_unlimited(void)
 					    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED,
 				    1),
 		  0);
+}
+
+/* Locked: of the heap's mappings in /proc/self/smaps, in KiB. */
+static unsigned long heap_locked_kib(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	unsigned long kib = 0;
+	bool heap = false;
+	char line[512];
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, end, v;
+
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
+			heap = strstr(line, "[heap]") != NULL;
+		else if (heap && sscanf(line, "Locked: %lu kB", &v) == 1)
+			kib += v;
+	}
+	fclose(f);
+	return kib;
+}
+
+/* Setup with FUTURE_IF_UNLIMITED under a limit of the process's size plus
+ * headroom, without CAP_IPC_LOCK, and a 4 MiB heap reserve: 0 when the
+ * reserve is locked (want_locked) or said not to be (!want_locked). */
+static int heap_reserve_after_memlock(unsigned long headroom, bool want_locked)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		struct ioflusher_report *report = NULL;
+		struct ioflusher_ctx *ctx = NULL;
+		unsigned long before;
+		char line[1024];
+		bool said;
+
+		if (limited_without_ipc_lock(headroom) < 0 ||
+		    ioflusher_ctx_new(&ctx))
+			_exit(3);
+		ioflusher_ctx_set_log_priority(ctx, -1);
+		if (ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
+					     IOFLUSHER_POLICY_OFF) ||
+		    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_OOM,
+					     IOFLUSHER_POLICY_OFF) ||
+		    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_MEMLOCK,
+					     IOFLUSHER_POLICY_REQUIRED) ||
+		    ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_PREFAULT,
+					     IOFLUSHER_POLICY_REQUIRED) ||
+		    ioflusher_ctx_set_memlock_flags(
+			    ctx, IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) ||
+		    ioflusher_ctx_set_reserve(ctx, 64 << 10, 4 << 20))
+			_exit(3);
+		before = heap_locked_kib();
+		if (ioflusher_setup(ctx, &report) != 0)
+			_exit(2);
+		ioflusher_report_format(report, IOFLUSHER_PROTECT_MEMLOCK,
+					line, sizeof(line));
+		printf("#   %s\n", line);
+		ioflusher_report_format(report, IOFLUSHER_PROTECT_PREFAULT,
+					line, sizeof(line));
+		printf("#   %s; heap locked %lu KiB, before %lu KiB\n", line,
+		       heap_locked_kib(), before);
+		fflush(stdout);
+		said = strstr(line, "the heap reserve is not locked") != NULL;
+		if (want_locked)
+			_exit(!said && heap_locked_kib() >= before + 4096 ? 0 : 4);
+		_exit(said ? 0 : 5);
+	}
+	return pid < 0 ? -1 : wait_child(pid);
+}
+
+/* Without MCL_FUTURE the pages the heap grows by are not locked: setup
+ * locks the heap reserve itself, or says it could not. */
+static void test_setup_heap_reserve_locked(void)
+{
+	EXPECT_EQ(heap_reserve_after_memlock(16ul << 20, true), 0);
+	EXPECT_EQ(heap_reserve_after_memlock(1ul << 20, false), 0);
 }
 
 /* A thread started before setup runs without the flag: setup sets it on
@@ -1395,6 +1483,8 @@ static const struct test tests[] = {
     {"memlock: FUTURE_IF_UNLIMITED: no MCL_FUTURE under a limit without "
      "CAP_IPC_LOCK, and the mapping is made",
      test_memlock_future_if_unlimited, SUITE_ROOT, NULL},
+    {"setup: without MCL_FUTURE the heap reserve is locked, or said not to be",
+     test_setup_heap_reserve_locked, SUITE_ROOT, NULL},
     {"setup: a thread started before fails the flag (EBUSY), named",
      test_setup_threads, SUITE_ROOT, NULL},
     {"setup: CAP_SYS_RESOURCE only permitted: says raise it",
