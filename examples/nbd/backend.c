@@ -544,17 +544,28 @@ int nbd_backend_trim(struct nbd_export *exp, int fd, uint64_t off, uint64_t len,
  * zeroes; else nothing is touched (0) and the caller replies ENOTSUP.  A
  * device that offers write zeroes but refuses them without unmapping is
  * found out by the kernel on first use: that request is written out, and
- * the kernel stops offering them.
+ * the kernel stops offering them.  But the kernel drops the range from the
+ * page cache before it tries, dirty pages included: the range is written
+ * back first, so that the ENOTSUP of a refusal leaves the export as it was,
+ * as the protocol asks.
  */
 static int blockdev_fast_zero(struct nbd_export *exp, int fd, uint64_t off,
 			      uint64_t len, bool may_punch)
 {
 	if (!blockdev_write_zeroes(exp))
 		return 0;
-	if (may_punch)
+	if (may_punch && !atomic_load(&exp->no_punch)) {
+		if (sync_file_range(fd, (off_t)off, (off_t)len,
+				    SYNC_FILE_RANGE_WAIT_BEFORE |
+					    SYNC_FILE_RANGE_WRITE |
+					    SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+			return nbd_errno(errno);
 		return try_fallocate(exp, fd,
 				     FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				     &exp->no_punch, off, len);
+	}
+	if (may_punch)
+		return 0;
 	return try_fallocate(exp, fd,
 			     FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 			     &exp->no_zero_range, off, len);

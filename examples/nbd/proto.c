@@ -127,11 +127,10 @@ int nbd_request_check(const struct nbd_export *exp, bool structured,
 	 * request ... is larger than the advertised maximum block size";
 	 * NBD_EOVERFLOW is only for a DF read this server could not send
 	 * unfragmented, and it can send any read it accepts in one chunk.
-	 * Trim and write zeroes carry no payload and are served at any
-	 * length: the maximum does not bind trim (the kernel's client sends
-	 * up to 4 GiB), and a longer write zeroes, which clients may send
-	 * only with FAST_ZERO, is served rather than refused, since it
-	 * takes no buffer (ioflusher-nbd(8), PROTOCOL). */
+	 * Trim and write zeroes carry no payload, and a client may ask for
+	 * more than the maximum payload with them; they are served at any
+	 * length, since they take no buffer (the kernel's client sends
+	 * trims of up to 4 GiB; ioflusher-nbd(8), PROTOCOL). */
 	if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) &&
 	    r->len > NBD_MAX_PAYLOAD)
 		return refuse(msg, "request longer than the maximum block size",
