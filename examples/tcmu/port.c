@@ -43,10 +43,14 @@ static int port_notify(void *data)
 	do
 		n = write(port->fd, &one, sizeof(one));
 	while (n < 0 && errno == EINTR);
-	/* uio_write() answers EIO once the device is unregistered
-	 * (drivers/uio/uio.c): a removed device, as poll's POLLERR is. */
+	/* Once the device is unregistered under the open fd, uio_write()
+	 * finds its info gone and answers EINVAL (drivers/uio/uio.c; the
+	 * length, the only other EINVAL, is right): a removed device, as
+	 * poll's POLLERR is.  EIO is uio's answer for a device without an
+	 * interrupt, which a TCMU device is not, and read()'s for one
+	 * removed: taken as removal too. */
 	if (n < 0)
-		return errno == EIO ? -ENODEV : -errno;
+		return errno == EINVAL || errno == EIO ? -ENODEV : -errno;
 	return n == sizeof(one) ? 0 : -EIO;
 }
 

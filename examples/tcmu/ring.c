@@ -71,12 +71,11 @@ static uint8_t *mailbox_field(struct tcmu_ring *ring, size_t off)
 static uint32_t load_head(struct tcmu_ring *ring)
 {
 	/* The kernel writes an entry, flushes the data cache over it and
-	 * then stores cmd_head (queue_cmd_ring(), a plain store, no release
-	 * barrier): in that order on x86, whose stores are not reordered.
-	 * The acquire orders our side; on a weakly ordered CPU a head read
-	 * with no system call since the kernel's store (the --poll spin,
-	 * the pass that finds more queued) could in principle run ahead of
-	 * the entry, which only a barrier in the kernel would rule out. */
+	 * then publishes cmd_head with a release store (queue_cmd_ring()'s
+	 * UPDATE_HEAD, smp_store_release()); this acquire pairs with it, so
+	 * that an entry seen through the head is whole, whether or not a
+	 * system call came between (the --poll spin, the pass that finds
+	 * more queued). */
 	return __atomic_load_n((uint32_t *)(void *)mailbox_field(
 				       ring,
 				       offsetof(struct tcmu_mailbox, cmd_head)),

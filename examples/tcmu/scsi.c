@@ -379,6 +379,10 @@ static void read_capacity_16(const struct tcmu_lun *lun, struct tcmu_cmd *cmd)
 {
 	uint8_t b[32] = { 0 };
 
+	/* SBC-3: as for READ CAPACITY (10), without PMI the LBA field
+	 * shall be zero. */
+	if (!(cmd->cdb[14] & 0x01) && be64(cmd->cdb + 2))
+		return invalid_cdb(cmd, 2, NO_BIT);
 	put_be64(b, lun->nblocks - 1);
 	put_be32(b + 8, lun->block_size);
 	b[14] = 0x80 | 0x40; /* LBPME, LBPRZ */

@@ -2,8 +2,9 @@
 # ioflusher-tcmu as a whole, on the host: options, start-up (the report,
 # the audit, capabilities dropped) and device discovery, over a sysfs,
 # configfs and /dev laid out in a directory (--root).  The fake /dev/uio0
-# is a regular file: mapped like map0, and its first read() ends the
-# ring thread as a removed device's would.  The daemon's 4-byte write
+# is a regular file: mapped like map0, each 4-byte read() of it a
+# notification, and its end (read() returning 0) ends the ring thread as
+# a removed device's would.  The daemon's 4-byte write
 # lands at the start of the file, over the mailbox: each run gets a new
 # one.
 set -u

@@ -13,7 +13,7 @@
  * a 4-byte "interrupt" on the notification socket.  It reaps completions
  * as tcmu_handle_completions() does, from its own last-cleaned offset up
  * to the cmd_tail the daemon wrote, looking entries up by cmd_id, and
- * takes READ_LEN as the command's length whatever its direction.  Its
+ * takes a non-zero READ_LEN as a Data-In command's length.  Its
  * reset_ring sets cmd_head, cmd_tail and its last-cleaned offset to 0.
  *
  * The memfd is mapped twice: the kernel's view, and the daemon's view in

@@ -947,9 +947,24 @@ Test(tcmu_ring, entries_left_for_want_of_command_state_are_taken_later)
 
 Test(tcmu_ring, a_device_removed_under_the_notification_is_enodev)
 {
+	int efd;
+
+	/* An eventfd answers a 4-byte write() with EINVAL, as uio_write()
+	 * does for a device unregistered under an open fd. */
+	efd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_geq(efd, 0, "%s", strerror(errno));
+	h.port.fd = efd;
+	queue(tur, 6, KERN_NONE, NULL, 0);
+	cr_assert_eq(harness_process(&h), -ENODEV);
+	h.port.fd = h.k.sock[1];
+	close(efd);
+}
+
+Test(tcmu_ring, a_notification_answered_eio_is_enodev)
+{
 	int master, slave;
 
-	/* A hung-up terminal answers write() with EIO, as uio_write() does
+	/* A hung-up terminal answers write() with EIO, as uio_read() does
 	 * for a device unregistered under an open fd. */
 	master = posix_openpt(O_RDWR | O_NOCTTY);
 	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)

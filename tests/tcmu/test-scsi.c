@@ -361,6 +361,12 @@ Test(tcmu_scsi, read_capacity_16)
 	c = harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32);
 	expect_good(c);
 	cr_assert_eq(c->read_len, 12);
+	/* SBC-3: a LOGICAL BLOCK ADDRESS without PMI is an error. */
+	put_be32(cdb + 10, 32);
+	cdb[9] = 1;
+	expect_field(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32), 2);
+	cdb[14] = 1; /* PMI: allowed, and obsolete */
+	expect_good(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32));
 	/* another service action of the opcode: REPORT REFERRALS */
 	cdb[1] = 0x13;
 	expect_field(harness_run(&h, cdb, 16, KERN_FROM_DEV, NULL, 32), 1);
