@@ -216,6 +216,11 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null &&
 		"--keep-caps cannot hold" \
 		setpriv --bounding-set=-setpcap "$tool" run --best-effort \
 		--keep-caps cap_ipc_lock -- true
+	# Root by the real user ID alone is root to execve too.
+	check "run --keep-caps with a real UID of 0 without CAP_SETPCAP: refused" 1 \
+		"--keep-caps cannot hold" \
+		setpriv --euid=65534 --bounding-set=-setpcap "$tool" run \
+		--best-effort --keep-caps cap_ipc_lock -- true
 else
 	skip "run --keep-caps as root without CAP_SETPCAP" \
 		"not root, or setpriv cannot drop CAP_SETPCAP here"
@@ -231,6 +236,16 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null &&
 		"^CapEff:[[:space:]]+0000000000004000$" \
 		$nobody_lock "$tool" run --best-effort --keep-caps cap_ipc_lock \
 		-- grep CapEff /proc/self/status
+	# A capability it does not hold stays absent, without a warning.
+	out=$($nobody_lock "$tool" run --best-effort \
+		--keep-caps cap_ipc_lock,cap_sys_admin -- true 2>&1)
+	rc=$?
+	if [ $rc -eq 0 ] && ! printf '%s\n' "$out" | grep -q "not kept across execve"; then
+		ok "run --keep-caps of a capability not held: no warning"
+	else
+		not_ok "run --keep-caps of a capability not held: no warning" \
+			"exit $rc: $out"
+	fi
 else
 	skip "run --keep-caps cap_ipc_lock as nobody" \
 		"not root, no setpriv, or nobody cannot have CAP_IPC_LOCK or run the tool"
@@ -301,6 +316,47 @@ if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then
 		"^seccomp: +$mode" noproc
 else
 	skip "status PID without /proc" "not root, or no unshare -m"
+fi
+# A /proc that shows only processes (subset=pid, systemd's
+# ProcSubset=pid) has no /proc/sys or /proc/pressure: unknown, not "not
+# in this kernel".
+subset() {
+	unshare -m sh -c 'mount -t proc -o subset=pid proc /proc && exec "$0" status' "$tool"
+}
+if [ "$(id -u)" -eq 0 ] &&
+	unshare -m sh -c 'mount -t proc -o subset=pid proc /proc' 2>/dev/null; then
+	check "status with /proc of subset=pid: compaction unknown" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^compaction: +unknown \(this /proc shows only processes" subset
+	check "status with /proc of subset=pid: PSI unknown" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^PSI: +unknown \(this /proc shows only processes" subset
+else
+	skip "status with /proc of subset=pid" "not root, or /proc cannot be mounted so"
+fi
+kill "$pid"
+wait "$pid" 2>/dev/null
+
+# A thread's ID names its process, which is audited, and said to be.
+skel=${top_builddir:-.}/examples/skeleton/ioflusher-skeleton
+"$skel" --best-effort >/dev/null 2>&1 &
+pid=$!
+tid=
+for _ in $(seq 50); do
+	tid=$(ls "/proc/$pid/task" 2>/dev/null | grep -vx "$pid" | head -n 1)
+	[ -n "$tid" ] && break
+	sleep 0.1
+done
+if [ -n "$tid" ]; then
+	check "status TID: the process it belongs to, said so" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"^process: +$pid \($tid is one of its threads\)$" \
+		"$tool" status "$tid"
+	check "status TID: audits every thread of its process" \
+		"$([ $resource = yes ] && echo 0 || echo 1)" \
+		"thread +$pid " "$tool" status "$tid"
+else
+	skip "status TID" "the skeleton started no thread within 5 s"
 fi
 kill "$pid"
 wait "$pid" 2>/dev/null

@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/securebits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -280,22 +281,27 @@ static int first_line(const char *path, char *line, size_t size)
 	return r;
 }
 
-/* Without /proc (a mount namespace without it, a sandbox) a file of it
- * that is missing says nothing of the kernel. */
-static bool proc_mounted(void)
+/* Without /proc (a mount namespace without it, a sandbox), or with one
+ * that shows only the processes (subset=pid, systemd's ProcSubset=pid:
+ * no /proc/sys, no /proc/pressure), a file of it that is missing says
+ * nothing of the kernel: why, or NULL when /proc is whole. */
+static const char *proc_partial(void)
 {
-	return access("/proc/self/status", R_OK) == 0;
+	if (access("/proc/self/status", R_OK) < 0)
+		return "/proc is not mounted here, or not readable";
+	if (access("/proc/sys", F_OK) < 0)
+		return "this /proc shows only processes (subset=pid)";
+	return NULL;
 }
 
 static void print_psi(void)
 {
 	char line[256];
 	int r = first_line("/proc/pressure/memory", line, sizeof(line));
+	const char *partial = r == -ENOENT ? proc_partial() : NULL;
 
-	if (r == -ENOENT && !proc_mounted())
-		printf("%-18s unknown (/proc is not mounted here, or not "
-		       "readable)\n",
-		       "PSI:");
+	if (partial)
+		printf("%-18s unknown (%s)\n", "PSI:", partial);
 	else if (r < 0)
 		printf("%-18s unavailable (%s; needs CONFIG_PSI and psi=1)\n",
 		       "PSI:", strerror(-r));
@@ -310,11 +316,10 @@ static void print_compaction(void)
 	char line[32];
 	int r = first_line("/proc/sys/vm/compact_unevictable_allowed", line,
 			   sizeof(line));
+	const char *partial = r == -ENOENT ? proc_partial() : NULL;
 
-	if (r == -ENOENT && !proc_mounted())
-		printf("%-18s unknown (/proc is not mounted here, or not "
-		       "readable)\n",
-		       "compaction:");
+	if (partial)
+		printf("%-18s unknown (%s)\n", "compaction:", partial);
 	else if (r < 0)
 		printf("%-18s %s\n", "compaction:",
 		       r == -ENOENT ?
@@ -415,7 +420,7 @@ static int process_visible(pid_t pid)
 	/* Or it exited in between. */
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return -ESRCH;
-	if (!proc_mounted())
+	if (access("/proc/self/status", R_OK) < 0)
 		return -ENOENT;
 	return -EACCES;
 }
@@ -471,7 +476,7 @@ static int flag_trial(int *sig)
 
 static int cmd_status(int argc, char **argv)
 {
-	pid_t pid = getpid();
+	pid_t pid = getpid(), thread = 0;
 	bool self = true;
 	struct utsname u;
 	char buf[64];
@@ -518,6 +523,13 @@ static int cmd_status(int argc, char **argv)
 			       (int)pid);
 			return EXIT_NOT_READY;
 		}
+		/* A thread's ID names its /proc directory too: audit the
+		 * process it belongs to, and say so. */
+		if (status_field(pid, "Tgid", buf, sizeof(buf)) &&
+		    atoi(buf) > 0 && atoi(buf) != pid) {
+			thread = pid;
+			pid = atoi(buf);
+		}
 	}
 	uname(&u);
 	supported = ioflusher_flag_supported();
@@ -525,9 +537,14 @@ static int cmd_status(int argc, char **argv)
 	       supported == 1 ? "supported" :
 	       supported == 0 ? "NOT supported (needs Linux 5.6)" :
 				"unknown");
-	printf("%-18s %d%s\n", "process:", (int)pid,
-	       self ? " (ioflusher itself; name a daemon's PID to audit it)" :
-		      "");
+	if (thread)
+		printf("%-18s %d (%d is one of its threads)\n",
+		       "process:", (int)pid, (int)thread);
+	else
+		printf("%-18s %d%s\n", "process:", (int)pid,
+		       self ? " (ioflusher itself; name a daemon's PID to "
+			      "audit it)" :
+			      "");
 	initial = print_userns(pid);
 	have_resource = print_caps(pid);
 	/* PR_GET_SECCOMP answers for this process without /proc (2 for a
@@ -687,13 +704,26 @@ out:
 }
 
 /*
- * For a command run as root (euid 0), execve makes the permitted set the
- * whole bounding set: a drop holds only where the bounding set shrank.
- * The first capability dropped but still bounded, or -1.
+ * Whether execve gives the command the whole bounding set: where the real
+ * or the effective user ID is 0, unless SECBIT_NOROOT is set
+ * (handle_privileged_root() in security/commoncap.c).
+ */
+static bool exec_as_root(void)
+{
+	int bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+
+	return (getuid() == 0 || geteuid() == 0) &&
+	       (bits < 0 || !(bits & SECBIT_NOROOT));
+}
+
+/*
+ * For a command run as root, execve makes the permitted set the whole
+ * bounding set: a drop holds only where the bounding set shrank.  The
+ * first capability dropped but still bounded, or -1.
  */
 static int check_bounding(const int *keep, size_t nkeep)
 {
-	if (geteuid() != 0)
+	if (!exec_as_root())
 		return -1;
 	for (int cap = 0; cap < (int)cap_max_bits(); cap++) {
 		bool kept = false;
@@ -960,11 +990,13 @@ static int cmd_run(int argc, char **argv)
 			return EXIT_NOT_READY;
 		}
 		/* For a command that is not run as root, kept capabilities
-		 * survive execve only as ambient ones. */
+		 * survive execve only as ambient ones; one not held was not
+		 * kept, and is not warned about. */
 		for (size_t i = 0;
-		     geteuid() != 0 && i < nkeep && CAP_AMBIENT_SUPPORTED();
+		     !exec_as_root() && i < nkeep && CAP_AMBIENT_SUPPORTED();
 		     i++)
-			if (cap_set_ambient((cap_value_t)keep[i], CAP_SET) < 0)
+			if (own_cap_bit("CapPrm", keep[i]) == 1 &&
+			    cap_set_ambient((cap_value_t)keep[i], CAP_SET) < 0)
 				errorx("warning: %s is not kept across execve: "
 				       "it cannot be made ambient: %s",
 				       cap_to_name((cap_value_t)keep[i]),
