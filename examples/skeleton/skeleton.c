@@ -307,9 +307,14 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP); /* its terminal gone: a stop, not a kill */
+	/* Its terminal gone: a stop, not a kill.  A daemon with a
+	 * configuration to reload would take SIGHUP for that instead. */
+	sigaddset(&sigs, SIGHUP);
 	sigaddset(&sigs, SIGALRM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* A peer that closes its socket makes a write fail with EPIPE, to
+	 * be handled where it happens, instead of killing the daemon. */
+	signal(SIGPIPE, SIG_IGN);
 	if (pipe2(request_pipe, O_CLOEXEC) < 0) {
 		perror("pipe2");
 		ioflusher_mempool_free(buffers);
@@ -323,13 +328,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "capabilities: no CAP_SETPCAP, the bounding "
 				"set stays as it is\n");
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
-	if (r < 0)
-		fprintf(stderr,
-			"dropping capabilities: %s%s; the workers keep them\n",
+	if (r < 0) {
+		/* Kept, CAP_SYS_RESOURCE lets any thread clear the flag:
+		 * not served, unless --best-effort. */
+		fprintf(stderr, "dropping capabilities: %s%s%s\n",
 			strerror(-r),
 			r == -EPERM ? " (a seccomp filter or a security "
 				      "module refused)" :
-				      "");
+				      "",
+			policy == IOFLUSHER_POLICY_REQUIRED ?
+				": not serving" :
+				"; the workers keep them");
+		if (policy == IOFLUSHER_POLICY_REQUIRED)
+			status = r == -ENOMEM ? 1 : 4;
+	}
 
 	/* 4. Workers that carry the flag, or none at all.  Best effort: a
 	 * system without the flag still runs them, unprotected. */
@@ -393,10 +405,12 @@ int main(int argc, char **argv)
 	}
 
 	/* And keep the protections: no thread may undo them from now on.
-	 * Asked for, not always: without CAP_SYS_ADMIN the filter sets
-	 * no_new_privs, and under systemd's SystemCallFilter= it needs
-	 * seccomp(2) allowed (ioflusher_sandbox_lock(3)).  Asked for and not
-	 * had is not served: 4, or 1 for what a restart may cure. */
+	 * Asked for, not always: the filter sets no_new_privs on every
+	 * thread, so that nothing the daemon executes from then on gains
+	 * privileges (a set-user-ID helper, a file's capabilities), and under
+	 * systemd's SystemCallFilter= it needs seccomp(2) allowed
+	 * (ioflusher_sandbox_lock(3)).  Asked for and not had is not served:
+	 * 4, or 1 for what a restart may cure. */
 	if (!status && sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
