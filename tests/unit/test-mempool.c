@@ -331,7 +331,8 @@ Test(mempool, waiter_wakes_on_free, .timeout = 60)
 	pthread_join(t, NULL);
 	cr_assert_eq(a.ret, 0);
 	cr_assert_eq(a.elems[0], e[1], "the freed element was handed over");
-	cr_assert_geq(stats_of(pool).wait_ns, 10000000);
+	cr_assert_eq(stats_of(pool).waits, 1);
+	cr_assert_gt(stats_of(pool).wait_ns, 0, "its wait is counted");
 	ioflusher_mempool_free(pool);
 }
 
@@ -1077,11 +1078,23 @@ static long faults(void)
 	return ru.ru_minflt + ru.ru_majflt;
 }
 
+/* What the pool calls locked, the kernel counts: its bytes in VmLck. */
+Test(mempool, memory_is_locked_in_the_kernel)
+{
+	uint64_t before = vm_locked_kib();
+	struct ioflusher_mempool *pool;
+
+	skip_under_asan("mlock()");
+	pool = make(256, 4096, 4096, 16);
+	cr_assert_eq(stats_of(pool).locked, 1);
+	cr_assert_geq((vm_locked_kib() - before) * 1024, 256 * 4096);
+	ioflusher_mempool_free(pool);
+}
+
 Test(mempool, memory_is_locked_and_never_faults)
 {
 	struct ioflusher_mempool *pool;
 	struct ioflusher_mempool_stats st;
-	uint64_t before = vm_locked_kib();
 	unsigned char vec[256];
 	void *e[64];
 	long f0;
@@ -1091,9 +1104,6 @@ Test(mempool, memory_is_locked_and_never_faults)
 	st = stats_of(pool);
 	cr_assert_eq(st.locked, 1);
 	cr_assert_geq(st.bytes, 256 * 4096);
-	/* AddressSanitizer makes mlock() a no-op that returns 0. */
-	if (!UNDER_ASAN)
-		cr_assert_geq((vm_locked_kib() - before) * 1024, 256 * 4096);
 	e[0] = ioflusher_mempool_alloc(pool, 0);
 	cr_assert_eq(mincore(e[0], 4096, vec), 0);
 	cr_assert(vec[0] & 1, "resident");
