@@ -37,6 +37,7 @@
  * with no caches (cache_nr 0) has no such elements.
  */
 #include <errno.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -204,6 +205,58 @@ struct mp_tls {
 static __thread struct mp_tls mp_tls[MP_TLS_WAYS]
 	__attribute__((tls_model("initial-exec")));
 static _Atomic uint64_t mp_next_serial = 1;
+
+/*
+ * In the child of a fork(), the forking thread, its only thread, still
+ * holds the parent's caches as its values of the pools' keys, but not the
+ * memory they are in (MADV_DONTFORK): were it to exit with pthread_exit(),
+ * the keys' destructor would give back caches that are not there.  So
+ * the child forgets them: the keys of the live pools are kept here, as
+ * bits (glibc's keys are below PTHREAD_KEYS_MAX; one beyond is not kept,
+ * and such a child is left as it was).
+ */
+#define MP_KEY_WORDS ((PTHREAD_KEYS_MAX + 63) / 64)
+static _Atomic uint64_t mp_keys[MP_KEY_WORDS];
+static pthread_once_t mp_atfork_once = PTHREAD_ONCE_INIT;
+
+static void mp_atfork_child(void)
+{
+	for (size_t w = 0; w < MP_KEY_WORDS; w++) {
+		uint64_t bits =
+			atomic_load_explicit(&mp_keys[w], memory_order_relaxed);
+
+		while (bits) {
+			pthread_key_t key =
+				(pthread_key_t)(w * 64 +
+						(size_t)__builtin_ctzll(bits));
+
+			bits &= bits - 1;
+			/* NULL needs no memory: glibc allocates only to
+			 * store a value. */
+			pthread_setspecific(key, NULL);
+		}
+	}
+	memset(mp_tls, 0, sizeof(mp_tls));
+}
+
+static void mp_atfork_register(void)
+{
+	/* ENOMEM leaves children as they were: nothing else to do. */
+	(void)pthread_atfork(NULL, NULL, mp_atfork_child);
+}
+
+static void mp_key_mark(pthread_key_t key, bool live)
+{
+	uint64_t bit;
+
+	if ((size_t)key >= (size_t)MP_KEY_WORDS * 64)
+		return;
+	bit = 1ull << (key % 64);
+	if (live)
+		atomic_fetch_or(&mp_keys[key / 64], bit);
+	else
+		atomic_fetch_and(&mp_keys[key / 64], ~bit);
+}
 
 static inline void cpu_relax(void)
 {
@@ -989,6 +1042,9 @@ static struct mp_cache *cache_get(struct ioflusher_mempool *pool)
 		c->pool = pool;
 		if (pthread_setspecific(pool->key, c) != 0) {
 			atomic_store(&c->owner, 0);
+			/* Free again: threads that found none look again. */
+			atomic_fetch_add_explicit(&pool->slot_gen, 1,
+						  memory_order_release);
 			return NULL;
 		}
 		goto found;
@@ -1104,7 +1160,9 @@ _public_ int ioflusher_mempool_new(struct ioflusher_ctx *ctx, size_t min_nr,
 	pool->flags = flags;
 	pool->wait_tail = &pool->wait_head;
 	if (cache_nr) {
+		pthread_once(&mp_atfork_once, mp_atfork_register);
 		if (pthread_key_create(&pool->key, cache_release) == 0) {
+			mp_key_mark(pool->key, true);
 			pool->have_key = true;
 			pool->cache_nr = cache_nr;
 			pool->mag_nr = mag_nr;
@@ -1173,8 +1231,10 @@ _public_ void ioflusher_mempool_free(struct ioflusher_mempool *pool)
 
 	if (!pool)
 		return;
-	if (pool->have_key)
+	if (pool->have_key) {
+		mp_key_mark(pool->key, false);
 		pthread_key_delete(pool->key);
+	}
 #ifdef IOFLUSHER_DEBUG
 	if (pool->depot) {
 		struct ioflusher_mempool_stats st;

@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -1076,6 +1077,31 @@ static long faults(void)
 
 	getrusage(RUSAGE_THREAD, &ru);
 	return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* The child of a fork has not the pool's memory, but its only thread
+ * still has the forking thread's cache: exiting with pthread_exit(), it
+ * must not give that cache back (a SIGSEGV, before the atfork handler). */
+Test(mempool, a_forked_child_exits_its_thread_without_the_parents_cache)
+{
+	struct ioflusher_mempool *pool = make(8, 64, 64, 4);
+	uint64_t cached;
+	int status;
+	pid_t pid;
+
+	ioflusher_mempool_free_elem(pool, ioflusher_mempool_alloc(pool, 0));
+	cached = stats_of(pool).cached;
+	cr_assert_gt(cached, 0, "this thread has a cache");
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		pthread_exit(NULL); /* the last thread: exit status 0 */
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_eq(status, 0, "the child ended with status %#x", status);
+	cr_assert_eq(stats_of(pool).cached, cached,
+		     "the parent's cache is whole");
+	ioflusher_mempool_free(pool);
 }
 
 /* What the pool calls locked, the kernel counts: its bytes in VmLck. */
