@@ -56,14 +56,69 @@ tap_check "nbdcopy: file round trip is byte for byte the same" \
 tap_check "the file itself holds the data" cmp "$nbd_tmp/random.img" "$nbd_tmp/disk.img"
 nbd_stop "$nbd_pid"
 
+# raw_writes SOCKET: a write, a write zeroes and a trim of the first 4 KiB,
+# sent whatever the export's flags say: libnbd and qemu refuse a read-only
+# export themselves, so only a client like this one reaches the server's
+# refusal.  Exit 0 when each is answered EPERM.
+raw_writes() {
+	timeout 30 python3 - "$1" <<'EOF2'
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+def recv(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("the server hung up")
+        b += c
+    return b
+assert recv(18)[:16] == b"NBDMAGICIHAVEOPT", "no greeting"
+s.sendall(struct.pack(">I", 3))  # fixed newstyle, no zeroes
+s.sendall(struct.pack(">QIIIH", 0x49484156454F5054, 7, 6, 0, 0))  # GO ""
+while True:
+    _, _, typ, ln = struct.unpack(">QIII", recv(20))
+    recv(ln)
+    if typ == 1:
+        break
+    if typ & 0x80000000:
+        sys.exit("GO refused")
+bad = 0
+for cookie, (cmd, name, payload) in enumerate(
+        [(1, "write", b"\x5a" * 4096), (6, "write zeroes", b""), (4, "trim", b"")], 1):
+    s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, cmd, cookie, 0, 4096) + payload)
+    magic, err, c = struct.unpack(">IIQ", recv(16))
+    print("%s: error %d" % (name, err))
+    bad += magic != 0x67446698 or c != cookie or err != 1
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 2, 99, 0, 0))
+sys.exit(bad)
+EOF2
+}
+
+# The file holds random.img now: what is sent below differs from it, so
+# that a write that got through would show in the file.
+head -c 48M /dev/urandom >"$nbd_tmp/other.img"
 nbd_start ro --file "$nbd_tmp/disk.img" --readonly || exit 1
 info=$(timeout 30 nbdinfo "$uri" 2>&1)
 tap_check "nbdinfo: --readonly is read-only, without trim or zero" check_info \
 	'is_read_only: true' 'can_trim: false' 'can_zero: false'
-if timeout 30 nbdcopy "$nbd_tmp/random.img" "$uri" >/dev/null 2>&1; then
+# libnbd refuses this itself, seeing the read-only flag.
+if timeout 30 nbdcopy "$nbd_tmp/other.img" "$uri" >"$nbd_tmp/ro.out" 2>&1; then
 	tap_not_ok "nbdcopy into a --readonly export fails"
 else
 	tap_ok "nbdcopy into a --readonly export fails"
+fi
+tap_diag <"$nbd_tmp/ro.out"
+tap_check "nbdcopy into a --readonly export: the file is unchanged" \
+	cmp "$nbd_tmp/random.img" "$nbd_tmp/disk.img"
+if command -v python3 >/dev/null 2>&1; then
+	tap_check "--readonly: a write, a write zeroes and a trim sent anyway get EPERM" \
+		raw_writes "$nbd_tmp/ro.sock"
+	tap_check "--readonly: after them, the file is unchanged" \
+		cmp "$nbd_tmp/random.img" "$nbd_tmp/disk.img"
+else
+	tap_skip "--readonly: writes sent anyway get EPERM" "no python3"
 fi
 nbd_stop "$nbd_pid"
 tap_plan "$tap_n"

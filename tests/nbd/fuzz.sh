@@ -21,7 +21,7 @@ fuzzer=$(cd "$(dirname "$fuzzer")" && pwd)/fuzz-nbd
 rc=$?
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$nbd_tmp/fuzz.log")
 if [ $rc -eq 0 ] && [ "${runs:-0}" -gt 1000 ]; then
-	tap_ok "fuzz-nbd: $runs inputs in ${seconds}s, no crash, nothing written outside the export"
+	tap_ok "fuzz-nbd: $runs inputs in ${seconds}s, no crash, the replies well-formed, nothing written outside the export"
 else
 	tap_not_ok "fuzz-nbd: ${seconds}s without a crash (exit $rc, ${runs:-0} inputs)"
 	tail -n 40 "$nbd_tmp/fuzz.log" | tap_diag
