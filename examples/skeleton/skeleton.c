@@ -331,8 +331,7 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		/* Kept, CAP_SYS_RESOURCE lets any thread clear the flag:
 		 * not served, unless --best-effort. */
-		fprintf(stderr, "dropping capabilities: %s%s%s\n",
-			strerror(-r),
+		fprintf(stderr, "dropping capabilities: %s%s%s\n", strerror(-r),
 			r == -EPERM ? " (a seccomp filter or a security "
 				      "module refused)" :
 				      "",
