@@ -51,14 +51,22 @@ printf '\002\001\010\000\000\100\002\000\010\000\000\100\011' >"$seeds/write-rea
 printf '\002\001\010\000\000\100\004\000\007\377\377\377\377\000\000\000\000\011\007\011' >"$seeds/corrupt-iov"
 # UNMAP of blocks 8 to 15 (a parameter list of 24 bytes), WRITE SAME(16)
 # of 8 blocks with UNMAP, of 8 blocks of a pattern and of 8 of zeros, each
-# then read.
+# over 9 blocks written first, then the 9 read.
 printf '\002\001\010\000\000\010\011\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\030\000\026\000\020\000\000\000\000\000\000\000\000\000\000\000\010\000\000\000\010\000\000\000\000\011\002\000\010\000\000\010\011' >"$seeds/unmap"
-printf '\000\003\001\001\000\223\010\000\000\000\000\000\000\000\020\000\000\000\010\000\000\000\000\011\002\000\010\000\000\020\011' >"$seeds/write-same-unmap"
-printf '\000\003\001\001\000\223\000\000\000\000\000\000\000\000\040\000\000\000\010\000\000\004\132\132\132\132\011\002\000\010\000\000\040\011' >"$seeds/write-same"
-printf '\000\003\001\001\000\223\000\000\000\000\000\000\000\000\060\000\000\000\010\000\000\000\011\002\000\010\000\000\060\011' >"$seeds/write-same-zeros"
+printf '\002\001\010\000\000\020\011\000\003\001\001\000\223\010\000\000\000\000\000\000\000\020\000\000\000\010\000\000\000\011\002\000\010\000\000\020\011' >"$seeds/write-same-unmap"
+printf '\002\001\010\000\000\040\011\000\003\001\001\000\223\000\000\000\000\000\000\000\000\040\000\000\000\010\000\000\004\132\132\132\132\011\002\000\010\000\000\040\011' >"$seeds/write-same"
+printf '\002\001\010\000\000\060\011\000\003\001\001\000\223\000\000\000\000\000\000\000\000\060\000\000\000\010\000\000\000\011\002\000\010\000\000\060\011' >"$seeds/write-same-zeros"
+# 18 blocks written from block 0, then UNMAP of blocks 7 to 16, parts of
+# the pages either side of the whole one (zeroed, not given back), and the
+# 18 read: the written ones either side of the zeros.
+printf '\002\001\021\000\000\000\011\000\001\001\000\014\102\000\000\000\000\000\000\000\030\000\030\000\026\000\020\000\000\000\000\000\000\000\000\000\000\000\007\000\000\000\012\000\000\000\000\011\002\000\021\000\000\000\011' >"$seeds/unmap-partial-pages"
 # A WRITE (16) of 9 blocks at block 64, then GET LBA STATUS from block 0
 # into 128 bytes: runs deallocated, mapped, deallocated.
 printf '\002\001\010\000\000\100\000\003\002\000\100\236\022\000\000\000\000\000\000\000\000\000\000\000\200\000\000\011' >"$seeds/get-lba-status"
+# 8 blocks of 0x03 written at block 16376, the LUN's last; a WRITE of 9
+# blocks of 0x05 from 16380, past its end, refused; the 8 read back: all
+# 0x03 still (the shadow in tcmu-fuzz.c checks it).
+printf '\002\003\007\000\077\370\011\002\005\010\000\077\374\011\002\000\007\000\077\370\011' >"$seeds/refused-write"
 # A READ whose iovec is moved to data page 40, which no command has used:
 # the SIGBUS guard's path (op 4 writes the word at ring offset 48).
 printf '\002\000\007\000\000\000\004\000\006\000\000\000\000\000\002\300\000\011' >"$seeds/unallocated-page"

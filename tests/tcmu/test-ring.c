@@ -24,7 +24,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -1013,21 +1012,45 @@ static void *scribble(void *arg)
 	return NULL;
 }
 
+/* Commands to complete once the scribbling has done damage. */
+#define SCRIBBLED_CMDS 5000
+
+/* A stat the server thread counts, read while it runs: one aligned word,
+ * which a relaxed load takes whole. */
+static uint64_t stat_now(const uint64_t *stat)
+{
+	return __atomic_load_n(stat, __ATOMIC_RELAXED);
+}
+
 Test(tcmu_ring, survives_anyone_scribbling_over_the_ring)
 {
 	struct scribbler sc = { .seed = 42 };
-	struct timespec t0, t;
+	const struct tcmu_ring_stats *st = &h.ring.stats;
+	uint64_t cmds_then = 0;
+	bool scribbled = false;
 	pthread_t thread;
 	struct server s;
 	uint8_t buf[16 * BS];
+	int rounds;
 
 	start(&s, 0);
 	cr_assert_eq(pthread_create(&thread, NULL, scribble, &sc), 0);
 	fill(buf, sizeof(buf), 1);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
+	/* Until an amount of work is done, however long it takes: the
+	 * scribbling has failed a command and broken the ring, and
+	 * SCRIBBLED_CMDS commands were completed after both.  The cap on
+	 * rounds is only there to fail a test that would never get there. */
+	for (rounds = 0; rounds < 100000 && !s.done; rounds++) {
 		uint8_t cdb[16];
 
+		if (!scribbled && stat_now(&st->malformed) > 0 &&
+		    stat_now(&st->breaks) > 0) {
+			scribbled = true;
+			cmds_then = stat_now(&st->cmds);
+		}
+		if (scribbled &&
+		    stat_now(&st->cmds) >= cmds_then + SCRIBBLED_CMDS)
+			break;
 		/* A kernel that keeps queueing into the mess. */
 		for (int i = 0; i < 8; i++) {
 			cdb_rw(cdb, 16, i % 2, (uint64_t)i * 64, 16);
@@ -1042,24 +1065,29 @@ Test(tcmu_ring, survives_anyone_scribbling_over_the_ring)
 		wait_notify(2);
 		if (kern_complete(&h.k) < 0)
 			kern_reset_ring(&h.k);
-		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while ((t.tv_sec - t0.tv_sec) * 1000 +
-			 (t.tv_nsec - t0.tv_nsec) / 1000000 <
-		 700);
+	}
 	sc.stop = true;
 	pthread_join(thread, NULL);
 	cr_assert_not(s.done, "the server stopped by itself: %d",
 		      (int)s.result);
 	cr_assert_eq(stop(&s), 0);
-	cr_log_info("scribbled over: %llu commands, %llu malformed, %llu "
-		    "unknown, %llu breaks, %llu resets",
-		    (unsigned long long)h.ring.stats.cmds,
-		    (unsigned long long)h.ring.stats.malformed,
-		    (unsigned long long)h.ring.stats.unknown,
-		    (unsigned long long)h.ring.stats.breaks,
-		    (unsigned long long)h.ring.stats.resets);
-	cr_assert_gt(h.ring.stats.cmds, 100);
-	cr_assert_gt(h.ring.stats.malformed + h.ring.stats.breaks, 0);
+	cr_log_info("scribbled over: %d rounds, %llu commands, %llu "
+		    "malformed, %llu unknown, %llu breaks, %llu resets",
+		    rounds, (unsigned long long)st->cmds,
+		    (unsigned long long)st->malformed,
+		    (unsigned long long)st->unknown,
+		    (unsigned long long)st->breaks,
+		    (unsigned long long)st->resets);
+	cr_assert(scribbled,
+		  "after %d rounds, no command failed as malformed (%llu), "
+		  "or the ring never broke (%llu)",
+		  rounds, (unsigned long long)st->malformed,
+		  (unsigned long long)st->breaks);
+	cr_assert_geq(st->cmds, cmds_then + SCRIBBLED_CMDS,
+		      "after %d rounds, %llu commands completed since the "
+		      "scribbling was first seen to fail one and break the "
+		      "ring",
+		      rounds, (unsigned long long)(st->cmds - cmds_then));
 }
 
 /* ---------------------------------------------------------------- the guard */
@@ -1108,4 +1136,136 @@ Test(tcmu_ring, data_pages_never_allocated_fault_with_sigbus)
 	cr_assert_eq(((volatile uint8_t *)h.k.u)[h.k.data_off], 0);
 	touch_in_child(h.k.u + h.k.data_off + 4096, SIGBUS);
 	touch_in_child(h.k.u + h.k.map_size - 1, SIGBUS);
+}
+
+/* ---------------------------------------------------------------- the write check */
+
+/*
+ * The check that every harness_process() and every strict pass of the
+ * fuzzer make, kern_stray_writes(), is worth only what it catches: bytes
+ * changed in the daemon's view after the snapshot, as the daemon would
+ * write them, where it may and where it may not.
+ */
+struct books {
+	uint64_t done_out; /* the Data-Out block of a WRITE completed */
+	uint64_t entry; /* a READ queued: its entry, in the map */
+	uint64_t in; /* its Data-In block */
+	uint64_t out; /* a WRITE queued: its Data-Out block */
+	uint64_t tmr; /* a TMR notification queued: its entry */
+	uint64_t past_head; /* the ring where nothing is queued */
+};
+
+static void keep_books(struct books *b)
+{
+	uint8_t buf[8 * BS];
+	int id[3], r, w, t;
+
+	/* Three commands run and completed; the two queued next take the
+	 * lowest blocks again, which leaves the WRITE's free. */
+	fill(buf, sizeof(buf), 7);
+	id[0] = queue_read(0, 8);
+	id[1] = queue_read(8, 8);
+	id[2] = queue_write(16, 8, buf);
+	b->done_out = kern_cmd(&h.k, id[2])->iov_base[0];
+	pass(3);
+	for (int i = 0; i < 3; i++)
+		expect_good(kern_cmd(&h.k, id[i]));
+	r = queue_read(24, 8);
+	w = queue_write(32, 8, buf);
+	t = kern_queue_tmr(&h.k, TCMU_TMR_ABORT_TASK, (uint16_t[]){ 1 }, 1);
+	cr_assert_geq(t, 0);
+	b->entry = h.k.cmdr_off + kern_cmd(&h.k, r)->entry_off;
+	b->in = kern_cmd(&h.k, r)->iov_base[0];
+	b->out = kern_cmd(&h.k, w)->iov_base[0];
+	b->tmr = h.k.cmdr_off + (uint64_t)t;
+	b->past_head = h.k.cmdr_off + h.k.head;
+	cr_assert(b->done_out != b->in && b->done_out != b->out,
+		  "the completed WRITE's block was given again");
+	/* Right after the response comes the READ's CDB. */
+	cr_assert_eq(entry_of(r)->req.cdb_off,
+		     b->entry + sizeof(struct tcmu_cmd_entry));
+}
+
+/* Change n bytes of the daemon's view after a snapshot, check, and put
+ * them back: the bytes reported. */
+static uint64_t strays_after(const uint64_t *off, size_t n, uint64_t *first)
+{
+	uint64_t strays;
+
+	kern_snapshot(&h.k);
+	for (size_t i = 0; i < n; i++)
+		h.k.u[off[i]] ^= 0xff;
+	strays = kern_stray_writes(&h.k, first);
+	for (size_t i = 0; i < n; i++)
+		h.k.u[off[i]] ^= 0xff;
+	return strays;
+}
+
+Test(tcmu_ring, the_write_check_reports_a_byte_the_daemon_may_not_write)
+{
+	const uint64_t tail = offsetof(struct tcmu_mailbox, cmd_tail);
+	struct books b;
+
+	keep_books(&b);
+	const uint64_t stray[] = {
+		offsetof(struct tcmu_mailbox, cmd_head), /* the kernel's */
+		tail - 1,
+		tail + 4,
+		b.entry + offsetof(struct tcmu_cmd_entry_hdr, kflags),
+		b.entry + sizeof(struct tcmu_cmd_entry), /* the CDB */
+		/* where a CMD entry's response would be */
+		b.tmr + sizeof(struct tcmu_cmd_entry_hdr),
+		b.past_head,
+		b.done_out,
+		b.done_out + h.k.blk_size - 1,
+	};
+	const size_t n = sizeof(stray) / sizeof(stray[0]);
+	uint64_t first;
+
+	for (size_t i = 0; i < n; i++) {
+		first = UINT64_MAX;
+		cr_assert_eq(strays_after(&stray[i], 1, &first), 1,
+			     "a write at offset %llu of the map went unseen",
+			     (unsigned long long)stray[i]);
+		cr_assert_eq(first, stray[i]);
+	}
+	/* All of them: each counted, the first the lowest. */
+	cr_assert_eq(strays_after(stray, n, &first), n);
+	cr_assert_eq(first, stray[0]);
+}
+
+Test(tcmu_ring, the_write_check_passes_the_bytes_the_daemon_may_write)
+{
+	const uint64_t tail = offsetof(struct tcmu_mailbox, cmd_tail);
+	const uint64_t uflags = offsetof(struct tcmu_cmd_entry_hdr, uflags);
+	struct books b;
+
+	keep_books(&b);
+	const uint64_t may[] = {
+		tail,
+		tail + 1,
+		tail + 2,
+		tail + 3,
+		b.entry + uflags,
+		/* the response: status first, the sense buffer's end last */
+		b.entry + sizeof(struct tcmu_cmd_entry_hdr),
+		b.entry + sizeof(struct tcmu_cmd_entry) - 1,
+		b.in,
+		b.in + h.k.blk_size - 1,
+		/* a Data-Out buffer is the command's too */
+		b.out,
+		b.out + h.k.blk_size - 1,
+		b.tmr + uflags,
+		/* and one that is not, the last */
+		offsetof(struct tcmu_mailbox, cmd_head),
+	};
+	const size_t n = sizeof(may) / sizeof(may[0]);
+	uint64_t first = UINT64_MAX;
+
+	cr_assert_eq(strays_after(may, n - 1, &first), 0,
+		     "a permitted write reported, the first at offset %llu",
+		     (unsigned long long)first);
+	/* Not blind to them either: the one stray among them is seen. */
+	cr_assert_eq(strays_after(may, n, &first), 1);
+	cr_assert_eq(first, may[n - 1]);
 }
