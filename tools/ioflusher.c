@@ -525,10 +525,13 @@ static int cmd_status(int argc, char **argv)
 		}
 		/* A thread's ID names its /proc directory too: audit the
 		 * process it belongs to, and say so. */
-		if (status_field(pid, "Tgid", buf, sizeof(buf)) &&
-		    atoi(buf) > 0 && atoi(buf) != pid) {
+		pid_t tgid = status_field(pid, "Tgid", buf, sizeof(buf)) ?
+				     (pid_t)atoi(buf) :
+				     0;
+
+		if (tgid > 0 && tgid != pid) {
 			thread = pid;
-			pid = atoi(buf);
+			pid = tgid;
 		}
 	}
 	uname(&u);
