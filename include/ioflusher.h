@@ -58,8 +58,9 @@ extern "C" {
 
 /*
  * Context: logging and the start-up policy.  Reference counted; the
- * library keeps no global state besides what the kernel holds and the
- * mempools' per-thread lookup of their caches (ioflusher(3)).
+ * library keeps little global state besides what the kernel holds: the
+ * mempools' per-thread lookup of their caches and their fork handler, and
+ * whether memory was locked without MCL_FUTURE (ioflusher(3)).
  */
 struct ioflusher_ctx;
 

@@ -20,6 +20,7 @@
 #include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,13 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
 	return 0;
 }
 
+/*
+ * Set when ioflusher_memlock_all() locked what was mapped but left
+ * MCL_FUTURE out: the stack of a thread created since is a new mapping,
+ * not locked, and ioflusher_memlock_prefault_stack() locks it itself.
+ */
+static _Atomic bool locked_current_only;
+
 _public_ int ioflusher_memlock_all(unsigned int flags)
 {
 	int mcl = MCL_CURRENT | MCL_FUTURE;
@@ -146,13 +154,16 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 		mcl &= ~MCL_FUTURE;
 	if (mlockall(mcl) < 0)
 		return -errno;
+	atomic_store_explicit(&locked_current_only, !(mcl & MCL_FUTURE),
+			      memory_order_relaxed);
 	return mcl & MCL_FUTURE ? 0 : 1;
 }
 
 /* Touch bytes of stack below the caller's frame, page by page, top down,
- * so that the kernel grows the stack and faults (and, after mlockall,
- * locks) the pages now rather than on the IO path. */
-static __attribute__((noinline)) void stack_touch(size_t bytes)
+ * so that the kernel grows the stack and faults (and, under MCL_FUTURE,
+ * locks) the pages now rather than on the IO path.  Returns the lowest
+ * address touched. */
+static __attribute__((noinline)) uintptr_t stack_touch(size_t bytes)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	volatile char *area = __builtin_alloca(bytes);
@@ -162,12 +173,14 @@ static __attribute__((noinline)) void stack_touch(size_t bytes)
 		area[off - 1] = 0;
 	area[0] = 0;
 	__asm__ volatile("" : : "r"(area) : "memory");
+	return (uintptr_t)area;
 }
 
 _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 {
 	pthread_attr_t attr;
 	size_t size, avail;
+	uintptr_t low;
 	char here;
 	void *base;
 	int r;
@@ -187,7 +200,20 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	/* Leave room for the frames of whoever runs below the reserve. */
 	if (avail < 64 * 1024 || bytes > avail - 64 * 1024)
 		return -E2BIG;
-	stack_touch(bytes);
+	low = stack_touch(bytes) & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+	/*
+	 * mlockall() without MCL_FUTURE locked the stacks that were mapped
+	 * then, the main thread's among them, whose growth stays locked;
+	 * a thread created since has a stack mapping of its own that is not
+	 * locked.  Lock from the lowest page touched to the top of the
+	 * mapping: the frames above this one, and glibc's thread descriptor
+	 * and TLS there, are on the IO path too.  Where the stack was
+	 * locked already, mlock() changes nothing and charges nothing.
+	 */
+	if (atomic_load_explicit(&locked_current_only, memory_order_relaxed) &&
+	    getpid() != gettid() &&
+	    mlock((void *)low, (uintptr_t)base + size - low) < 0)
+		return 1;
 	return 0;
 }
 

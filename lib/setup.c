@@ -228,6 +228,7 @@ static int apply_prefault(const struct ioflusher_ctx *ctx,
 			  const struct ioflusher_report *report,
 			  struct report_entry *e)
 {
+	bool stack_unlocked;
 	int lock_error = 0, r;
 	size_t n;
 
@@ -238,6 +239,9 @@ static int apply_prefault(const struct ioflusher_ctx *ctx,
 			 ctx->stack_reserve);
 		return r;
 	}
+	/* 1: a thread other than the main one, created after mlockall(),
+	 * whose stack could not be locked. */
+	stack_unlocked = r == 1;
 	r = prefault_heap(ctx->heap_reserve,
 			  report->locked_current_only ? &lock_error : NULL);
 	if (r < 0) {
@@ -251,6 +255,10 @@ static int apply_prefault(const struct ioflusher_ctx *ctx,
 			     ctx->heap_reserve / 1024);
 	/* Faulted in, which is what the reserve is for; that it is not
 	 * locked is said, not failed. */
+	if (stack_unlocked && n < sizeof(e->detail))
+		n += (size_t)snprintf(e->detail + n, sizeof(e->detail) - n,
+				      "; the stack reserve is not locked "
+				      "(RLIMIT_MEMLOCK, without CAP_IPC_LOCK)");
 	if (lock_error && n < sizeof(e->detail))
 		snprintf(e->detail + n, sizeof(e->detail) - n,
 			 "; the heap reserve is not locked: mlock: %s "

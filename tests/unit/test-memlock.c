@@ -378,6 +378,94 @@ Test(memlock, prefault_stack_of_a_thread)
 	cr_assert(eq(int, t.too_big_r, -E2BIG));
 }
 
+/* "Locked:" of the mapping that holds addr, in bytes, from smaps. */
+static uint64_t locked_at(uintptr_t addr)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	uint64_t kib = 0;
+	bool in = false;
+	char line[512];
+
+	cr_assert(not(zero(ptr, f)));
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, end, v;
+
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
+			in = start <= addr && addr < end;
+		else if (in && sscanf(line, "Locked: %lu kB", &v) == 1)
+			kib = v;
+	}
+	fclose(f);
+	return kib * KIB;
+}
+
+/* Whether every page from addr up, of len bytes, is resident (mincore). */
+static bool all_resident(uintptr_t addr, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start = addr & ~(uintptr_t)(page - 1);
+	size_t pages = (addr + len - start + page - 1) / page;
+	unsigned char vec[256];
+
+	cr_assert(le(sz, pages, sizeof(vec)));
+	cr_assert(eq(int, mincore((void *)start, pages * page, vec), 0));
+	for (size_t i = 0; i < pages; i++)
+		if (!(vec[i] & 1))
+			return false;
+	return true;
+}
+
+struct new_stack {
+	int r;
+	uint64_t locked;
+	bool resident;
+};
+
+#define NEW_STACK (512 * KIB)
+#define NEW_STACK_USED (128 * KIB)
+
+static void *prefault_new_stack(void *arg)
+{
+	struct new_stack *t = arg;
+	char here;
+
+	t->r = ioflusher_memlock_prefault_stack(NEW_STACK_USED);
+	t->locked = locked_at((uintptr_t)&here);
+	t->resident =
+		all_resident((uintptr_t)&here - NEW_STACK_USED, NEW_STACK_USED);
+	return NULL;
+}
+
+/* A thread created now, with a stack mapping of its own, pre-faults it. */
+static struct new_stack in_new_thread(void)
+{
+	struct new_stack t = { .r = -1 };
+	pthread_attr_t attr;
+	pthread_t thread;
+
+	cr_assert(zero(int, pthread_attr_init(&attr)));
+	cr_assert(zero(int, pthread_attr_setstacksize(&attr, NEW_STACK)));
+	cr_assert(zero(int,
+		       pthread_create(&thread, &attr, prefault_new_stack, &t)));
+	pthread_join(thread, NULL);
+	pthread_attr_destroy(&attr);
+	return t;
+}
+
+Test(memlock, prefault_stack_locks_nothing_unasked)
+{
+	struct new_stack t;
+
+	/* Nothing locked the process: pre-faulting locks nothing either.
+	 * That it locks a new thread's stack after mlockall() without
+	 * MCL_FUTURE needs a limit above this process's size without
+	 * CAP_IPC_LOCK, which only root can set: tests/vm/vm-suite.c. */
+	t = in_new_thread();
+	cr_assert(eq(int, t.r, 0));
+	cr_assert(zero(u64, t.locked));
+	cr_assert(t.resident);
+}
+
 /* Touch bytes of stack below the caller, top down, as a deep call chain
  * on the IO path would. */
 static __attribute__((noinline)) void touch_stack(size_t bytes)

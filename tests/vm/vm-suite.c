@@ -836,12 +836,13 @@ static void test_memlock_future_if_unlimited(void)
 		  0);
 }
 
-/* Locked: of the heap's mappings in /proc/self/smaps, in KiB. */
-static unsigned long heap_locked_kib(void)
+/* Locked: in /proc/self/smaps, in KiB, of the mappings named name, or
+ * without a name of the one that holds addr. */
+static unsigned long locked_kib(const char *name, uintptr_t addr)
 {
 	FILE *f = fopen("/proc/self/smaps", "re");
 	unsigned long kib = 0;
-	bool heap = false;
+	bool in = false;
 	char line[512];
 
 	if (!f)
@@ -850,12 +851,18 @@ static unsigned long heap_locked_kib(void)
 		unsigned long start, end, v;
 
 		if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
-			heap = strstr(line, "[heap]") != NULL;
-		else if (heap && sscanf(line, "Locked: %lu kB", &v) == 1)
+			in = name ? strstr(line, name) != NULL :
+				    start <= addr && addr < end;
+		else if (in && sscanf(line, "Locked: %lu kB", &v) == 1)
 			kib += v;
 	}
 	fclose(f);
 	return kib;
+}
+
+static unsigned long heap_locked_kib(void)
+{
+	return locked_kib("[heap]", 0);
 }
 
 /* Setup with FUTURE_IF_UNLIMITED under a limit of the process's size plus
@@ -915,6 +922,64 @@ static void test_setup_heap_reserve_locked(void)
 {
 	EXPECT_EQ(heap_reserve_after_memlock(16ul << 20, true), 0);
 	EXPECT_EQ(heap_reserve_after_memlock(1ul << 20, false), 0);
+}
+
+struct stack_probe {
+	int r;
+	unsigned long locked_kib;
+};
+
+static void *prefault_stack_probe(void *arg)
+{
+	struct stack_probe *p = arg;
+	char here;
+
+	p->r = ioflusher_memlock_prefault_stack(128 << 10);
+	p->locked_kib = locked_kib(NULL, (uintptr_t)&here);
+	return NULL;
+}
+
+/* After memlock_all left MCL_FUTURE out, under a limit of the process's
+ * size plus headroom without CAP_IPC_LOCK, a thread created then
+ * pre-faults 128 KiB of its stack: 0 when the call returned want and
+ * the stack's mapping is locked (want 0) or not (want 1). */
+static int stack_reserve_after_memlock(unsigned long headroom, int want)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		struct stack_probe probe = { .r = -1 };
+		pthread_attr_t attr;
+		pthread_t t;
+
+		if (limited_without_ipc_lock(headroom) < 0 ||
+		    ioflusher_memlock_all(
+			    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) != 1 ||
+		    pthread_attr_init(&attr) ||
+		    pthread_attr_setstacksize(&attr, 512 << 10) ||
+		    pthread_create(&t, &attr, prefault_stack_probe, &probe))
+			_exit(3);
+		pthread_join(t, NULL);
+		printf("#   headroom %lu KiB: returned %d, stack locked %lu KiB\n",
+		       headroom >> 10, probe.r, probe.locked_kib);
+		fflush(stdout);
+		if (probe.r != want)
+			_exit(2);
+		if (want == 0)
+			_exit(probe.locked_kib >= 128 ? 0 : 4);
+		_exit(probe.locked_kib == 0 ? 0 : 5);
+	}
+	return pid < 0 ? -1 : wait_child(pid);
+}
+
+/* Without MCL_FUTURE a new thread's stack is a mapping mlockall() did
+ * not lock: the stack reserve locks it, or says it could not. */
+static void test_prefault_stack_locked(void)
+{
+	EXPECT_EQ(stack_reserve_after_memlock(16ul << 20, 0), 0);
+	EXPECT_EQ(stack_reserve_after_memlock(16ul << 10, 1), 0);
 }
 
 /* A thread started before setup runs without the flag: setup sets it on
@@ -1485,6 +1550,9 @@ static const struct test tests[] = {
      test_memlock_future_if_unlimited, SUITE_ROOT, NULL},
     {"setup: without MCL_FUTURE the heap reserve is locked, or said not to be",
      test_setup_heap_reserve_locked, SUITE_ROOT, NULL},
+    {"memlock: without MCL_FUTURE a new thread's stack reserve is locked, or "
+     "said not to be",
+     test_prefault_stack_locked, SUITE_ROOT, NULL},
     {"setup: a thread started before fails the flag (EBUSY), named",
      test_setup_threads, SUITE_ROOT, NULL},
     {"setup: CAP_SYS_RESOURCE only permitted: says raise it",
