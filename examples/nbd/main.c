@@ -11,7 +11,8 @@
  *      OOM protection, mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
  *      (ONFAULT: the sparse memory export and thread stacks are locked as
  *      they are touched, not all at once; MCL_FUTURE left out where
- *      RLIMIT_MEMLOCK would refuse later mappings), reserves pre-faulted;
+ *      RLIMIT_MEMLOCK would refuse later mappings), reserves pre-faulted
+ *      (and each thread's stack reserve at its start, in server.c);
  *   2. the report, one line per protection, on stderr;
  *   3. the export and the mempools of the IO path;
  *   4. the listening socket, or the kernel's device;

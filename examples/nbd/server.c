@@ -351,9 +351,37 @@ void nbd_conn_reply(struct nbd_conn *c, struct nbd_work *w)
 		nbd_work_done(w);
 }
 
+/*
+ * What the IO path of each thread may use of its stack: faulted in at the
+ * thread's start, before its IO path runs, and where mlockall() left
+ * MCL_FUTURE out locked too, since the thread's stack is a mapping made
+ * after it (ioflusher_memlock_prefault_stack(3)).  Each must leave 64 KiB
+ * of the thread's stack below it.
+ */
+#define CONN_STACK (256 << 10)
+#define SENDER_STACK (128 << 10)
+#define STACK_USED (32 << 10)
+_Static_assert(STACK_USED + (64 << 10) < SENDER_STACK,
+	       "STACK_USED does not fit the sender's stack");
+
+static void stack_reserve(struct nbd_server *srv)
+{
+	static atomic_bool said;
+	int r = ioflusher_memlock_prefault_stack(STACK_USED);
+
+	/* Once, not for every connection. */
+	if (r != 0 && !atomic_exchange(&said, true))
+		srv->log("thread stacks: %s\n",
+			 r < 0 ? strerror(-r) :
+				 "pre-faulted, not locked (RLIMIT_MEMLOCK): "
+				 "raise it or keep CAP_IPC_LOCK");
+}
+
 static void *sender_main(void *arg)
 {
 	struct nbd_conn *c = arg;
+
+	stack_reserve(c->srv);
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -380,8 +408,8 @@ int nbd_conn_start_sender(struct nbd_conn *c)
 	snprintf(name, sizeof(name), "nbd-send-%u", c->id);
 	name[15] = 0;
 	pthread_attr_init(&attr);
-	/* sendmsg and the log: a shallow stack, locked as it is touched. */
-	pthread_attr_setstacksize(&attr, 128 << 10);
+	/* sendmsg and the log: a shallow stack, a small locked stack. */
+	pthread_attr_setstacksize(&attr, SENDER_STACK);
 	r = nbd_thread_start(c->srv, &c->sender, &attr, name, sender_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)
@@ -711,6 +739,7 @@ static void *worker_main(void *arg)
 	struct nbd_server *srv = wk->srv;
 	struct nbd_work *w;
 
+	stack_reserve(srv);
 	for (;;) {
 		pthread_mutex_lock(&srv->lock);
 		while (!srv->queue.head && !srv->quit)
@@ -735,6 +764,7 @@ static void *conn_main(void *arg)
 	snprintf(name, sizeof(name), "nbd-conn-%u", c->id);
 	name[15] = 0;
 	pthread_setname_np(pthread_self(), name);
+	stack_reserve(srv);
 	if (c->handshake) {
 		static const struct timeval none;
 
@@ -854,7 +884,7 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	/* The IO path is shallow; a small stack is a small locked stack. */
-	pthread_attr_setstacksize(&attr, 256 << 10);
+	pthread_attr_setstacksize(&attr, CONN_STACK);
 	r = nbd_thread_start(srv, &t, &attr, NULL, conn_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)

@@ -65,13 +65,18 @@ static void *worker(void *arg)
 	int r;
 
 	(void)arg;
-	/* Fault in (and, under MCL_FUTURE, lock) the stack the IO path will
-	 * use, now rather than on the IO path.  It calls malloc() once, in
-	 * pthread_getattr_np(), from the one arena the heap reserve set. */
+	/* Fault in and lock the stack the IO path will use, now rather than
+	 * on the IO path (this thread's stack is a mapping made after
+	 * mlockall(): without MCL_FUTURE the call locks it itself).  It
+	 * calls malloc() once, in pthread_getattr_np(), from the one arena
+	 * the heap reserve set. */
 	r = ioflusher_memlock_prefault_stack(WORKER_STACK_USED);
 	if (r < 0)
 		fprintf(stderr, "worker: stack not pre-faulted: %s\n",
 			strerror(-r));
+	else if (r == 1)
+		fprintf(stderr, "worker: stack pre-faulted, not locked: "
+				"RLIMIT_MEMLOCK without CAP_IPC_LOCK\n");
 	/* The IO path: no malloc(), no mmap(); a buffer from the pool, which
 	 * waits for one to be freed rather than ask the kernel for memory. */
 	for (;;) {

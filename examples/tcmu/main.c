@@ -93,6 +93,11 @@ static void *ring_thread(void *arg)
 			"%s: ring thread stack: %s: not pre-faulted, its "
 			"pages are faulted in as they are first used\n",
 			d->uio.name, strerror(-r));
+	else if (r == 1)
+		fprintf(stderr,
+			"%s: ring thread stack: pre-faulted, not locked: "
+			"RLIMIT_MEMLOCK without CAP_IPC_LOCK\n",
+			d->uio.name);
 	d->result = tcmu_ring_serve(&d->ring, d->port.fd, stop_fd, poll_us);
 	/* Wake the main thread, which ends when no ring is served. */
 	d->ended = true;
