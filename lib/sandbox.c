@@ -90,7 +90,7 @@ _public_ int ioflusher_sandbox_lock(unsigned int flags)
 			     SCMP_A0(SCMP_CMP_MASKED_EQ, MCL_FUTURE, 0));
 	if (r < 0)
 		return r;
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1UL, 0UL, 0UL, 0UL) < 0)
 		return -errno;
 	return seccomp_load(f);
 }

@@ -553,7 +553,7 @@ static int cmd_status(int argc, char **argv)
 	/* PR_GET_SECCOMP answers for this process without /proc (2 for a
 	 * filter; strict mode would have killed it for asking). */
 	if (!status_field(pid, "Seccomp", buf, sizeof(buf))) {
-		r = self ? prctl(PR_GET_SECCOMP, 0, 0, 0, 0) : -1;
+		r = self ? prctl(PR_GET_SECCOMP, 0UL, 0UL, 0UL, 0UL) : -1;
 		if (r >= 0)
 			snprintf(buf, sizeof(buf), "%d", r);
 		else
@@ -713,7 +713,7 @@ out:
  */
 static bool exec_as_root(void)
 {
-	int bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+	int bits = prctl(PR_GET_SECUREBITS, 0UL, 0UL, 0UL, 0UL);
 
 	return (getuid() == 0 || geteuid() == 0) &&
 	       (bits < 0 || !(bits & SECBIT_NOROOT));

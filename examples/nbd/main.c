@@ -640,7 +640,8 @@ static pid_t launcher_start(const char *cmd, int *wfd)
 			setpgid(0, 0);
 		/* A daemon killed outright (SIGKILL) ends the command's
 		 * shell too. */
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 &&
+		if (prctl(PR_SET_PDEATHSIG, (unsigned long)SIGTERM, 0UL, 0UL,
+			  0UL) == 0 &&
 		    getppid() != daemon_pid)
 			_exit(127);
 		r = ioflusher_thread_child_clear(IOFLUSHER_CHILD_RESET_OOM);
