@@ -33,7 +33,7 @@ W
 	if [ $good = 1 ]; then ok "$desc"; else not_ok "$desc (exit $rc)" "$out"; fi
 }
 
-echo "1..11"
+echo "1..12"
 want='Usage: '
 never=
 check "--help exits 0" 0 "$skel" --help
@@ -107,4 +107,28 @@ want='^--sandbox: .*not serving'
 never='^serving: '
 check "--sandbox that cannot be installed: exit 4, nothing served" 4 \
 	"$failsys" seccomp=EINVAL "$skel" --best-effort --sandbox --duration 1
+
+# Under systemd's Type=notify: READY=1 once it serves, STOPPING=1 when it
+# stops, on an abstract socket as systemd's own is.
+if command -v python3 >/dev/null 2>&1; then
+	tmp=$(mktemp -d)
+	name="@ioflusher-test-notify-$$"
+	python3 "${top_srcdir:-.}/tests/notify-recv.py" "$name" "$tmp/bound" 20 \
+		>"$tmp/got" &
+	rpid=$!
+	i=0
+	while [ ! -e "$tmp/bound" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	NOTIFY_SOCKET=$name "$skel" --best-effort --duration 1 >"$tmp/out" 2>&1
+	wait $rpid
+	if [ "$(cat "$tmp/got")" = "$(printf 'READY=1\nSTOPPING=1')" ] &&
+		grep -q '^serving: ' "$tmp/out"; then
+		ok "NOTIFY_SOCKET: READY=1 once serving, STOPPING=1 at the stop"
+	else
+		not_ok "NOTIFY_SOCKET: READY=1 once serving, STOPPING=1 at the stop" \
+			"$(cat "$tmp/got" "$tmp/out")"
+	fi
+	rm -rf "$tmp"
+else
+	ok "NOTIFY_SOCKET # SKIP no python3"
+fi
 exit $fail

@@ -55,6 +55,7 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 		       struct nbd_kernel *k)
 {
 	uint64_t size = srv->exp->size;
+	pthread_attr_t attr;
 	unsigned long blksize;
 	int sv[2], r;
 
@@ -101,7 +102,11 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 		goto fail_clear;
 	sv[1] = -1;
 	k->sock = sv[0];
-	r = nbd_thread_start(srv, &k->doit, NULL, "nbd-do-it", doit_main, k);
+	/* It waits in NBD_DO_IT: a small stack. */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
+	r = nbd_thread_start(srv, &k->doit, &attr, "nbd-do-it", doit_main, k);
+	pthread_attr_destroy(&attr);
 	if (r < 0) {
 		nbd_server_shutdown(srv);
 		goto fail_clear;

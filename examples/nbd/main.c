@@ -15,10 +15,13 @@
  *      (and each thread's stack reserve at its start, in server.c);
  *   2. the report, one line per protection, on stderr;
  *   3. the export and the mempools of the IO path;
- *   4. the listening socket, or the kernel's device;
- *   5. workers (ioflusher_thread_create), then the audit of every thread;
- *   6. capabilities dropped, the optional seccomp sandbox;
- *   7. serve until SIGTERM, SIGINT or SIGHUP, or until the --run command
+ *   4. the listening socket;
+ *   5. capabilities dropped, before any thread starts (a thread keeps
+ *      what it had when another thread drops them);
+ *   6. workers (ioflusher_thread_create), the kernel's device, then the
+ *      audit of every thread;
+ *   7. the optional seccomp sandbox;
+ *   8. serve until SIGTERM, SIGINT or SIGHUP, or until the --run command
  *      ends.
  */
 #include <arpa/inet.h>
@@ -32,6 +35,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,17 +519,27 @@ static int setup(const struct options *o)
 	}
 	/* Production wants the flag: without it the daemon can deadlock
 	 * serving its own writeback.  --best-effort runs anyway and says so. */
-	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
-				 o->best_effort ? IOFLUSHER_POLICY_BEST_EFFORT :
-						  IOFLUSHER_POLICY_REQUIRED);
+	r = ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG,
+				     o->best_effort ?
+					     IOFLUSHER_POLICY_BEST_EFFORT :
+					     IOFLUSHER_POLICY_REQUIRED);
 	/* Without CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE
 	 * would charge every later mapping whole to the limit and refuse it
 	 * beyond (mlock_future_ok() in mm/mmap.c, even under MCL_ONFAULT):
 	 * lock what is mapped now only, there, and the report says so. */
-	ioflusher_ctx_set_memlock_flags(
-		ctx, IOFLUSHER_MEMLOCK_ONFAULT |
-			     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
-	ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
+	if (r == 0)
+		r = ioflusher_ctx_set_memlock_flags(
+			ctx, IOFLUSHER_MEMLOCK_ONFAULT |
+				     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
+	if (r == 0)
+		r = ioflusher_ctx_set_reserve(ctx, 256 << 10, 1 << 20);
+	if (r < 0) {
+		/* A setting the library refuses is a bug here, not a
+		 * machine's: say so rather than run with defaults. */
+		log_stderr("setup settings: %s\n", strerror(-r));
+		ioflusher_ctx_unref(ctx);
+		return 1;
+	}
 	r = ioflusher_setup(ctx, &report);
 	ioflusher_ctx_unref(ctx);
 	if (r < 0 && !report) {
@@ -931,6 +945,48 @@ static bool report_lost(const struct nbd_export *exp, int r)
 	return true;
 }
 
+/*
+ * systemd's readiness protocol (sd_notify(3), for Type=notify): one
+ * datagram, "READY=1" once the daemon serves, "STOPPING=1" when it stops,
+ * to the AF_UNIX socket named in $NOTIFY_SOCKET ('@' first: the abstract
+ * namespace).  Read once, at start, and taken out of the environment, so
+ * that no child the daemon starts speaks for it.  Not under systemd:
+ * nothing.
+ */
+static char notify_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+
+static void notify_init(void)
+{
+	const char *p = getenv("NOTIFY_SOCKET");
+
+	if (p && (p[0] == '/' || p[0] == '@') &&
+	    strlen(p) < sizeof(notify_path) - 1)
+		strcpy(notify_path, p);
+	unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify(const char *state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = strlen(notify_path);
+	int fd;
+
+	if (!len)
+		return;
+	memcpy(sa.sun_path, notify_path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+		   (const struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) <
+		    0)
+		log_stderr("systemd notify: %s\n", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {
@@ -959,7 +1015,10 @@ int main(int argc, char **argv)
 	if (r)
 		return r == 1 ? stdout_flushed() : r;
 
-	/* 0. The --run helper, before anything is locked. */
+	/* 0. The --run helper, before anything is locked; $NOTIFY_SOCKET
+	 * is taken out of the environment before, as the command is no
+	 * voice of the daemon's. */
+	notify_init();
 	if (o.run) {
 		run_pid = launcher_start(o.run, &run_wfd);
 		if (run_pid < 0) {
@@ -1055,7 +1114,38 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* 5. Workers, the kernel's device, then the audit of them all. */
+	/* 5. What is left of privilege, before any thread starts:
+	 * libcap changes the calling thread only, and a thread already
+	 * running keeps what it had (ioflusher_caps_drop(3)).  CAP_IPC_LOCK:
+	 * under MCL_FUTURE every new mapping is locked, the stack of each
+	 * new connection's thread too, and without it they count against
+	 * RLIMIT_MEMLOCK.  CAP_SYS_ADMIN, in kernel mode: NBD_SET_SOCK and
+	 * NBD_DO_IT below, NBD_DISCONNECT at shutdown. */
+	keep[nkeep++] = CAP_IPC_LOCK;
+	if (o.connect)
+		keep[nkeep++] = CAP_SYS_ADMIN;
+	/* Without CAP_SETPCAP the bounding set is left as it is, silently:
+	 * what the daemon executes could gain capabilities back. */
+	if (ioflusher_caps_have(CAP_SETPCAP) != 1)
+		log_stderr("capabilities: no CAP_SETPCAP, the bounding set "
+			   "stays as it is\n");
+	r = ioflusher_caps_drop(keep, (size_t)nkeep);
+	if (r < 0) {
+		/* Kept, CAP_SYS_RESOURCE lets any thread clear the flag:
+		 * not served, unless --best-effort. */
+		log_stderr("dropping capabilities: %s%s%s\n", strerror(-r),
+			   r == -EPERM ? " (a seccomp filter or a security "
+					 "module refused)" :
+					 "",
+			   o.best_effort ? "; the threads keep them" :
+					   ": not serving");
+		if (!o.best_effort) {
+			fail_status = r == -ENOMEM ? 1 : 4;
+			goto fail_listening;
+		}
+	}
+
+	/* 6. Workers, the kernel's device, then the audit of them all. */
 	r = nbd_server_start_workers(&srv);
 	if (r < 0) {
 		log_stderr("workers: %s\n", strerror(-r));
@@ -1093,28 +1183,15 @@ int main(int argc, char **argv)
 		goto fail_listening;
 	}
 
-	/* 6. What is left of privilege.  CAP_IPC_LOCK: under MCL_FUTURE
-	 * every new mapping is locked, the stack of each new connection's
-	 * thread too, and without it they count against RLIMIT_MEMLOCK.
-	 * CAP_SYS_ADMIN: NBD_DISCONNECT at shutdown in kernel mode. */
-	keep[nkeep++] = CAP_IPC_LOCK;
-	if (o.connect)
-		keep[nkeep++] = CAP_SYS_ADMIN;
-	/* Without CAP_SETPCAP the bounding set is left as it is, silently:
-	 * what the daemon executes could gain capabilities back. */
-	if (ioflusher_caps_have(CAP_SETPCAP) != 1)
-		log_stderr("capabilities: no CAP_SETPCAP, the bounding set "
-			   "stays as it is\n");
-	r = ioflusher_caps_drop(keep, (size_t)nkeep);
-	if (r < 0)
-		log_stderr("dropping capabilities: %s\n", strerror(-r));
+	/* 7. The optional sandbox, once every thread exists. */
 	if (o.sandbox) {
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
 			/* Asked for and not there: do not serve without it. */
 			log_stderr("--sandbox: %s: not serving\n",
 				   strerror(-r));
-			fail_status = 4;
+			/* 4, or 1 for what a restart may cure. */
+			fail_status = r == -ENOMEM || r == -EFAULT ? 1 : 4;
 			goto fail_listening;
 		}
 	}
@@ -1135,8 +1212,11 @@ int main(int argc, char **argv)
 		close(run_wfd);
 		uri[n] = 0;
 	}
+	/* Only now may units ordered after this one (clients, a mount of
+	 * the kernel's device) start. */
+	notify("READY=1");
 
-	/* 7. Serve. */
+	/* 8. Serve. */
 	while (running) {
 		struct pollfd pfd[3] = {
 			{ sfd, POLLIN, 0 },
@@ -1180,6 +1260,7 @@ int main(int argc, char **argv)
 		}
 	}
 
+	notify("STOPPING=1");
 	/* The --run command cannot go on without the server, whatever
 	 * stopped it (a signal, the kernel's device): it is told at once, and
 	 * its status is the daemon's (end_run()). */

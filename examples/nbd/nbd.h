@@ -265,6 +265,16 @@ int nbd_errno(int err);
  * read some; the kernel caps what is asked at net.core.wmem_max.
  */
 #define NBD_UNIX_SNDBUF (1 << 20)
+/* Thread stacks: the IO path is shallow, and a small stack is a small
+ * locked one.  NBD_STACK for the connection and worker threads,
+ * NBD_SMALL_STACK for those that only send or wait in the kernel; each
+ * thread pre-faults NBD_STACK_USED of it at its start
+ * (nbd_stack_reserve()), which must leave 64 KiB below it. */
+#define NBD_STACK (256 << 10)
+#define NBD_SMALL_STACK (128 << 10)
+#define NBD_STACK_USED (32 << 10)
+_Static_assert(NBD_STACK_USED + (64 << 10) < NBD_SMALL_STACK,
+	       "NBD_STACK_USED does not fit the smallest stack");
 #define NBD_DATA_ELEM (256u << 10)
 #define NBD_DATA_ELEMS_MAX (NBD_MAX_PAYLOAD / NBD_DATA_ELEM)
 
@@ -424,6 +434,8 @@ unsigned int nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms);
 int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
 		     const pthread_attr_t *attr, const char *name,
 		     void *(*fn)(void *), void *arg);
+/* At the start of each thread: its stack reserve (NBD_STACK_USED). */
+void nbd_stack_reserve(struct nbd_server *srv);
 void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w);
 /* Serve w on fd, the worker's own description of a file export. */
 void nbd_work_run(struct nbd_work *w, int fd);

@@ -351,23 +351,14 @@ void nbd_conn_reply(struct nbd_conn *c, struct nbd_work *w)
 		nbd_work_done(w);
 }
 
-/*
- * What the IO path of each thread may use of its stack: faulted in at the
- * thread's start, before its IO path runs, and where mlockall() left
- * MCL_FUTURE out locked too, since the thread's stack is a mapping made
- * after it (ioflusher_memlock_prefault_stack(3)).  Each must leave 64 KiB
- * of the thread's stack below it.
- */
-#define CONN_STACK (256 << 10)
-#define SENDER_STACK (128 << 10)
-#define STACK_USED (32 << 10)
-_Static_assert(STACK_USED + (64 << 10) < SENDER_STACK,
-	       "STACK_USED does not fit the sender's stack");
-
-static void stack_reserve(struct nbd_server *srv)
+/* At a thread's start, before its IO path runs: NBD_STACK_USED of its
+ * stack faulted in, and locked where mlockall() left MCL_FUTURE out, the
+ * thread's stack being a mapping made after it
+ * (ioflusher_memlock_prefault_stack(3)). */
+void nbd_stack_reserve(struct nbd_server *srv)
 {
 	static atomic_bool said;
-	int r = ioflusher_memlock_prefault_stack(STACK_USED);
+	int r = ioflusher_memlock_prefault_stack(NBD_STACK_USED);
 
 	/* Once, not for every connection. */
 	if (r != 0 && !atomic_exchange(&said, true))
@@ -381,7 +372,7 @@ static void *sender_main(void *arg)
 {
 	struct nbd_conn *c = arg;
 
-	stack_reserve(c->srv);
+	nbd_stack_reserve(c->srv);
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -409,7 +400,7 @@ int nbd_conn_start_sender(struct nbd_conn *c)
 	name[15] = 0;
 	pthread_attr_init(&attr);
 	/* sendmsg and the log: a shallow stack, a small locked stack. */
-	pthread_attr_setstacksize(&attr, SENDER_STACK);
+	pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
 	r = nbd_thread_start(c->srv, &c->sender, &attr, name, sender_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)
@@ -739,7 +730,7 @@ static void *worker_main(void *arg)
 	struct nbd_server *srv = wk->srv;
 	struct nbd_work *w;
 
-	stack_reserve(srv);
+	nbd_stack_reserve(srv);
 	for (;;) {
 		pthread_mutex_lock(&srv->lock);
 		while (!srv->queue.head && !srv->quit)
@@ -764,7 +755,7 @@ static void *conn_main(void *arg)
 	snprintf(name, sizeof(name), "nbd-conn-%u", c->id);
 	name[15] = 0;
 	pthread_setname_np(pthread_self(), name);
-	stack_reserve(srv);
+	nbd_stack_reserve(srv);
 	if (c->handshake) {
 		static const struct timeval none;
 
@@ -884,7 +875,7 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	/* The IO path is shallow; a small stack is a small locked stack. */
-	pthread_attr_setstacksize(&attr, CONN_STACK);
+	pthread_attr_setstacksize(&attr, NBD_STACK);
 	r = nbd_thread_start(srv, &t, &attr, NULL, conn_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)
@@ -1012,7 +1003,8 @@ int nbd_server_init(struct nbd_server *srv)
 
 int nbd_server_start_workers(struct nbd_server *srv)
 {
-	int r;
+	pthread_attr_t attr;
+	int r = 0;
 
 	if (!srv->nthreads)
 		return 0;
@@ -1020,6 +1012,8 @@ int nbd_server_start_workers(struct nbd_server *srv)
 	srv->workers = calloc(srv->nthreads, sizeof(*srv->workers));
 	if (!srv->workers)
 		return -ENOMEM;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, NBD_STACK);
 	for (unsigned int i = 0; i < srv->nthreads; i++) {
 		struct nbd_worker *wk = &srv->workers[i];
 		char name[32];
@@ -1028,21 +1022,24 @@ int nbd_server_start_workers(struct nbd_server *srv)
 		wk->fd = -1;
 		if (srv->exp->kind == NBD_BACKEND_FILE) {
 			wk->fd = nbd_export_reopen(srv->exp);
-			if (wk->fd < 0)
-				return wk->fd;
+			if (wk->fd < 0) {
+				r = wk->fd;
+				break;
+			}
 		}
 		snprintf(name, sizeof(name), "nbd-worker-%u", i);
 		name[15] = 0; /* the kernel's TASK_COMM_LEN */
-		r = nbd_thread_start(srv, &wk->thread, NULL, name, worker_main,
+		r = nbd_thread_start(srv, &wk->thread, &attr, name, worker_main,
 				     wk);
 		if (r < 0) {
 			if (wk->fd >= 0)
 				close(wk->fd);
-			return r;
+			break;
 		}
 		srv->nworkers++;
 	}
-	return 0;
+	pthread_attr_destroy(&attr);
+	return r;
 }
 
 void nbd_server_fini(struct nbd_server *srv)

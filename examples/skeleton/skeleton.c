@@ -34,9 +34,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -181,6 +184,48 @@ static long parse_num(const char *s, long min, long max)
 	return v;
 }
 
+/*
+ * systemd's readiness protocol (sd_notify(3), for Type=notify): one
+ * datagram, "READY=1" once the daemon serves, "STOPPING=1" when it stops,
+ * to the AF_UNIX socket named in $NOTIFY_SOCKET ('@' first: the abstract
+ * namespace).  Read once, at start, and taken out of the environment, so
+ * that no child the daemon starts speaks for it.  Not under systemd:
+ * nothing.
+ */
+static char notify_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+
+static void notify_init(void)
+{
+	const char *p = getenv("NOTIFY_SOCKET");
+
+	if (p && (p[0] == '/' || p[0] == '@') &&
+	    strlen(p) < sizeof(notify_path) - 1)
+		strcpy(notify_path, p);
+	unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify(const char *state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = strlen(notify_path);
+	int fd;
+
+	if (!len)
+		return;
+	memcpy(sa.sun_path, notify_path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+		   (const struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) <
+		    0)
+		fprintf(stderr, "systemd notify: %s\n", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -250,7 +295,9 @@ int main(int argc, char **argv)
 	}
 
 	/* 0. The launcher of helpers, if the daemon runs any, is forked
-	 * here, before anything is locked or dropped. */
+	 * here, before anything is locked or dropped; $NOTIFY_SOCKET is
+	 * taken out of the environment before. */
+	notify_init();
 
 	/* 1. Set up, before any thread exists. */
 	r = ioflusher_ctx_new(&ctx);
@@ -258,13 +305,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ioflusher_ctx_new: %s\n", strerror(-r));
 		return 1;
 	}
-	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, policy);
+	r = ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, policy);
 	/* Without CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE
 	 * would refuse every later mapping beyond the limit: lock what is
 	 * mapped now only, there, and the report says so. */
-	ioflusher_ctx_set_memlock_flags(ctx,
-					IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
-	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	if (r == 0)
+		r = ioflusher_ctx_set_memlock_flags(
+			ctx, IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
+	if (r == 0)
+		r = ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	if (r < 0) {
+		/* A setting the library refuses is a bug in this code: say
+		 * so rather than run with the defaults. */
+		fprintf(stderr, "setup settings: %s\n", strerror(-r));
+		ioflusher_ctx_unref(ctx);
+		return 1;
+	}
 	r = ioflusher_setup(ctx, &report);
 
 	/* 2. Say what was applied and what was not, and the risk left.  No
@@ -429,11 +485,14 @@ int main(int argc, char **argv)
 		printf("serving: pid %d, %d workers; SIGTERM to stop\n",
 		       (int)getpid(), started);
 		fflush(stdout);
+		/* Only now may units ordered after this one start. */
+		notify("READY=1");
 		if (duration > 0)
 			alarm((unsigned int)duration);
 		sigwait(&sigs, &sig);
 		printf("stopped: %s\n",
 		       sig == SIGALRM ? "--duration elapsed" : strsignal(sig));
+		notify("STOPPING=1");
 	}
 	for (int i = 0; i < started; i++)
 		if (write(request_pipe[1], "q", 1) != 1)

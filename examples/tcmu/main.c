@@ -26,10 +26,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -47,11 +50,16 @@
  * What a ring thread's deepest path keeps on its stack: WRITE SAME's
  * block and iovecs (8 KiB), UNMAP's descriptors (4 KiB), the file
  * backend's copy of the iovecs (4 KiB), the SIGBUS guard's sigjmp_buf,
- * and libc's system calls under them: under 24 KiB.  Pre-faulted (and so
+ * and libc's system calls under them: under 24 KiB.  Pre-faulted (and
  * locked) with a margin when the thread starts, since a page first
  * touched while serving is an allocation on the IO path.
  */
 #define RING_STACK_RESERVE (64 * 1024)
+/* The ring thread's stack: the reserve, the 64 KiB that
+ * ioflusher_memlock_prefault_stack(3) leaves below it, and room above. */
+#define RING_STACK (256 * 1024)
+_Static_assert(RING_STACK_RESERVE + 64 * 1024 < RING_STACK,
+	       "RING_STACK_RESERVE does not fit in RING_STACK");
 
 struct device {
 	struct tcmu_uio_dev uio;
@@ -419,19 +427,28 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 		fprintf(stderr, "ioflusher_ctx_new: %s\n", strerror(-r));
 		return 1;
 	}
-	ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, o->policy);
+	r = ioflusher_ctx_set_policy(ctx, IOFLUSHER_PROTECT_FLAG, o->policy);
 	/* Lock pages as they are touched: the memory backend's mapping is
-	 * the whole LUN and must not be committed at once. */
-	/* Without CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE
-	 * would charge every later mapping whole to the limit and refuse it
+	 * the whole LUN and must not be committed at once.  Without
+	 * CAP_IPC_LOCK under a finite RLIMIT_MEMLOCK, MCL_FUTURE would
+	 * charge every later mapping whole to the limit and refuse it
 	 * beyond (mlock_future_ok() in mm/mmap.c, even under MCL_ONFAULT):
 	 * lock what is mapped now only, there, and the report says so. */
-	ioflusher_ctx_set_memlock_flags(
-		ctx, IOFLUSHER_MEMLOCK_ONFAULT |
-			     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
+	if (r == 0)
+		r = ioflusher_ctx_set_memlock_flags(
+			ctx, IOFLUSHER_MEMLOCK_ONFAULT |
+				     IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED);
 	/* The main thread's stack and the heap: what start-up and the
 	 * signal wait use.  The ring threads pre-fault their own stacks. */
-	ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	if (r == 0)
+		r = ioflusher_ctx_set_reserve(ctx, 256 * 1024, 1024 * 1024);
+	if (r < 0) {
+		/* A setting the library refuses is a bug in this code: say
+		 * so rather than run with the defaults. */
+		fprintf(stderr, "setup settings: %s\n", strerror(-r));
+		ioflusher_ctx_unref(ctx);
+		return 1;
+	}
 	r = ioflusher_setup(ctx, &report);
 	if (r < 0 && !report) {
 		/* The report could not be allocated: nothing was tried. */
@@ -460,19 +477,25 @@ static int setup(const struct options *o, struct ioflusher_ctx **ctxp)
 
 static int start_threads(struct device *devs, int n, int policy)
 {
+	pthread_attr_t attr;
 	char name[16];
 	int started = 0;
 
+	/* A small stack is a small locked stack: the reserve it pre-faults
+	 * and the 64 KiB it must leave below. */
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, RING_STACK);
 	for (int i = 0; i < n; i++) {
 		struct device *d = &devs[i];
 		int r;
 
-		r = ioflusher_thread_create(&d->thread, NULL, ring_thread, d);
+		r = ioflusher_thread_create(&d->thread, &attr, ring_thread, d);
 		if (r < 0 && policy == IOFLUSHER_POLICY_BEST_EFFORT)
-			r = -pthread_create(&d->thread, NULL, ring_thread, d);
+			r = -pthread_create(&d->thread, &attr, ring_thread, d);
 		if (r < 0) {
 			fprintf(stderr, "%s: ring thread: %s\n", d->uio.name,
 				strerror(-r));
+			pthread_attr_destroy(&attr);
 			return r;
 		}
 		/* Named by its creator, so that the audit right after sees
@@ -482,6 +505,7 @@ static int start_threads(struct device *devs, int n, int policy)
 		d->started = true;
 		started++;
 	}
+	pthread_attr_destroy(&attr);
 	return started;
 }
 
@@ -532,6 +556,48 @@ static int wait_for_stop(struct device *devs, int n, const sigset_t *sigs)
 	}
 }
 
+/*
+ * systemd's readiness protocol (sd_notify(3), for Type=notify): one
+ * datagram, "READY=1" once the daemon serves, "STOPPING=1" when it stops,
+ * to the AF_UNIX socket named in $NOTIFY_SOCKET ('@' first: the abstract
+ * namespace).  Read once, at start, and taken out of the environment, so
+ * that no child the daemon starts speaks for it.  Not under systemd:
+ * nothing.
+ */
+static char notify_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+
+static void notify_init(void)
+{
+	const char *p = getenv("NOTIFY_SOCKET");
+
+	if (p && (p[0] == '/' || p[0] == '@') &&
+	    strlen(p) < sizeof(notify_path) - 1)
+		strcpy(notify_path, p);
+	unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify(const char *state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = strlen(notify_path);
+	int fd;
+
+	if (!len)
+		return;
+	memcpy(sa.sun_path, notify_path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    sendto(fd, state, strlen(state), MSG_NOSIGNAL,
+		   (const struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) <
+		    0)
+		fprintf(stderr, "systemd notify: %s\n", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	/* What the running daemon still needs: to lock memory it maps
@@ -552,6 +618,7 @@ int main(int argc, char **argv)
 	if (r >= 0)
 		return r;
 	poll_us = o.poll_us;
+	notify_init();
 
 	/* 1, 2: protections before any thread exists, and the report. */
 	r = setup(&o, &ctx);
@@ -619,8 +686,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "capabilities: no CAP_SETPCAP, the bounding "
 				"set stays as it is\n");
 	r = ioflusher_caps_drop(keep, sizeof(keep) / sizeof(keep[0]));
-	if (r < 0)
-		fprintf(stderr, "dropping capabilities: %s\n", strerror(-r));
+	if (r < 0) {
+		/* Kept, CAP_SYS_RESOURCE lets any thread clear the flag:
+		 * not served, unless the flag is only best effort. */
+		bool required = o.policy != IOFLUSHER_POLICY_BEST_EFFORT;
+
+		fprintf(stderr, "dropping capabilities: %s%s%s\n", strerror(-r),
+			r == -EPERM ? " (a seccomp filter or a security "
+				      "module refused)" :
+				      "",
+			required ? ": not serving" : "; the threads keep them");
+		if (required) {
+			exit_code = r == -ENOMEM ? 1 : 4;
+			goto out_stop;
+		}
+	}
 	/* 5: ring threads that carry the flag. */
 	if (start_threads(devs, n, o.policy) < 0)
 		goto out_stop;
@@ -642,19 +722,24 @@ int main(int argc, char **argv)
 		r = ioflusher_sandbox_lock(0);
 		if (r < 0) {
 			/* Asked for and not there: do not serve without it. */
-			fprintf(stderr, "--sandbox: %s\n", strerror(-r));
-			exit_code = 4;
+			fprintf(stderr, "--sandbox: %s: not serving\n",
+				strerror(-r));
+			/* 4, or 1 for what a restart may cure. */
+			exit_code = r == -ENOMEM || r == -EFAULT ? 1 : 4;
 			goto out_stop;
 		}
 	}
 	printf("serving: pid %d, %d device%s; SIGTERM to stop\n", (int)getpid(),
 	       n, n == 1 ? "" : "s");
 	fflush(stdout);
+	/* Only now may the unit that exports the devices start. */
+	notify("READY=1");
 
 	/* 7: serve. */
 	sig = wait_for_stop(devs, n, &sigs);
 	if (sig > 0)
 		printf("stopping on %s\n", strsignal(sig));
+	notify("STOPPING=1");
 	exit_code = 0;
 out_stop:
 	if (eventfd_write(stop_fd, 1) < 0)

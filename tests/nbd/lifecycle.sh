@@ -96,16 +96,34 @@ tap_check "the audit of the threads is logged" grep -q "audit: .* threads carry 
 # Exactly CAP_IPC_LOCK (bit 14) left, if this shell had it to give, in
 # the effective and permitted sets; in the bounding set too where the
 # daemon had CAP_SETPCAP (bit 8) to lower it.
-capset() { sed -n "s/^$1:[[:space:]]*//p" "/proc/$nbd_pid/status"; }
-want=0000000000000000
-has_cap 14 && want=0000000000004000
-if [ "$(capset CapEff)" = $want ] && [ "$(capset CapPrm)" = $want ] &&
-	{ ! has_cap 8 || [ "$(capset CapBnd)" = $want ]; }; then
-	tap_ok "capabilities dropped after setup, but CAP_IPC_LOCK"
-else
-	tap_not_ok "capabilities dropped after setup, but CAP_IPC_LOCK"
-	grep Cap "/proc/$nbd_pid/status" | tap_diag
-fi
+# Capabilities are per thread, and a thread keeps what it had when
+# another drops them: every thread of the daemon is looked at.
+# caps_dropped DESC MIN_THREADS: exactly CAP_IPC_LOCK (bit 14) left, if
+# this shell had it to give, in the effective and permitted sets of each
+# of at least MIN_THREADS threads; in the bounding set too where the
+# daemon had CAP_SETPCAP (bit 8) to lower it.
+capset() { sed -n "s/^$1:[[:space:]]*//p" "$2/status"; }
+caps_dropped() {
+	want=0000000000000000
+	has_cap 14 && want=0000000000004000
+	good=1 nthr=0
+	for t in /proc/$nbd_pid/task/*; do
+		[ -e "$t/status" ] || continue
+		nthr=$((nthr + 1))
+		if [ "$(capset CapEff "$t")" != $want ] ||
+			[ "$(capset CapPrm "$t")" != $want ] ||
+			{ has_cap 8 && [ "$(capset CapBnd "$t")" != $want ]; }; then
+			good=0
+			{ cat "$t/comm"; grep Cap "$t/status"; } | tap_diag
+		fi
+	done
+	if [ $good = 1 ] && [ $nthr -ge "$2" ]; then
+		tap_ok "$1 ($nthr threads)"
+	else
+		tap_not_ok "$1 ($nthr threads, want $2 at least)"
+	fi
+}
+caps_dropped "capabilities dropped after setup, but CAP_IPC_LOCK" 1
 tap_check "--sandbox: a seccomp filter is in place" \
 	grep -q "^Seccomp:[[:space:]]*2" "/proc/$nbd_pid/status"
 tap_check "--sandbox: and it serves" timeout 30 nbdinfo --size "$uri"
@@ -191,6 +209,8 @@ tap_check "--socket on a stale socket (nobody listening): replaced, served" \
 head -c 8M /dev/urandom >"$nbd_tmp/data"
 truncate -s 8M "$nbd_tmp/disk.img"
 nbd_start file --file "$nbd_tmp/disk.img" || exit 1
+# The file backend's workers (4 by default) started after the drop.
+caps_dropped "--file: the workers' threads hold no more capabilities either" 5
 timeout 30 nbdcopy --connections=2 "$nbd_tmp/data" "$uri"
 rc1=$?
 nbd_stop "$nbd_pid"
@@ -269,6 +289,24 @@ timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/run3.sock" --memory 1M --s
 	--run 'grep -q "^Seccomp:[[:space:]]*0" /proc/self/status && test "$(cat /proc/self/oom_score_adj)" -ge 0' \
 	2>/dev/null
 tap_check "--run: the command runs outside the daemon's sandbox" test $? -eq 0
+
+# Under systemd's Type=notify: READY=1 once it serves, STOPPING=1 when it
+# stops; and the
+# command does not see $NOTIFY_SOCKET, so cannot speak for the daemon.
+notify=$nbd_tmp/notify.sock
+python3 "${top_srcdir:-.}/tests/notify-recv.py" "$notify" "$nbd_tmp/notify.bound" 30 \
+	>"$nbd_tmp/notify.got" &
+rpid=$!
+i=0
+while [ ! -e "$nbd_tmp/notify.bound" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+NOTIFY_SOCKET=$notify timeout 30 "$NBD_DAEMON" $NBD_OPTS --socket "$nbd_tmp/notify-run.sock" \
+	--memory 1M --run 'echo "NOTIFY_SOCKET=${NOTIFY_SOCKET-unset}"' \
+	>"$nbd_tmp/notify.out" 2>"$nbd_tmp/notify.err"
+wait $rpid
+tap_check "NOTIFY_SOCKET: READY=1 once serving, STOPPING=1 at the stop" \
+	test "$(cat "$nbd_tmp/notify.got")" = "$(printf 'READY=1\nSTOPPING=1')"
+tap_check "NOTIFY_SOCKET: not in the --run command's environment" \
+	grep -qx 'NOTIFY_SOCKET=unset' "$nbd_tmp/notify.out"
 
 # Buffers that cannot be locked (no CAP_IPC_LOCK, RLIMIT_MEMLOCK 0): best
 # effort serves from them unlocked, and the library's warning says why.

@@ -13,7 +13,7 @@ daemon="$builddir/examples/tcmu/ioflusher-tcmu"
 tmp=$(mktemp -d /tmp/tcmu-daemon-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 n=0
-echo "1..24"
+echo "1..25"
 
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() {
@@ -110,6 +110,22 @@ device 0 disk0 mem
 "$daemon" --best-effort --sandbox --root "$tmp/root" >"$tmp/out" 2>&1
 check "--sandbox: serves under the filter" \
 	"$([ $? -eq 0 ] && has '^serving: ' && has 'device removed'; echo $?)"
+
+# Under systemd's Type=notify: READY=1 once it serves, STOPPING=1 when it
+# stops (here because its device is removed).
+device 0 disk0 mem
+python3 "${top_srcdir:-.}/tests/notify-recv.py" "$tmp/notify.sock" "$tmp/bound" 20 \
+	>"$tmp/got" &
+rpid=$!
+i=0
+while [ ! -e "$tmp/bound" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+NOTIFY_SOCKET=$tmp/notify.sock "$daemon" --best-effort --sandbox --root "$tmp/root" \
+	>"$tmp/out" 2>&1
+rc=$?
+wait $rpid
+check "NOTIFY_SOCKET: READY=1 once serving, under the sandbox, STOPPING=1 at the end" \
+	"$([ $rc -eq 0 ] && has '^serving: ' &&
+		[ "$(cat "$tmp/got")" = "$(printf 'READY=1\nSTOPPING=1')" ]; echo $?)"
 
 # A sandbox asked for and not there (seccomp(2) failing, as where a
 # filter already forbids it) is no sandbox: the daemon must not serve.
