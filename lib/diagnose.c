@@ -148,6 +148,7 @@ static int diagnose_prefault(int err)
 {
 	switch (err) {
 	case -E2BIG: /* a stack reserve larger than the stack (RLIMIT_STACK) */
+	case -EAGAIN: /* the locked main stack's growth past RLIMIT_MEMLOCK */
 		return IOFLUSHER_REASON_LIMIT;
 	case -ENOMEM: /* malloc() of the heap reserve */
 		return IOFLUSHER_REASON_NO_MEMORY;

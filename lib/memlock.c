@@ -120,8 +120,23 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
  * Set when ioflusher_memlock_all() locked what was mapped but left
  * MCL_FUTURE out: the stack of a thread created since is a new mapping,
  * not locked, and ioflusher_memlock_prefault_stack() locks it itself.
+ * A forked child inherits no lock, so its copy is cleared.
  */
 static _Atomic bool locked_current_only;
+static pthread_once_t memlock_atfork_once = PTHREAD_ONCE_INIT;
+
+static void memlock_atfork_child(void)
+{
+	atomic_store_explicit(&locked_current_only, false,
+			      memory_order_relaxed);
+}
+
+static void memlock_atfork_register(void)
+{
+	/* Out of memory, the child keeps the parent's record: it then
+	 * mlock()s new threads' stacks, which is harmless. */
+	(void)pthread_atfork(NULL, NULL, memlock_atfork_child);
+}
 
 _public_ int ioflusher_memlock_all(unsigned int flags)
 {
@@ -154,6 +169,8 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 		mcl &= ~MCL_FUTURE;
 	if (mlockall(mcl) < 0)
 		return -errno;
+	if (!(mcl & MCL_FUTURE))
+		pthread_once(&memlock_atfork_once, memlock_atfork_register);
 	atomic_store_explicit(&locked_current_only, !(mcl & MCL_FUTURE),
 			      memory_order_relaxed);
 	return mcl & MCL_FUTURE ? 0 : 1;
@@ -176,11 +193,58 @@ static __attribute__((noinline)) uintptr_t stack_touch(size_t bytes)
 	return (uintptr_t)area;
 }
 
+/* The start of the mapping that holds addr, from /proc/self/maps; 0 when
+ * it cannot be read. */
+static uintptr_t mapping_start(uintptr_t addr)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	uintptr_t start = 0;
+	bool line_start = true;
+	char line[256];
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		bool at_start = line_start;
+		unsigned long s, e;
+
+		/* The rest of a long line (a long path) is no new line. */
+		line_start = strchr(line, '\n') != NULL;
+		if (at_start && sscanf(line, "%lx-%lx", &s, &e) == 2 &&
+		    s <= addr && addr < e) {
+			start = s;
+			break;
+		}
+	}
+	fclose(f);
+	return start;
+}
+
+/*
+ * The main thread's stack grows into its mapping as it is touched.  Once
+ * mlockall() has locked that mapping, without MCL_FUTURE and without
+ * CAP_IPC_LOCK, the kernel lets it grow only within RLIMIT_MEMLOCK
+ * (acct_stack_growth()), and a touch beyond is a SIGSEGV: false when
+ * growing it down to low would pass the limit.
+ */
+static bool main_stack_may_grow(uintptr_t here, uintptr_t low)
+{
+	uintptr_t start = mapping_start(here);
+	uint64_t soft, kib;
+
+	if (!start || low >= start || caps_counted(CAP_IPC_LOCK) ||
+	    ioflusher_memlock_limit(&soft, NULL) < 0 || soft == UINT64_MAX ||
+	    proc_status_u64(0, "VmLck", 10, &kib) < 0)
+		return true;
+	return kib * 1024 + (start - low) <= soft;
+}
+
 _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 {
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), low;
 	pthread_attr_t attr;
 	size_t size, avail;
-	uintptr_t low;
+	bool current_only, main_thread;
 	char here;
 	void *base;
 	int r;
@@ -196,11 +260,24 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	pthread_attr_destroy(&attr);
 	if (r)
 		return -r;
+	/* On a stack of its own (a coroutine's, sigaltstack(2)'s), whose
+	 * bounds are not known here. */
+	if ((uintptr_t)&here < (uintptr_t)base ||
+	    (uintptr_t)&here >= (uintptr_t)base + size)
+		return -EFAULT;
 	avail = (size_t)(&here - (char *)base);
 	/* Leave room for the frames of whoever runs below the reserve. */
 	if (avail < 64 * 1024 || bytes > avail - 64 * 1024)
 		return -E2BIG;
-	low = stack_touch(bytes) & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+	current_only = atomic_load_explicit(&locked_current_only,
+					    memory_order_relaxed);
+	main_thread = getpid() == gettid();
+	/* A page more than the bytes: the frames below this one. */
+	if (current_only && main_thread &&
+	    !main_stack_may_grow((uintptr_t)&here, ((uintptr_t)&here - bytes -
+						    page) & ~(page - 1)))
+		return -EAGAIN;
+	low = stack_touch(bytes) & ~(page - 1);
 	/*
 	 * mlockall() without MCL_FUTURE locked the stacks that were mapped
 	 * then, the main thread's among them, whose growth stays locked;
@@ -210,8 +287,7 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	 * and TLS there, are on the IO path too.  Where the stack was
 	 * locked already, mlock() changes nothing and charges nothing.
 	 */
-	if (atomic_load_explicit(&locked_current_only, memory_order_relaxed) &&
-	    getpid() != gettid() &&
+	if (current_only && !main_thread &&
 	    mlock((void *)low, (uintptr_t)base + size - low) < 0)
 		return 1;
 	return 0;

@@ -235,7 +235,13 @@ static int apply_prefault(const struct ioflusher_ctx *ctx,
 	r = ioflusher_memlock_prefault_stack(ctx->stack_reserve);
 	if (r < 0) {
 		snprintf(e->detail, sizeof(e->detail),
-			 "stack reserve of %zu bytes does not fit this stack",
+			 r == -EAGAIN ?
+				 "stack reserve of %zu bytes: the locked stack "
+				 "cannot grow so far under RLIMIT_MEMLOCK" :
+			 r == -E2BIG ?
+				 "stack reserve of %zu bytes does not fit this "
+				 "stack" :
+				 "stack reserve of %zu bytes",
 			 ctx->stack_reserve);
 		return r;
 	}

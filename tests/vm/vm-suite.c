@@ -939,6 +939,27 @@ static void *prefault_stack_probe(void *arg)
 	return NULL;
 }
 
+/* A new thread with a 512 KiB stack of its own pre-faults 128 KiB of it:
+ * what it returned, and how much of the stack is locked, in *p; -1 when
+ * the thread could not be made. */
+static int probe_new_thread(struct stack_probe *p)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int r;
+
+	p->r = -1;
+	if (pthread_attr_init(&attr))
+		return -1;
+	r = pthread_attr_setstacksize(&attr, 512 << 10) ||
+	    pthread_create(&t, &attr, prefault_stack_probe, p);
+	pthread_attr_destroy(&attr);
+	if (r)
+		return -1;
+	pthread_join(t, NULL);
+	return 0;
+}
+
 /* After memlock_all left MCL_FUTURE out, under a limit of the process's
  * size plus headroom without CAP_IPC_LOCK, a thread created then
  * pre-faults 128 KiB of its stack: 0 when the call returned want and
@@ -950,18 +971,13 @@ static int stack_reserve_after_memlock(unsigned long headroom, int want)
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		struct stack_probe probe = { .r = -1 };
-		pthread_attr_t attr;
-		pthread_t t;
+		struct stack_probe probe;
 
 		if (limited_without_ipc_lock(headroom) < 0 ||
 		    ioflusher_memlock_all(
 			    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) != 1 ||
-		    pthread_attr_init(&attr) ||
-		    pthread_attr_setstacksize(&attr, 512 << 10) ||
-		    pthread_create(&t, &attr, prefault_stack_probe, &probe))
+		    probe_new_thread(&probe) < 0)
 			_exit(3);
-		pthread_join(t, NULL);
 		printf("#   headroom %lu KiB: returned %d, stack locked %lu KiB\n",
 		       headroom >> 10, probe.r, probe.locked_kib);
 		fflush(stdout);
@@ -979,7 +995,57 @@ static int stack_reserve_after_memlock(unsigned long headroom, int want)
 static void test_prefault_stack_locked(void)
 {
 	EXPECT_EQ(stack_reserve_after_memlock(16ul << 20, 0), 0);
-	EXPECT_EQ(stack_reserve_after_memlock(16ul << 10, 1), 0);
+	EXPECT_EQ(stack_reserve_after_memlock(64ul << 10, 1), 0);
+}
+
+/*
+ * After memlock_all left MCL_FUTURE out under a limit of the process's
+ * size plus 256 KiB: the main thread's locked stack may grow only so far,
+ * and a reserve of 4 MiB, which a touch would take past the limit (a
+ * SIGSEGV), is refused with -EAGAIN, while 16 KiB is made; and a forked
+ * child, which inherits no lock, locks no new thread's stack.  0 when all
+ * holds.
+ */
+static int main_stack_and_fork_after_memlock(void)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		struct stack_probe probe;
+		pid_t child;
+		int big, small;
+
+		if (limited_without_ipc_lock(256ul << 10) < 0 ||
+		    ioflusher_memlock_all(
+			    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) != 1)
+			_exit(3);
+		big = ioflusher_memlock_prefault_stack(4ul << 20);
+		small = ioflusher_memlock_prefault_stack(16ul << 10);
+		printf("#   main thread: 4 MiB reserve %d, 16 KiB %d\n", big,
+		       small);
+		fflush(stdout);
+		if (big != -EAGAIN || small != 0)
+			_exit(2);
+		child = fork();
+		if (child == 0) {
+			if (probe_new_thread(&probe) < 0)
+				_exit(3);
+			printf("#   forked child: a new thread's reserve %d, "
+			       "its stack locked %lu KiB\n",
+			       probe.r, probe.locked_kib);
+			fflush(stdout);
+			_exit(probe.r == 0 && probe.locked_kib == 0 ? 0 : 4);
+		}
+		_exit(child < 0 ? 3 : wait_child(child));
+	}
+	return pid < 0 ? -1 : wait_child(pid);
+}
+
+static void test_prefault_main_stack_and_fork(void)
+{
+	EXPECT_EQ(main_stack_and_fork_after_memlock(), 0);
 }
 
 /* A thread started before setup runs without the flag: setup sets it on
@@ -1553,6 +1619,9 @@ static const struct test tests[] = {
     {"memlock: without MCL_FUTURE a new thread's stack reserve is locked, or "
      "said not to be",
      test_prefault_stack_locked, SUITE_ROOT, NULL},
+    {"memlock: without MCL_FUTURE the main stack's reserve stays within the "
+     "limit (EAGAIN, no SIGSEGV); a forked child locks no stack",
+     test_prefault_main_stack_and_fork, SUITE_ROOT, NULL},
     {"setup: a thread started before fails the flag (EBUSY), named",
      test_setup_threads, SUITE_ROOT, NULL},
     {"setup: CAP_SYS_RESOURCE only permitted: says raise it",
