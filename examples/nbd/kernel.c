@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,9 +42,13 @@ static void *doit_main(void *arg)
 	uint64_t one = 1;
 	ssize_t w;
 
+	nbd_stack_reserve(k->srv);
 	/* Returns when the device is disconnected: NBD_DISCONNECT from us at
-	 * shutdown, or from someone else (nbd-client -d). */
-	ioctl(k->nbd_fd, NBD_DO_IT);
+	 * shutdown, or from someone else (nbd-client -d); at once when the
+	 * kernel refuses to start it. */
+	if (ioctl(k->nbd_fd, NBD_DO_IT) < 0)
+		atomic_store(&k->doit_err, errno);
+	atomic_store(&k->doit_ended, true);
 	ioctl(k->nbd_fd, NBD_CLEAR_QUE);
 	ioctl(k->nbd_fd, NBD_CLEAR_SOCK);
 	w = write(k->notify_fd, &one, sizeof(one));
@@ -70,8 +75,10 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 
 	k->notify_fd = notify_fd;
 	k->running = false;
-	k->nbd_fd = open(dev, O_RDWR | O_CLOEXEC);
-	if (k->nbd_fd < 0)
+	k->srv = srv;
+	atomic_store(&k->doit_err, 0);
+	atomic_store(&k->doit_ended, false);
+	if (k->nbd_fd < 0 && nbd_kernel_open(dev, k) < 0)
 		return -errno;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		r = -errno;
@@ -104,8 +111,10 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 	k->sock = sv[0];
 	/* It waits in NBD_DO_IT: a small stack. */
 	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
-	r = nbd_thread_start(srv, &k->doit, &attr, "nbd-do-it", doit_main, k);
+	r = -pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
+	if (r == 0)
+		r = nbd_thread_start(srv, &k->doit, &attr, "nbd-do-it",
+				     doit_main, k);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
 		nbd_server_shutdown(srv);
@@ -124,6 +133,35 @@ fail_fd:
 	close(k->nbd_fd);
 	k->nbd_fd = -1;
 	return r;
+}
+
+int nbd_kernel_open(const char *dev, struct nbd_kernel *k)
+{
+	k->nbd_fd = open(dev, O_RDWR | O_CLOEXEC);
+	return k->nbd_fd < 0 ? -errno : 0;
+}
+
+/*
+ * NBD_DO_IT starts the device (its size, the partition table read through
+ * our socket) and then waits in the kernel: the device is ready for a
+ * mount once the kernel shows the size, and never will be if NBD_DO_IT
+ * returned first.
+ */
+int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms)
+{
+	uint64_t bytes = 0;
+
+	for (int waited = 0; waited <= timeout_ms; waited++) {
+		if (ioctl(k->nbd_fd, BLKGETSIZE64, &bytes) == 0 && bytes)
+			return 0;
+		if (atomic_load(&k->doit_ended)) {
+			int err = atomic_load(&k->doit_err);
+
+			return -(err ? err : EIO);
+		}
+		usleep(1000);
+	}
+	return -ETIMEDOUT;
 }
 
 void nbd_kernel_disconnect(struct nbd_kernel *k)

@@ -1114,6 +1114,26 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* What must be opened with the privileges of start-up: the kernel's
+	 * device, and the workers' descriptors of a file export (a new
+	 * open(2) each, with its permission checks). */
+	if (o.connect) {
+		r = nbd_kernel_open(o.connect, &kern);
+		if (r < 0) {
+			log_stderr("%s: %s\n", o.connect,
+				   r == -ENOENT ?
+					   "No such device (modprobe nbd makes "
+					   "/dev/nbd0 to /dev/nbd15)" :
+					   strerror(-r));
+			goto fail_listening;
+		}
+	}
+	r = nbd_server_open_workers(&srv);
+	if (r < 0) {
+		log_stderr("workers: %s\n", strerror(-r));
+		goto fail_listening;
+	}
+
 	/* 5. What is left of privilege, before any thread starts:
 	 * libcap changes the calling thread only, and a thread already
 	 * running keeps what it had (ioflusher_caps_drop(3)).  CAP_IPC_LOCK:
@@ -1161,12 +1181,18 @@ int main(int argc, char **argv)
 	}
 	if (o.connect) {
 		r = nbd_kernel_connect(&srv, o.connect, kfd, &kern);
+		if (r == 0) {
+			/* Ready means a mount can find the device sized. */
+			r = nbd_kernel_wait_started(&kern, 10000);
+			if (r < 0) {
+				log_stderr("%s: NBD_DO_IT: %s: the device did "
+					   "not start\n",
+					   o.connect, strerror(-r));
+				goto fail_listening;
+			}
+		}
 		if (r < 0) {
-			log_stderr("%s: %s\n", o.connect,
-				   r == -ENOENT ?
-					   "No such device (modprobe nbd makes "
-					   "/dev/nbd0 to /dev/nbd15)" :
-					   strerror(-r));
+			log_stderr("%s: %s\n", o.connect, strerror(-r));
 			goto fail_listening;
 		}
 	}

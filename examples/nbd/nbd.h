@@ -421,6 +421,9 @@ struct nbd_worker {
 };
 
 int nbd_server_init(struct nbd_server *srv);
+/* The workers' descriptors, before the capabilities are dropped; then
+ * their threads. */
+int nbd_server_open_workers(struct nbd_server *srv);
 int nbd_server_start_workers(struct nbd_server *srv);
 void nbd_server_fini(struct nbd_server *srv);
 /* Serve a socket on a new thread; handshake false for the kernel. */
@@ -493,11 +496,20 @@ struct nbd_kernel {
 	int nbd_fd;
 	int sock; /* the kernel's end of the socketpair */
 	int notify_fd; /* written once when the device lets go */
+	struct nbd_server *srv;
 	pthread_t doit;
 	bool running;
+	/* Set by the thread in NBD_DO_IT when it returns: its errno, if any. */
+	atomic_int doit_err;
+	atomic_bool doit_ended;
 };
+/* The device, opened before the capabilities are dropped (nbd_fd -1
+ * until then); connect opens it if this was not called. */
+int nbd_kernel_open(const char *dev, struct nbd_kernel *k);
 int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 		       struct nbd_kernel *k);
+/* 0 once the device has started (its size set), or why it did not. */
+int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms);
 void nbd_kernel_disconnect(struct nbd_kernel *k);
 void nbd_kernel_wait(struct nbd_kernel *k);
 

@@ -400,8 +400,10 @@ int nbd_conn_start_sender(struct nbd_conn *c)
 	name[15] = 0;
 	pthread_attr_init(&attr);
 	/* sendmsg and the log: a shallow stack, a small locked stack. */
-	pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
-	r = nbd_thread_start(c->srv, &c->sender, &attr, name, sender_main, c);
+	r = -pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
+	if (r == 0)
+		r = nbd_thread_start(c->srv, &c->sender, &attr, name,
+				     sender_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)
 		c->has_sender = true;
@@ -875,8 +877,9 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	/* The IO path is shallow; a small stack is a small locked stack. */
-	pthread_attr_setstacksize(&attr, NBD_STACK);
-	r = nbd_thread_start(srv, &t, &attr, NULL, conn_main, c);
+	r = -pthread_attr_setstacksize(&attr, NBD_STACK);
+	if (r == 0)
+		r = nbd_thread_start(srv, &t, &attr, NULL, conn_main, c);
 	pthread_attr_destroy(&attr);
 	if (r == 0)
 		return 0;
@@ -1001,42 +1004,58 @@ int nbd_server_init(struct nbd_server *srv)
 				     0, flags, &srv->data_pool);
 }
 
-int nbd_server_start_workers(struct nbd_server *srv)
+/* Before the capabilities are dropped: each worker's descriptor of a file
+ * export is opened again through /proc/self/fd, a new open(2) with its
+ * permission checks, which what was dropped may have passed. */
+int nbd_server_open_workers(struct nbd_server *srv)
 {
-	pthread_attr_t attr;
-	int r = 0;
-
 	if (!srv->nthreads)
 		return 0;
 	/* Allocated before the IO starts, and never again. */
 	srv->workers = calloc(srv->nthreads, sizeof(*srv->workers));
 	if (!srv->workers)
 		return -ENOMEM;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, NBD_STACK);
 	for (unsigned int i = 0; i < srv->nthreads; i++) {
 		struct nbd_worker *wk = &srv->workers[i];
-		char name[32];
 
 		wk->srv = srv;
 		wk->fd = -1;
-		if (srv->exp->kind == NBD_BACKEND_FILE) {
-			wk->fd = nbd_export_reopen(srv->exp);
-			if (wk->fd < 0) {
-				r = wk->fd;
-				break;
-			}
+	}
+	if (srv->exp->kind != NBD_BACKEND_FILE)
+		return 0;
+	for (unsigned int i = 0; i < srv->nthreads; i++) {
+		struct nbd_worker *wk = &srv->workers[i];
+
+		wk->fd = nbd_export_reopen(srv->exp);
+		if (wk->fd < 0) {
+			int r = wk->fd;
+
+			wk->fd = -1;
+			return r;
 		}
+	}
+	return 0;
+}
+
+int nbd_server_start_workers(struct nbd_server *srv)
+{
+	pthread_attr_t attr;
+	int r = 0;
+
+	if (!srv->workers)
+		return 0;
+	pthread_attr_init(&attr);
+	r = -pthread_attr_setstacksize(&attr, NBD_STACK);
+	for (unsigned int i = 0; r == 0 && i < srv->nthreads; i++) {
+		struct nbd_worker *wk = &srv->workers[i];
+		char name[32];
+
 		snprintf(name, sizeof(name), "nbd-worker-%u", i);
 		name[15] = 0; /* the kernel's TASK_COMM_LEN */
 		r = nbd_thread_start(srv, &wk->thread, &attr, name, worker_main,
 				     wk);
-		if (r < 0) {
-			if (wk->fd >= 0)
-				close(wk->fd);
-			break;
-		}
-		srv->nworkers++;
+		if (r == 0)
+			srv->nworkers++;
 	}
 	pthread_attr_destroy(&attr);
 	return r;
@@ -1049,11 +1068,12 @@ void nbd_server_fini(struct nbd_server *srv)
 	srv->quit = true;
 	pthread_cond_broadcast(&srv->cond);
 	pthread_mutex_unlock(&srv->lock);
-	for (unsigned int i = 0; i < srv->nworkers; i++) {
+	for (unsigned int i = 0; i < srv->nworkers; i++)
 		pthread_join(srv->workers[i].thread, NULL);
+	/* Opened, started or not. */
+	for (unsigned int i = 0; srv->workers && i < srv->nthreads; i++)
 		if (srv->workers[i].fd >= 0)
 			close(srv->workers[i].fd);
-	}
 	free(srv->workers);
 	srv->workers = NULL;
 	srv->nworkers = 0;

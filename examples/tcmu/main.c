@@ -484,7 +484,12 @@ static int start_threads(struct device *devs, int n, int policy)
 	/* A small stack is a small locked stack: the reserve it pre-faults
 	 * and the 64 KiB it must leave below. */
 	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, RING_STACK);
+	if (pthread_attr_setstacksize(&attr, RING_STACK) != 0) {
+		fprintf(stderr, "ring threads: a stack of %d bytes refused\n",
+			RING_STACK);
+		pthread_attr_destroy(&attr);
+		return -EINVAL;
+	}
 	for (int i = 0; i < n; i++) {
 		struct device *d = &devs[i];
 		int r;

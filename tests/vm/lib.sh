@@ -234,3 +234,22 @@ vm_tcm_loop_lun() {
 	echo naa.5001405000000002 >"$_tpg/nexus" || return 1
 	printf '%s\n' "$_tpg"
 }
+
+# vm_caps_only PID HEX: every thread of PID has exactly the capabilities
+# HEX (as /proc shows them: 0000000000004000 for CAP_IPC_LOCK alone),
+# effective, permitted and in its bounding set; each thread's sets are
+# printed.  Capabilities are per thread: cap_set_proc() and
+# PR_CAPBSET_DROP act on the calling thread only, so a thread started
+# before a daemon dropped them keeps them all.
+vm_caps_only() {
+	_bad=0
+	for _s in /proc/$1/task/*/status; do
+		_name=$(sed -n 's/^Name:[[:space:]]*//p' "$_s")
+		for _set in CapEff CapPrm CapBnd; do
+			_c=$(sed -n "s/^$_set:[[:space:]]*//p" "$_s")
+			echo "$_name $_set $_c"
+			[ "$_c" = "$2" ] || _bad=1
+		done
+	done
+	[ $_bad = 0 ]
+}

@@ -68,7 +68,14 @@ check_protected() {
 	fi
 	vm_check "$_desc: ioflusher status $pid: every thread carries the flag" \
 		status_flagged "$pid"
+	vm_check "$2: every thread kept CAP_IPC_LOCK and CAP_SYS_ADMIN only" \
+		caps_kept "$pid"
 }
+
+# caps_kept PID: every thread has CAP_IPC_LOCK (bit 14) and CAP_SYS_ADMIN
+# (21, for --connect) and nothing else (vm_caps_only): a thread started
+# before the drop would keep them all.
+caps_kept() { vm_caps_only "$1" 0000000000204000; }
 
 # status_flagged PID: ioflusher(1)'s verdict on PID's threads, printed.
 status_flagged() {

@@ -29,16 +29,8 @@ vm_check "ioflusher status: every thread carries the flag" \
 	sh -c "ioflusher status $pid | grep -qx 'verdict: *every thread carries the flag'"
 
 # caps_only_ipc_lock PID: every thread has CAP_IPC_LOCK (bit 14) and
-# nothing else, effective, permitted and in its bounding set.
-caps_only_ipc_lock() {
-	for _s in /proc/$1/task/*/status; do
-		for _set in CapEff CapPrm CapBnd; do
-			_c=$(sed -n "s/^$_set:[[:space:]]*//p" "$_s")
-			[ "$_c" = 0000000000004000 ] ||
-				{ echo "$_s $_set $_c"; return 1; }
-		done
-	done
-}
+# nothing else (vm_caps_only).
+caps_only_ipc_lock() { vm_caps_only "$1" 0000000000004000; }
 vm_check "every thread kept CAP_IPC_LOCK only" caps_only_ipc_lock "$pid"
 vm_check "--sandbox: a seccomp filter is in place" \
 	grep -q '^Seccomp:[[:space:]]*2' "/proc/$pid/status"

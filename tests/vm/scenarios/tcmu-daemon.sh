@@ -53,20 +53,8 @@ status_flagged() {
 }
 
 # caps_dropped PID: every thread has CAP_IPC_LOCK (bit 14) and nothing
-# else, effective, permitted and in its bounding set: cap_set_proc() and
-# PR_CAPBSET_DROP act on the calling thread only.
-caps_dropped() {
-	_bad=0
-	for _s in /proc/$1/task/*/status; do
-		_name=$(sed -n 's/^Name:[[:space:]]*//p' "$_s")
-		for _set in CapEff CapPrm CapBnd; do
-			_c=$(sed -n "s/^$_set:[[:space:]]*//p" "$_s")
-			echo "$_name $_set $_c"
-			[ "$_c" = 0000000000004000 ] || _bad=1
-		done
-	done
-	[ $_bad = 0 ]
-}
+# else (vm_caps_only).
+caps_dropped() { vm_caps_only "$1" 0000000000004000; }
 
 # stack_locked PID TID: the kB locked of the mapping that holds the
 # thread's stack pointer (the eighth field of its syscall file, while it
