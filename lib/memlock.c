@@ -117,17 +117,20 @@ _public_ int ioflusher_memlock_check(uint64_t bytes)
 }
 
 /*
- * Set when ioflusher_memlock_all() locked what was mapped but left
- * MCL_FUTURE out: the stack of a thread created since is a new mapping,
- * not locked, and ioflusher_memlock_prefault_stack() locks it itself.
- * A forked child inherits no lock, so its copy is cleared.
+ * How ioflusher_memlock_all() last locked the process.  MEMLOCK_CURRENT:
+ * what was mapped, MCL_FUTURE left out, so the stack of a thread created
+ * since is a new mapping, not locked, and ioflusher_memlock_prefault_stack()
+ * locks it itself.  Either way the main thread's stack is locked, and may
+ * grow only within RLIMIT_MEMLOCK.  A forked child inherits no lock, so
+ * its copy is cleared.
  */
-static _Atomic bool locked_current_only;
+enum { MEMLOCK_NONE, MEMLOCK_ALL, MEMLOCK_CURRENT };
+static _Atomic int memlock_state;
 static pthread_once_t memlock_atfork_once = PTHREAD_ONCE_INIT;
 
 static void memlock_atfork_child(void)
 {
-	atomic_store_explicit(&locked_current_only, false,
+	atomic_store_explicit(&memlock_state, MEMLOCK_NONE,
 			      memory_order_relaxed);
 }
 
@@ -169,9 +172,9 @@ _public_ int ioflusher_memlock_all(unsigned int flags)
 		mcl &= ~MCL_FUTURE;
 	if (mlockall(mcl) < 0)
 		return -errno;
-	if (!(mcl & MCL_FUTURE))
-		pthread_once(&memlock_atfork_once, memlock_atfork_register);
-	atomic_store_explicit(&locked_current_only, !(mcl & MCL_FUTURE),
+	pthread_once(&memlock_atfork_once, memlock_atfork_register);
+	atomic_store_explicit(&memlock_state,
+			      mcl & MCL_FUTURE ? MEMLOCK_ALL : MEMLOCK_CURRENT,
 			      memory_order_relaxed);
 	return mcl & MCL_FUTURE ? 0 : 1;
 }
@@ -222,7 +225,7 @@ static uintptr_t mapping_start(uintptr_t addr)
 
 /*
  * The main thread's stack grows into its mapping as it is touched.  Once
- * mlockall() has locked that mapping, without MCL_FUTURE and without
+ * mlockall() has locked that mapping (MCL_FUTURE or not), without
  * CAP_IPC_LOCK, the kernel lets it grow only within RLIMIT_MEMLOCK
  * (acct_stack_growth()), and a touch beyond is a SIGSEGV: false when
  * growing it down to low would pass the limit.
@@ -244,8 +247,11 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), low;
 	pthread_attr_t attr;
 	size_t size, avail;
-	bool current_only, main_thread;
-	char here;
+	bool main_thread;
+	int state;
+	/* This frame's address: a local's may be elsewhere, in the fake
+	 * frames of AddressSanitizer's use-after-return detection. */
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
 	void *base;
 	int r;
 
@@ -262,20 +268,17 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 		return -r;
 	/* On a stack of its own (a coroutine's, sigaltstack(2)'s), whose
 	 * bounds are not known here. */
-	if ((uintptr_t)&here < (uintptr_t)base ||
-	    (uintptr_t)&here >= (uintptr_t)base + size)
+	if (here < (uintptr_t)base || here >= (uintptr_t)base + size)
 		return -EFAULT;
-	avail = (size_t)(&here - (char *)base);
+	avail = (size_t)(here - (uintptr_t)base);
 	/* Leave room for the frames of whoever runs below the reserve. */
 	if (avail < 64 * 1024 || bytes > avail - 64 * 1024)
 		return -E2BIG;
-	current_only = atomic_load_explicit(&locked_current_only,
-					    memory_order_relaxed);
+	state = atomic_load_explicit(&memlock_state, memory_order_relaxed);
 	main_thread = getpid() == gettid();
 	/* A page more than the bytes: the frames below this one. */
-	if (current_only && main_thread &&
-	    !main_stack_may_grow((uintptr_t)&here, ((uintptr_t)&here - bytes -
-						    page) & ~(page - 1)))
+	if (state != MEMLOCK_NONE && main_thread &&
+	    !main_stack_may_grow(here, (here - bytes - page) & ~(page - 1)))
 		return -EAGAIN;
 	low = stack_touch(bytes) & ~(page - 1);
 	/*
@@ -287,7 +290,7 @@ _public_ int ioflusher_memlock_prefault_stack(size_t bytes)
 	 * and TLS there, are on the IO path too.  Where the stack was
 	 * locked already, mlock() changes nothing and charges nothing.
 	 */
-	if (current_only && !main_thread &&
+	if (state == MEMLOCK_CURRENT && !main_thread &&
 	    mlock((void *)low, (uintptr_t)base + size - low) < 0)
 		return 1;
 	return 0;

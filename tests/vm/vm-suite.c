@@ -1043,9 +1043,34 @@ static int main_stack_and_fork_after_memlock(void)
 	return pid < 0 ? -1 : wait_child(pid);
 }
 
+/* The same limit, with MCL_FUTURE kept (no FUTURE_IF_UNLIMITED): the main
+ * stack is locked just the same, and its growth limited. */
+static int main_stack_under_future(void)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		int big, small;
+
+		if (limited_without_ipc_lock(256ul << 10) < 0 ||
+		    ioflusher_memlock_all(0) != 0)
+			_exit(3);
+		big = ioflusher_memlock_prefault_stack(4ul << 20);
+		small = ioflusher_memlock_prefault_stack(16ul << 10);
+		printf("#   MCL_FUTURE: 4 MiB reserve %d, 16 KiB %d\n", big,
+		       small);
+		fflush(stdout);
+		_exit(big == -EAGAIN && small == 0 ? 0 : 2);
+	}
+	return pid < 0 ? -1 : wait_child(pid);
+}
+
 static void test_prefault_main_stack_and_fork(void)
 {
 	EXPECT_EQ(main_stack_and_fork_after_memlock(), 0);
+	EXPECT_EQ(main_stack_under_future(), 0);
 }
 
 /* A thread started before setup runs without the flag: setup sets it on
@@ -1619,8 +1644,9 @@ static const struct test tests[] = {
     {"memlock: without MCL_FUTURE a new thread's stack reserve is locked, or "
      "said not to be",
      test_prefault_stack_locked, SUITE_ROOT, NULL},
-    {"memlock: without MCL_FUTURE the main stack's reserve stays within the "
-     "limit (EAGAIN, no SIGSEGV); a forked child locks no stack",
+    {"memlock: the locked main stack's reserve stays within the limit "
+     "(EAGAIN, no SIGSEGV), with MCL_FUTURE or without; a forked child "
+     "locks no stack",
      test_prefault_main_stack_and_fork, SUITE_ROOT, NULL},
     {"setup: a thread started before fails the flag (EBUSY), named",
      test_setup_threads, SUITE_ROOT, NULL},
