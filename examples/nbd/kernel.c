@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nbd.h"
@@ -102,8 +103,9 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 		r = -errno;
 		goto fail_clear;
 	}
-	/* The server end is served before NBD_DO_IT, which reads the
-	 * partition table through it. */
+	/* The server end is served before NBD_DO_IT: the kernel may read
+	 * through it as soon as the device starts (udev's probe, the
+	 * partition table at the device's next open). */
 	r = nbd_server_add(srv, sv[1], false);
 	if (r < 0)
 		goto fail_clear;
@@ -142,16 +144,21 @@ int nbd_kernel_open(const char *dev, struct nbd_kernel *k)
 }
 
 /*
- * NBD_DO_IT starts the device (its size, the partition table read through
- * our socket) and then waits in the kernel: the device is ready for a
- * mount once the kernel shows the size, and never will be if NBD_DO_IT
- * returned first.
+ * NBD_DO_IT starts the device, and only then does the kernel give it its
+ * size (nbd_start_device()); then it waits in the kernel.  The device is
+ * ready for a mount once it has its size, and never will be if NBD_DO_IT
+ * returned first.  Its partitions are scanned later, at its next open
+ * (udev's, after the change event).
  */
 int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms)
 {
-	uint64_t bytes = 0;
+	struct timespec ts;
+	uint64_t bytes = 0, deadline;
 
-	for (int waited = 0; waited <= timeout_ms; waited++) {
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
+		   (uint64_t)timeout_ms;
+	for (;;) {
 		if (ioctl(k->nbd_fd, BLKGETSIZE64, &bytes) == 0 && bytes)
 			return 0;
 		if (atomic_load(&k->doit_ended)) {
@@ -159,9 +166,13 @@ int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms)
 
 			return -(err ? err : EIO);
 		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if ((uint64_t)ts.tv_sec * 1000 +
+			    (uint64_t)ts.tv_nsec / 1000000 >=
+		    deadline)
+			return -ETIMEDOUT;
 		usleep(1000);
 	}
-	return -ETIMEDOUT;
 }
 
 void nbd_kernel_disconnect(struct nbd_kernel *k)
@@ -174,8 +185,13 @@ void nbd_kernel_disconnect(struct nbd_kernel *k)
 
 void nbd_kernel_wait(struct nbd_kernel *k)
 {
-	if (!k->running)
+	if (!k->running) {
+		/* Opened, and the start failed before it connected. */
+		if (k->nbd_fd >= 0)
+			close(k->nbd_fd);
+		k->nbd_fd = -1;
 		return;
+	}
 	pthread_join(k->doit, NULL);
 	k->running = false;
 	close(k->sock);

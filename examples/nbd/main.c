@@ -442,6 +442,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 		struct stat st;
 
 		if (stat(o->file, &st) == 0 && S_ISREG(st.st_mode) &&
+		    st.st_size == 0) {
+			log_stderr("--connect: %s: an empty file, and the "
+				   "kernel's device needs a size\n",
+				   o->file);
+			return 2;
+		}
+		if (stat(o->file, &st) == 0 && S_ISREG(st.st_mode) &&
 		    st.st_size % 512) {
 			log_stderr(
 				"--connect: %s: the file's %llu bytes are not "
@@ -1173,9 +1180,10 @@ int main(int argc, char **argv)
 	}
 	/* parse_args() checked the file already; it may have changed size
 	 * since. */
-	if (o.connect && exp.size % 512) {
-		log_stderr("%s: the export's %llu bytes are not a whole number "
-			   "of 512-byte sectors, as a block device's size is\n",
+	if (o.connect && (exp.size % 512 || !exp.size)) {
+		log_stderr("%s: the export's %llu bytes are not a whole, "
+			   "non-zero number of 512-byte sectors, as a block "
+			   "device's size is\n",
 			   o.connect, (unsigned long long)exp.size);
 		goto fail_listening;
 	}

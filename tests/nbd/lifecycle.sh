@@ -394,6 +394,14 @@ tap_check "refused: --connect, a 1000-byte --file: exit 2 before setup, saying s
 	sh -c "test $rc -eq 2 &&
 		grep -q 'odd.img: .* 1000 bytes are not a whole number of 512-byte sectors' '$nbd_tmp/odd.err' &&
 		! grep -q 'setup:' '$nbd_tmp/odd.err'"
+# An empty one too: the kernel's device would never get a size.
+: >"$nbd_tmp/empty.img"
+timeout 20 "$NBD_DAEMON" $NBD_OPTS --connect /dev/nbd0 --file "$nbd_tmp/empty.img" \
+	>/dev/null 2>"$nbd_tmp/empty.err"
+rc=$?
+tap_check "refused: --connect, an empty --file: exit 2 before setup, saying so" \
+	sh -c "test $rc -eq 2 && grep -q 'empty.img: an empty file' '$nbd_tmp/empty.err' &&
+		! grep -q 'setup:' '$nbd_tmp/empty.err'"
 # Names on the wire are UTF-8 (proto.md, Conventions): a byte 0xff, an
 # overlong NUL and a lone surrogate are refused before anything is served.
 for name in 'a\377b|a byte 0xff' '\300\200|an overlong NUL' \
