@@ -21,9 +21,11 @@
  *      with --sandbox lock the protections in with a seccomp filter;
  *   6. serve (here: workers take "requests" from a pipe) until SIGTERM.
  * A required protection that cannot be had stops the daemon (exit 4) with
- * a message that names what is missing: the flag at setup, a worker
- * without it at the audit, the filter of --sandbox; --best-effort serves
- * without the flag.  Any other failure to start exits 1 (out of memory,
+ * a message that names what is missing: the flag at setup, capabilities
+ * that cannot be dropped, a worker without the flag at the audit, the
+ * filter of --sandbox.  --best-effort serves without the flag, and with
+ * capabilities it could not drop; a --sandbox asked for is had or not
+ * served.  Any other failure to start exits 1 (out of memory,
  * say, which a restart may cure), a bad command line 2.
  */
 #include <errno.h>
