@@ -20,7 +20,6 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nbd.h"
@@ -61,7 +60,6 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 		       struct nbd_kernel *k)
 {
 	uint64_t size = srv->exp->size;
-	pthread_attr_t attr;
 	unsigned long blksize;
 	int sv[2], r;
 
@@ -112,12 +110,8 @@ int nbd_kernel_connect(struct nbd_server *srv, const char *dev, int notify_fd,
 	sv[1] = -1;
 	k->sock = sv[0];
 	/* It waits in NBD_DO_IT: a small stack. */
-	pthread_attr_init(&attr);
-	r = -pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
-	if (r == 0)
-		r = nbd_thread_start(srv, &k->doit, &attr, "nbd-do-it",
-				     doit_main, k);
-	pthread_attr_destroy(&attr);
+	r = nbd_thread_start(srv, &k->doit, NBD_SMALL_STACK, false, "nbd-do-it",
+			     doit_main, k);
 	if (r < 0) {
 		nbd_server_shutdown(srv);
 		goto fail_clear;
@@ -152,12 +146,9 @@ int nbd_kernel_open(const char *dev, struct nbd_kernel *k)
  */
 int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms)
 {
-	struct timespec ts;
-	uint64_t bytes = 0, deadline;
+	uint64_t bytes = 0,
+		 deadline = nbd_now_ns() + (uint64_t)timeout_ms * 1000000u;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
-		   (uint64_t)timeout_ms;
 	for (;;) {
 		if (ioctl(k->nbd_fd, BLKGETSIZE64, &bytes) == 0 && bytes)
 			return 0;
@@ -166,10 +157,7 @@ int nbd_kernel_wait_started(struct nbd_kernel *k, int timeout_ms)
 
 			return -(err ? err : EIO);
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		if ((uint64_t)ts.tv_sec * 1000 +
-			    (uint64_t)ts.tv_nsec / 1000000 >=
-		    deadline)
+		if (nbd_now_ns() >= deadline)
 			return -ETIMEDOUT;
 		usleep(1000);
 	}

@@ -434,9 +434,13 @@ void nbd_server_stop(struct nbd_server *srv);
 void nbd_server_shutdown(struct nbd_server *srv);
 /* Wait at most timeout_ms for every connection to end: how many are left. */
 unsigned int nbd_server_wait_idle(struct nbd_server *srv, int timeout_ms);
-int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
-		     const pthread_attr_t *attr, const char *name,
-		     void *(*fn)(void *), void *arg);
+/* CLOCK_MONOTONIC, in nanoseconds. */
+uint64_t nbd_now_ns(void);
+/* Every thread of the daemon: with the flag (ioflusher_thread_create(),
+ * or without it at best effort), a stack of the size given, named. */
+int nbd_thread_start(struct nbd_server *srv, pthread_t *t, size_t stack,
+		     bool detached, const char *name, void *(*fn)(void *),
+		     void *arg);
 /* At the start of each thread: its stack reserve (NBD_STACK_USED). */
 void nbd_stack_reserve(struct nbd_server *srv);
 void nbd_work_queue(struct nbd_server *srv, struct nbd_work *w);

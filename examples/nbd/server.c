@@ -80,7 +80,7 @@ static ssize_t sock_recv(void *opaque, void *buf, size_t len, bool nowait)
 	return r < 0 ? -errno : r;
 }
 
-static uint64_t now_ns(void)
+uint64_t nbd_now_ns(void)
 {
 	struct timespec t;
 
@@ -99,7 +99,7 @@ static uint64_t now_ns(void)
 static int wait_writable(int fd, int64_t *timeout_ns, uint64_t *since)
 {
 	struct pollfd p = { .fd = fd, .events = POLLOUT };
-	uint64_t now = now_ns();
+	uint64_t now = nbd_now_ns();
 	int left = -1, r;
 
 	if (*timeout_ns == -2) {
@@ -392,19 +392,14 @@ static void *sender_main(void *arg)
 
 int nbd_conn_start_sender(struct nbd_conn *c)
 {
-	pthread_attr_t attr;
 	char name[32];
 	int r;
 
 	snprintf(name, sizeof(name), "nbd-send-%u", c->id);
 	name[15] = 0;
-	pthread_attr_init(&attr);
 	/* sendmsg and the log: a shallow stack, a small locked stack. */
-	r = -pthread_attr_setstacksize(&attr, NBD_SMALL_STACK);
-	if (r == 0)
-		r = nbd_thread_start(c->srv, &c->sender, &attr, name,
-				     sender_main, c);
-	pthread_attr_destroy(&attr);
+	r = nbd_thread_start(c->srv, &c->sender, NBD_SMALL_STACK, false, name,
+			     sender_main, c);
 	if (r == 0)
 		c->has_sender = true;
 	return r;
@@ -443,7 +438,7 @@ int nbd_conn_flush(struct nbd_conn *c)
  */
 static ssize_t handshake_recv(struct nbd_conn *c, void *buf, size_t len)
 {
-	uint64_t now = now_ns(), left;
+	uint64_t now = nbd_now_ns(), left;
 	struct timeval tv;
 	ssize_t got;
 
@@ -505,19 +500,19 @@ static ssize_t conn_recv(struct nbd_conn *c, void *buf, size_t len)
 		return stall_recv(c, buf, len);
 	if (!poll_ns)
 		return c->io.recv(c->io.opaque, buf, len, false);
-	start = now_ns();
+	start = nbd_now_ns();
 	if (c->spin &&
 	    atomic_load_explicit(&c->srv->serving, memory_order_relaxed) <=
 		    c->srv->max_spinners) {
 		do {
 			got = c->io.recv(c->io.opaque, buf, len, true);
-		} while (got == -EAGAIN && now_ns() - start < poll_ns);
+		} while (got == -EAGAIN && nbd_now_ns() - start < poll_ns);
 		if (got != -EAGAIN)
 			return got;
 		c->spin = false;
 	}
 	got = c->io.recv(c->io.opaque, buf, len, false);
-	if (!c->spin && now_ns() - start < poll_ns)
+	if (!c->spin && nbd_now_ns() - start < poll_ns)
 		c->spin = true;
 	return got;
 }
@@ -701,16 +696,30 @@ void nbd_conn_wait_idle(struct nbd_conn *c)
 
 /* ---------------------------------------------------------------- threads */
 
-int nbd_thread_start(struct nbd_server *srv, pthread_t *t,
-		     const pthread_attr_t *attr, const char *name,
-		     void *(*fn)(void *), void *arg)
+int nbd_thread_start(struct nbd_server *srv, pthread_t *t, size_t stack,
+		     bool detached, const char *name, void *(*fn)(void *),
+		     void *arg)
 {
-	int r = ioflusher_thread_create(t, attr, fn, arg);
+	pthread_attr_t attr;
+	int r;
 
+	r = -pthread_attr_init(&attr);
+	if (r < 0)
+		return r;
+	r = -pthread_attr_setstacksize(&attr, stack);
+	if (r == 0 && detached)
+		r = -pthread_attr_setdetachstate(&attr,
+						 PTHREAD_CREATE_DETACHED);
+	if (r < 0) {
+		pthread_attr_destroy(&attr);
+		return r;
+	}
+	r = ioflusher_thread_create(t, &attr, fn, arg);
 	/* Best effort: where the flag cannot be had the thread runs
 	 * without it, and the report and audit said so at start-up. */
 	if (r < 0 && srv->best_effort)
-		r = -pthread_create(t, attr, fn, arg);
+		r = -pthread_create(t, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
 	/* Named by the creator, so that an audit right after sees it; a
 	 * detached thread (name NULL) may be gone already: it names itself. */
 	if (r == 0 && name)
@@ -763,7 +772,7 @@ static void *conn_main(void *arg)
 
 		if (srv->handshake_timeout)
 			c->handshake_deadline =
-				now_ns() +
+				nbd_now_ns() +
 				(uint64_t)srv->handshake_timeout * 1000000000u;
 		r = nbd_handshake(c);
 		if (c->handshake_deadline) {
@@ -839,7 +848,6 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	socklen_t salen = sizeof(sa);
 	int sndbuf = NBD_UNIX_SNDBUF;
 	struct nbd_conn *c;
-	pthread_attr_t attr;
 	pthread_t t;
 	int r;
 
@@ -874,13 +882,8 @@ int nbd_server_add(struct nbd_server *srv, int fd, bool handshake)
 	srv->nconns++;
 	pthread_mutex_unlock(&srv->lock);
 
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	/* The IO path is shallow; a small stack is a small locked stack. */
-	r = -pthread_attr_setstacksize(&attr, NBD_STACK);
-	if (r == 0)
-		r = nbd_thread_start(srv, &t, &attr, NULL, conn_main, c);
-	pthread_attr_destroy(&attr);
+	r = nbd_thread_start(srv, &t, NBD_STACK, true, NULL, conn_main, c);
 	if (r == 0)
 		return 0;
 
@@ -1039,25 +1042,21 @@ int nbd_server_open_workers(struct nbd_server *srv)
 
 int nbd_server_start_workers(struct nbd_server *srv)
 {
-	pthread_attr_t attr;
 	int r = 0;
 
 	if (!srv->workers)
 		return 0;
-	pthread_attr_init(&attr);
-	r = -pthread_attr_setstacksize(&attr, NBD_STACK);
 	for (unsigned int i = 0; r == 0 && i < srv->nthreads; i++) {
 		struct nbd_worker *wk = &srv->workers[i];
 		char name[32];
 
 		snprintf(name, sizeof(name), "nbd-worker-%u", i);
 		name[15] = 0; /* the kernel's TASK_COMM_LEN */
-		r = nbd_thread_start(srv, &wk->thread, &attr, name, worker_main,
-				     wk);
+		r = nbd_thread_start(srv, &wk->thread, NBD_STACK, false, name,
+				     worker_main, wk);
 		if (r == 0)
 			srv->nworkers++;
 	}
-	pthread_attr_destroy(&attr);
 	return r;
 }
 
