@@ -1006,6 +1006,19 @@ static void test_prefault_stack_locked(void)
  * child, which inherits no lock, locks no new thread's stack.  0 when all
  * holds.
  */
+/* On the main thread, locked under the limit of the callers below: a
+ * 4 MiB stack reserve must be refused (-EAGAIN), 16 KiB made; printed
+ * under label.  0 when both are so. */
+static int main_stack_reserves(const char *label)
+{
+	int big = ioflusher_memlock_prefault_stack(4ul << 20);
+	int small = ioflusher_memlock_prefault_stack(16ul << 10);
+
+	printf("#   %s: 4 MiB reserve %d, 16 KiB %d\n", label, big, small);
+	fflush(stdout);
+	return big == -EAGAIN && small == 0 ? 0 : -1;
+}
+
 static int main_stack_and_fork_after_memlock(void)
 {
 	pid_t pid;
@@ -1015,18 +1028,12 @@ static int main_stack_and_fork_after_memlock(void)
 	if (pid == 0) {
 		struct stack_probe probe;
 		pid_t child;
-		int big, small;
 
 		if (limited_without_ipc_lock(256ul << 10) < 0 ||
 		    ioflusher_memlock_all(
 			    IOFLUSHER_MEMLOCK_FUTURE_IF_UNLIMITED) != 1)
 			_exit(3);
-		big = ioflusher_memlock_prefault_stack(4ul << 20);
-		small = ioflusher_memlock_prefault_stack(16ul << 10);
-		printf("#   main thread: 4 MiB reserve %d, 16 KiB %d\n", big,
-		       small);
-		fflush(stdout);
-		if (big != -EAGAIN || small != 0)
+		if (main_stack_reserves("main thread") < 0)
 			_exit(2);
 		child = fork();
 		if (child == 0) {
@@ -1052,17 +1059,10 @@ static int main_stack_under_future(void)
 	fflush(stdout);
 	pid = fork();
 	if (pid == 0) {
-		int big, small;
-
 		if (limited_without_ipc_lock(256ul << 10) < 0 ||
 		    ioflusher_memlock_all(0) != 0)
 			_exit(3);
-		big = ioflusher_memlock_prefault_stack(4ul << 20);
-		small = ioflusher_memlock_prefault_stack(16ul << 10);
-		printf("#   MCL_FUTURE: 4 MiB reserve %d, 16 KiB %d\n", big,
-		       small);
-		fflush(stdout);
-		_exit(big == -EAGAIN && small == 0 ? 0 : 2);
+		_exit(main_stack_reserves("MCL_FUTURE") < 0 ? 2 : 0);
 	}
 	return pid < 0 ? -1 : wait_child(pid);
 }
